@@ -1,0 +1,1 @@
+"""The ``oqat`` command-line interface (click)."""

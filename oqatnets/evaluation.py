@@ -1,0 +1,114 @@
+"""BN recalibration and top-1/top-5 evaluation, shared by the zoo builder, the CLI and training."""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['recalibrate_bn', 'evaluate', 'resize_batch', 'accuracy_counts']
+
+
+def resize_batch(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
+    """Bilinearly resize a batch to ``resolution`` (no-op when it already has that size)."""
+    if resolution is None or x.shape[-1] == resolution and x.shape[-2] == resolution:
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode='bilinear', align_corners=False)
+
+
+def _batches(loader: Iterable, num_batches: int | None) -> Iterable:
+    for i, batch in enumerate(loader):
+        if num_batches is not None and i >= num_batches:
+            break
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: Iterable, *, resolution: int | None = None,
+                   num_batches: int | None = None, device: 'torch.device | str | None' = None) -> nn.Module:
+    """Reset every BN's running statistics to the mean of per-batch (biased) statistics.
+
+    The network normalises with batch statistics while the batches pass, as the authors'
+    ``set_running_statistics`` does; step sizes and weights are untouched. Works on static
+    nets and on a supernet's active subnet (elastic BN slices are filled).
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    sums: dict[nn.Module, list] = {}
+
+    def record(module: nn.BatchNorm2d, inputs: tuple) -> None:
+        x = inputs[0]
+        mean = x.mean((0, 2, 3))
+        var = (x - mean[None, :, None, None]).pow(2).mean((0, 2, 3))
+        entry = sums.setdefault(module, [torch.zeros_like(mean), torch.zeros_like(var), 0])
+        entry[0] += mean
+        entry[1] += var
+        entry[2] += 1
+
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [(m.momentum, m.training) for m in bns]
+    was_training = model.training
+    handles = [m.register_forward_pre_hook(record) for m in bns]
+    try:
+        model.eval()
+        for m in bns:
+            m.train()
+            m.momentum = 0.0  # normalise with batch statistics, leave running stats for us to set
+        seen = 0
+        for images in _batches(loader, num_batches):
+            model(resize_batch(images.to(device, non_blocking=True), resolution))
+            seen += 1
+        if seen == 0:
+            raise ValueError('recalibrate_bn got no batches; pass a loader over some training images')
+    finally:
+        for h in handles:
+            h.remove()
+        for m, (momentum, training) in zip(bns, saved):
+            m.momentum = momentum
+            m.train(training)
+        model.train(was_training)
+    for module, (mean_sum, var_sum, count) in sums.items():
+        c = mean_sum.shape[0]
+        module.running_mean[:c] = mean_sum / count
+        module.running_var[:c] = var_sum / count
+    return model
+
+
+def accuracy_counts(logits: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...] = (1, 5)) -> list[int]:
+    """Number of correct predictions within each top-k (k clipped to the number of classes)."""
+    kmax = min(max(topk), logits.shape[1])
+    pred = logits.topk(kmax, dim=1).indices
+    hits = pred.eq(target[:, None])
+    return [int(hits[:, :min(k, kmax)].any(dim=1).sum()) for k in topk]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, *, resolution: int | None = None,
+             device: 'torch.device | str | None' = None, progress: bool = False,
+             desc: str = 'eval') -> dict[str, float]:
+    """Top-1/top-5 (%), mean cross-entropy and throughput of ``model`` over ``loader``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = total = 0
+    loss_sum = 0.0
+    start = time.perf_counter()
+    iterator = loader
+    if progress:
+        from tqdm.auto import tqdm
+        iterator = tqdm(loader, desc=desc, leave=False)
+    try:
+        for images, target in iterator:
+            images, target = resize_batch(images.to(device), resolution), target.to(device)
+            logits = model(images)
+            loss_sum += float(F.cross_entropy(logits, target, reduction='sum'))
+            c1, c5 = accuracy_counts(logits, target)
+            correct1, correct5, total = correct1 + c1, correct5 + c5, total + target.numel()
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError('evaluate got an empty loader; check the validation data')
+    seconds = time.perf_counter() - start
+    return {'top1': 100.0 * correct1 / total, 'top5': 100.0 * correct5 / total, 'loss': loss_sum / total,
+            'images': total, 'seconds': seconds, 'images_per_s': total / seconds}

@@ -1,0 +1,71 @@
+"""Static building blocks of an OQATNet: activations, squeeze-excite, the inverted residual."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .quant import QuantConv2d
+
+__all__ = ['create_act', 'SqueezeExcite', 'InvertedResidual', 'BN_EPS', 'BN_MOMENTUM']
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+
+def create_act(name: str) -> nn.Module:
+    """``relu`` or ``h_swish`` (x·relu6(x+3)/6)."""
+    if name == 'relu':
+        return nn.ReLU(inplace=True)
+    if name == 'h_swish':
+        return nn.Hardswish()
+    raise ValueError(f'unknown activation {name!r}; use relu or h_swish')
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class SqueezeExcite(nn.Module):
+    """Float SE: mean-pool → 1×1 conv (bias) → ReLU → 1×1 conv (bias) → h_sigmoid → scale."""
+
+    def __init__(self, channels: int, reduced: int):
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * self.gate(self.conv_expand(self.act(self.conv_reduce(s))))
+
+
+class InvertedResidual(nn.Module):
+    """MBConv: [pw expand → BN → act] → dw k×k → BN → act → [SE] → pw project → BN (+ identity).
+
+    With ``expand=False`` it is the first block of the network (dw → BN → act → pw → BN).
+    Every conv is a :class:`QuantConv2d`; BN, activations, SE and the shortcut stay float.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int, stride: int,
+                 mid_channels: int, act: str, se_channels: int = 0, bits: int = 4, expand: bool = True):
+        super().__init__()
+        self.has_skip = stride == 1 and in_channels == out_channels
+        if expand:
+            self.conv_pw = QuantConv2d(in_channels, mid_channels, 1, bits=bits)
+            self.bn_pw = batch_norm(mid_channels)
+            self.act_pw = create_act(act)
+        self.conv_dw = QuantConv2d(mid_channels, mid_channels, kernel_size, stride, groups=mid_channels, bits=bits)
+        self.bn_dw = batch_norm(mid_channels)
+        self.act_dw = create_act(act)
+        self.se = SqueezeExcite(mid_channels, se_channels) if se_channels else nn.Identity()
+        self.conv_pwl = QuantConv2d(mid_channels, out_channels, 1, bits=bits)
+        self.bn_pwl = batch_norm(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        if hasattr(self, 'conv_pw'):
+            x = self.act_pw(self.bn_pw(self.conv_pw(x)))
+        x = self.se(self.act_dw(self.bn_dw(self.conv_dw(x))))
+        x = self.bn_pwl(self.conv_pwl(x))
+        return x + shortcut if self.has_skip else x

@@ -1,0 +1,142 @@
+"""OQATNet: the static quantized network of one subnet spec, with the timm model interface."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .layers import InvertedResidual, batch_norm, create_act
+from .quant import QuantConv2d, set_bits
+from .spec import MAX_DEPTH, NUM_STAGES, SearchSpace, SubnetSpec, get_space
+
+__all__ = ['OQATBase', 'OQATNet']
+
+
+class OQATBase(nn.Module):
+    """Stem, head and the timm interface shared by :class:`OQATNet` and the elastic supernet.
+
+    Float stem conv (3×3, stride) → blocks → quantized 1×1 final expand + BN + h_swish
+    (``forward_features`` ends here) → global average pool → quantized 1×1 ``conv_head`` +
+    h_swish → float linear ``classifier``.
+    """
+
+    def __init__(self, space: 'str | SearchSpace', *, bits: int, num_classes: int, in_chans: int,
+                 drop_rate: float):
+        super().__init__()
+        self.space = get_space(space)
+        self.bits = bits
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.num_features = self.space.final_expand_channels
+        self.head_hidden_size = self.space.head_channels
+        self.pretrained_cfg: dict[str, Any] = {}
+        s = self.space
+        self.conv_stem = nn.Conv2d(in_chans, s.stem_channels, 3, s.stem_stride, 1, bias=False)
+        self.bn1 = batch_norm(s.stem_channels)
+        self.act1 = create_act('h_swish')
+
+    def _build_head(self) -> None:
+        s = self.space
+        self.final_conv = QuantConv2d(s.stage_channels[-1], s.final_expand_channels, 1, bits=self.bits)
+        self.final_bn = batch_norm(s.final_expand_channels)
+        self.final_act = create_act('h_swish')
+        self.conv_head = QuantConv2d(s.final_expand_channels, s.head_channels, 1, bits=self.bits)
+        self.act2 = create_act('h_swish')
+        self.classifier = self._make_classifier(self.num_classes)
+
+    def _make_classifier(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.space.head_channels, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _first_block(self) -> InvertedResidual:
+        s = self.space
+        return InvertedResidual(s.stem_channels, s.first_block_channels, kernel_size=3, stride=1,
+                                mid_channels=s.stem_channels, act='relu', bits=self.bits, expand=False)
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        s = self.space
+        info, reduction = [], s.stem_stride
+        info.append({'num_chs': s.first_block_channels, 'reduction': reduction, 'module': 'blocks.0'})
+        for stage in range(NUM_STAGES):
+            reduction *= s.stage_strides[stage]
+            info.append({'num_chs': s.stage_channels[stage], 'reduction': reduction, 'module': f'blocks.{stage + 1}'})
+        info.append({'num_chs': s.final_expand_channels, 'reduction': reduction, 'module': 'final_act'})
+        return info
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        return self.pretrained_cfg
+
+    def set_bits(self, bits: int) -> None:
+        """Set the bit-width of every quantized conv (32 turns quantization off)."""
+        set_bits(self, bits)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str = 'avg') -> None:
+        """Replace the float classifier (0 gives pre-logits); every step size is kept."""
+        if global_pool not in ('avg', ''):
+            raise ValueError(f"global_pool={global_pool!r} is not supported; OQATNets pool with 'avg'")
+        self.num_classes = num_classes
+        self.classifier = self._make_classifier(num_classes)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act1(self.bn1(self.conv_stem(x)))
+
+    def forward_final(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_act(self.final_bn(self.final_conv(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3), keepdim=True)
+        x = self.act2(self.conv_head(x)).flatten(1)
+        if self.drop_rate > 0.0:
+            x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class OQATNet(OQATBase):
+    """A static quantized OQATNet built from a :class:`SubnetSpec`.
+
+    Layer names follow timm (``conv_stem``, ``blocks.<stage>.<block>.conv_pw`` …,
+    ``conv_head``, ``classifier``); ``blocks.0`` is the fixed first block and
+    ``blocks.1``–``blocks.5`` hold the ``d`` active blocks of each stage, so a subnet's keys are
+    its supernet's keys.
+    """
+
+    def __init__(self, spec: 'SubnetSpec | str', *, space: 'str | SearchSpace' = 'imagenet',
+                 num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0):
+        spec = SubnetSpec.parse(spec) if isinstance(spec, str) else spec
+        space = get_space(space)
+        space.check(spec)
+        super().__init__(space, bits=spec.bits, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+        self.spec = spec
+        stages: list[nn.Module] = [nn.Sequential(self._first_block())]
+        for stage in range(NUM_STAGES):
+            blocks = []
+            for index in range(spec.d[stage]):
+                b = stage * MAX_DEPTH + index
+                mid = space.mid_channels(stage, index, spec.e[b])
+                blocks.append(InvertedResidual(
+                    space.block_in_channels(stage, index), space.stage_channels[stage],
+                    kernel_size=spec.ks[b], stride=space.stage_strides[stage] if index == 0 else 1,
+                    mid_channels=mid, act=space.stage_acts[stage],
+                    se_channels=space.se_channels(mid) if space.stage_se[stage] else 0, bits=spec.bits))
+            stages.append(nn.Sequential(*blocks))
+        self.blocks = nn.Sequential(*stages)
+        self._build_head()
+
+    def set_bits(self, bits: int) -> None:
+        super().set_bits(bits)
+        self.spec = self.spec.replace(bits=bits)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_final(self.blocks(self.forward_stem(x)))
+
+    def extra_repr(self) -> str:
+        return f'spec={self.spec}, space={self.space.name}'

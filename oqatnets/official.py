@@ -1,0 +1,139 @@
+"""The authors' OQA supernet checkpoints: key mapping, safe loading and conversion.
+
+Their files (``oqa_mbv3_d234_e346_k357_w1.0_b{4,3,2,1}``) are torch pickles holding
+``{'state_dict': ...}`` in OFA's module layout plus LSQ ``sa``/``sw``. We read them with
+``weights_only=True`` and map each key onto :class:`~oqatnets.supernet.OQATSupernet`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from .spec import MAX_DEPTH
+from .supernet import OQATSupernet
+
+__all__ = ['load_official_supernet', 'official_to_oqat_key', 'oqat_to_official_key', 'bits_from_official_name',
+           'OfficialCheckpointError']
+
+_STEP_NAMES = {'sa': 'act_step', 'sw': 'weight_step'}
+_BLOCK_PARTS = [  # (authors' sub-path, ours), longest first within each conv
+    ('mobile_inverted_conv.inverted_bottleneck.conv.conv.', 'conv_pw.'),
+    ('mobile_inverted_conv.inverted_bottleneck.bn.bn.', 'bn_pw.'),
+    ('mobile_inverted_conv.depth_conv.conv.conv.', 'conv_dw.'),
+    ('mobile_inverted_conv.depth_conv.conv.', 'conv_dw.'),
+    ('mobile_inverted_conv.depth_conv.bn.bn.', 'bn_dw.'),
+    ('mobile_inverted_conv.depth_conv.bn.', 'bn_dw.'),
+    ('mobile_inverted_conv.depth_conv.se.fc.reduce.', 'se.conv_reduce.'),
+    ('mobile_inverted_conv.depth_conv.se.fc.expand.', 'se.conv_expand.'),
+    ('mobile_inverted_conv.point_linear.conv.conv.', 'conv_pwl.'),
+    ('mobile_inverted_conv.point_linear.conv.', 'conv_pwl.'),
+    ('mobile_inverted_conv.point_linear.bn.bn.', 'bn_pwl.'),
+    ('mobile_inverted_conv.point_linear.bn.', 'bn_pwl.'),
+]
+_TOP_PARTS = [
+    ('first_conv.conv.', 'conv_stem.'), ('first_conv.bn.', 'bn1.'),
+    ('final_expand_layer.conv.', 'final_conv.'), ('final_expand_layer.bn.', 'final_bn.'),
+    ('feature_mix_layer.conv.', 'conv_head.'), ('classifier.linear.', 'classifier.'),
+]
+_BLOCK_RE = re.compile(r'^blocks\.(\d+)\.(.*)$')
+_MATRIX_RE = re.compile(r'^(\d)to(\d)_matrix$')
+
+
+class OfficialCheckpointError(ValueError):
+    """The file is not an OQA supernet checkpoint, or does not match the supernet."""
+
+
+def _rename_leaf(leaf: str) -> str:
+    if leaf in _STEP_NAMES:
+        return _STEP_NAMES[leaf]
+    match = _MATRIX_RE.match(leaf)
+    return f'transform_{match[1]}to{match[2]}' if match else leaf
+
+
+def official_to_oqat_key(key: str) -> str:
+    """Map one key of the authors' supernet state dict to ours (``ValueError`` if unknown)."""
+    for theirs, ours in _TOP_PARTS:
+        if key.startswith(theirs):
+            return ours + _rename_leaf(key[len(theirs):])
+    match = _BLOCK_RE.match(key)
+    if match:
+        index, rest = int(match[1]), match[2]
+        prefix = 'blocks.0.0.' if index == 0 else f'blocks.{(index - 1) // MAX_DEPTH + 1}.{(index - 1) % MAX_DEPTH}.'
+        for theirs, ours in _BLOCK_PARTS:
+            if rest.startswith(theirs):
+                return prefix + ours + _rename_leaf(rest[len(theirs):])
+    raise ValueError(f'unrecognised key {key!r} in an OQA checkpoint')
+
+
+def oqat_to_official_key(key: str, supernet_keys: 'set[str] | None' = None) -> str:
+    """Inverse of :func:`official_to_oqat_key` over ``supernet_keys`` (the authors' key list)."""
+    if supernet_keys is None:
+        raise ValueError('pass the authors\' key list (supernet_keys) to invert the mapping')
+    inverse = {official_to_oqat_key(k): k for k in supernet_keys}
+    return inverse[key]
+
+
+def bits_from_official_name(path: 'str | os.PathLike') -> int:
+    """The bit-width encoded in an authors' file name (``..._b2`` → 2)."""
+    match = re.search(r'_b(\d+)(?:\.[A-Za-z.]+)?$', Path(path).name)
+    if not match:
+        raise OfficialCheckpointError(
+            f'cannot read the bit-width from the file name {Path(path).name!r} (expected ..._b2, _b3 or _b4); '
+            'pass bits= explicitly')
+    return int(match[1])
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f'no checkpoint at {path}; download the authors\' file and pass its path')
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # torch raises many types for non-pickles and unsafe pickles
+        raise OfficialCheckpointError(
+            f'{path} is not a loadable OQA checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})'
+        ) from None
+    state = obj.get('state_dict', obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise OfficialCheckpointError(f'{path} holds no state_dict of tensors; is it an OQA supernet checkpoint?')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def load_official_supernet(path: 'str | os.PathLike', bits: int | None = None) -> OQATSupernet:
+    """An :class:`OQATSupernet` holding the weights of an authors' checkpoint.
+
+    ``bits`` is read from the file name when not given. The pickle is read with
+    ``weights_only=True``; every key must map and every shape must match.
+    """
+    path = Path(path)
+    bits = bits_from_official_name(path) if bits is None else bits
+    state = _read_state_dict(path)
+    classifier = state.get('classifier.linear.weight')
+    first = state.get('first_conv.conv.weight')
+    if classifier is None or first is None:
+        raise OfficialCheckpointError(f'{path} lacks first_conv/classifier keys; is it an OQA MobileNetV3 supernet?')
+    supernet = OQATSupernet(space='imagenet', bits=bits, num_classes=classifier.shape[0], in_chans=first.shape[1])
+    try:
+        converted = {official_to_oqat_key(k): v for k, v in state.items()}
+    except ValueError as exc:
+        raise OfficialCheckpointError(f'{path}: {exc}') from None
+    own = supernet.state_dict()
+    for name, _ in supernet.named_buffers():
+        if name.endswith('step_initialized'):
+            converted[name] = torch.ones((), dtype=torch.bool)
+    missing = sorted(set(own) - set(converted))
+    unexpected = sorted(set(converted) - set(own))
+    if missing or unexpected:
+        raise OfficialCheckpointError(
+            f'{path} does not match the OQA MobileNetV3 supernet: {len(missing)} missing keys '
+            f'(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})')
+    for name, tensor in converted.items():
+        if own[name].shape != tensor.shape:
+            raise OfficialCheckpointError(
+                f'{path}: {name} has shape {tuple(tensor.shape)}, the supernet expects {tuple(own[name].shape)}')
+    supernet.load_state_dict(converted)
+    supernet.pretrained_cfg = {'architecture': f'oqat_supernet_mbv3_w{bits}a{bits}', 'source': 'official',
+                               'file': str(path), 'num_classes': classifier.shape[0]}
+    return supernet.eval()

@@ -1,0 +1,202 @@
+"""LSQ fake quantization with the exact semantics of the authors' OQA code.
+
+One scalar step per tensor; weights signed, activations unsigned (negative inputs clip to 0);
+``v̂ = round(clamp(v / |s|, Qn, Qp)) · |s|`` with round-half-even, a straight-through round, and
+the step receiving LSQ's gradient scaled by ``1 / sqrt(numel · Qp)`` where ``numel`` counts the
+whole tensor used (the batch included for activations).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    'SUPPORTED_BITS', 'FLOAT_BITS', 'quant_range', 'validate_bits', 'lsq_quantize', 'QuantConv2d',
+    'iter_quant_convs', 'set_bits', 'get_bits', 'init_step',
+]
+
+FLOAT_BITS = 32
+SUPPORTED_BITS = (1, 2, 3, 4, 8, FLOAT_BITS)
+
+
+def validate_bits(bits: int) -> int:
+    """Return ``bits`` if it is a supported bit-width, else raise a one-line ValueError."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in SUPPORTED_BITS:
+        raise ValueError(
+            f'bits={bits!r} is not supported; use one of {", ".join(map(str, SUPPORTED_BITS))} '
+            f'({FLOAT_BITS} turns quantization off)')
+    return bits
+
+
+def quant_range(bits: int, *, signed: bool) -> tuple[int, int]:
+    """(Qn, Qp) of an LSQ quantizer: signed ``[-2^(b-1), 2^(b-1)-1]``, unsigned ``[0, 2^b-1]``.
+
+    One bit signed is the binary case ``{-1, +1}`` (Qp = 1), as in the authors' code.
+    """
+    if signed:
+        if bits == 1:
+            return -1, 1
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2 ** bits - 1
+
+
+class _LSQ(torch.autograd.Function):
+    """round(clamp(x/|s|)) · |s| with LSQ's straight-through gradients, in one autograd node."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float):
+        s = step.abs()
+        v = x / s
+        q = v.clamp(qn, qp).round_()
+        ctx.save_for_backward(v, q, step)
+        ctx.grad_scale = grad_scale
+        ctx.bounds = (qn, qp)
+        return q * s
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        v, q, step = ctx.saved_tensors
+        qn, qp = ctx.bounds
+        inside = (v >= qn) & (v <= qp)
+        grad_x = grad_step = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_out * inside
+        if ctx.needs_input_grad[1]:
+            # d(q·s)/ds = q - v inside the range (round is straight-through), q (= Qn or Qp) outside.
+            d_step = torch.where(inside, q - v, q)
+            grad_step = (grad_out * d_step).sum().reshape(step.shape) * (ctx.grad_scale * torch.sign(step))
+        return grad_x, grad_step, None, None, None
+
+
+def _binary_quantize(x: torch.Tensor, step: torch.Tensor, grad_scale: float) -> torch.Tensor:
+    """The authors' 1-bit signed quantizer: sign() instead of round, straight-through."""
+    scaled = step * grad_scale
+    s = ((step - scaled).detach() + scaled).abs()
+    v = (x / s).clamp(-1, 1)
+    return ((torch.sign(v) - v).detach() + v) * s
+
+
+def lsq_quantize(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool) -> torch.Tensor:
+    """LSQ fake quantization of ``x`` with scalar ``step`` at ``bits`` (identity at 32 bits)."""
+    if bits >= FLOAT_BITS:
+        return x
+    qn, qp = quant_range(bits, signed=signed)
+    grad_scale = 1.0 / math.sqrt(x.numel() * qp)
+    if bits == 1 and signed:
+        return _binary_quantize(x, step, grad_scale)
+    if torch.is_grad_enabled() and (x.requires_grad or step.requires_grad):
+        return _LSQ.apply(x, step, qn, qp, grad_scale)
+    s = step.abs()
+    return (x / s).clamp_(qn, qp).round_().mul_(s)
+
+
+def init_step(t: torch.Tensor, bits: int, *, signed: bool) -> torch.Tensor:
+    """LSQ initial step ``2·mean|t| / sqrt(Qp)``, averaged over ranks when distributed."""
+    _, qp = quant_range(bits, signed=signed)
+    value = 2 * t.detach().abs().mean() / math.sqrt(qp)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(value)
+        value /= torch.distributed.get_world_size()
+    return value.clamp_min(torch.finfo(value.dtype).tiny).reshape(1)
+
+
+class QuantConv2d(nn.Conv2d):
+    """Conv2d (no bias) whose input and weight are LSQ fake-quantized with one step each.
+
+    ``act_step`` quantizes the (unsigned) input, ``weight_step`` the (signed) weight. A step is
+    initialised from the first batch it sees unless it was loaded from a state dict. In eval mode
+    without autograd the quantized weight is cached until the weight, its step or the bits change.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 groups: int = 1, *, bits: int = 4):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
+                         padding=kernel_size // 2, groups=groups, bias=False)
+        self.bits = validate_bits(bits)
+        self.act_step = nn.Parameter(torch.zeros(1))
+        self.weight_step = nn.Parameter(torch.zeros(1))
+        self.register_buffer('step_initialized', torch.zeros((), dtype=torch.bool))
+        self._weight_cache: tuple[tuple, torch.Tensor] | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.bits < FLOAT_BITS
+
+    def maybe_init_steps(self, x: torch.Tensor, weight: torch.Tensor) -> None:
+        """LSQ init of both steps from this input and weight, once per layer."""
+        if not self.quantized or bool(self.step_initialized):
+            return
+        with torch.no_grad():
+            self.act_step.copy_(init_step(x, self.bits, signed=False))
+            self.weight_step.copy_(init_step(weight, self.bits, signed=True))
+            self.step_initialized.fill_(True)
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        return lsq_quantize(x, self.act_step, self.bits, signed=False)
+
+    def quantize_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """Fake-quantized ``weight`` (the layer's own, or a slice/transform of it)."""
+        if torch.is_grad_enabled() or self.training or weight is not self.weight:
+            return lsq_quantize(weight, self.weight_step, self.bits, signed=True)
+        key = (self.weight._version, self.weight.data_ptr(), self.weight_step._version,
+               self.weight_step.data_ptr(), self.bits, self.weight.dtype, self.weight.device)
+        if self._weight_cache is None or self._weight_cache[0] != key:
+            self._weight_cache = (key, lsq_quantize(weight, self.weight_step, self.bits, signed=True))
+        return self._weight_cache[1]
+
+    def weight_codes(self) -> torch.Tensor:
+        """Integer codes of the quantized weight (int8), as packed files store them."""
+        qn, qp = quant_range(self.bits, signed=True)
+        with torch.no_grad():
+            return (self.weight / self.weight_step.abs()).clamp(qn, qp).round().to(torch.int8)
+
+    def conv(self, x: torch.Tensor, weight: torch.Tensor, *, stride: int | None = None,
+             groups: int | None = None) -> torch.Tensor:
+        """Quantize ``x`` and ``weight`` and convolve; used by the elastic layers with slices."""
+        self.maybe_init_steps(x, weight)
+        if self.quantized:
+            x = self.quantize_input(x)
+            weight = self.quantize_weight(weight)
+        k = weight.shape[-1]
+        return F.conv2d(x, weight, None, self.stride if stride is None else stride, k // 2,
+                        1, self.groups if groups is None else groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, self.weight)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._weight_cache = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f', bits={self.bits}'
+
+
+def iter_quant_convs(model: nn.Module) -> Iterator[tuple[str, QuantConv2d]]:
+    """(name, module) for every quantized conv of ``model``."""
+    for name, module in model.named_modules():
+        if isinstance(module, QuantConv2d):
+            yield name, module
+
+
+def set_bits(model: nn.Module, bits: int) -> nn.Module:
+    """Set the bit-width of every quantized conv of ``model`` (32 turns quantization off)."""
+    validate_bits(bits)
+    for _, module in iter_quant_convs(model):
+        module.bits = bits
+        module._weight_cache = None
+    if hasattr(model, 'bits'):
+        model.bits = bits
+    return model
+
+
+def get_bits(model: nn.Module) -> int:
+    """The uniform bit-width of ``model``'s quantized convs (32 when it has none)."""
+    bits = {m.bits for _, m in iter_quant_convs(model)}
+    if len(bits) > 1:
+        raise ValueError(f'model mixes bit-widths {sorted(bits)}; OQATNets use one bit-width per network')
+    return bits.pop() if bits else FLOAT_BITS

@@ -1,0 +1,1 @@
+"""Joint training, bit inheritance, BN calibration, search and finetuning of OQAT supernets."""

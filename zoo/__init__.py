@@ -1,0 +1,1 @@
+"""The zoo table, model-card template and publishing helpers."""
