@@ -4,7 +4,9 @@ Conventions (they reproduce the authors' counters to the last printed digit):
 
 - ``macs`` (M): multiply-accumulates of every conv and linear, ``Cin·k²·Hout·Wout·Cout/groups``
   and ``in·out``; BN, activations and pooling count 0. The authors' README "FLOPs" are this.
-- ``params`` (M): every trainable parameter, the two step sizes of each quantized conv included.
+- ``params`` (M): every trainable parameter, the two step sizes of each quantized conv included
+  (the authors' ``count_parameters`` on a quantized subnet); ``arch_params`` (M) leaves the step
+  sizes out: the authors' README "Params" column, counted on the float architecture.
 - ``bitops`` (G): Σ over quantized convs of ``MACs·b_w·b_a``; float layers (stem, SE,
   classifier) are reported apart as ``float_macs`` (M).
 - ``macs_8bit_equiv`` (M): the authors' ``profile_quant``: float MACs + quantized MACs·b²/64.
@@ -37,6 +39,7 @@ class LayerCost:
 class Profile:
     macs: float
     params: float
+    arch_params: float
     bitops: float
     float_macs: float
     macs_8bit_equiv: float
@@ -115,6 +118,7 @@ def profile(model_or_spec: 'nn.Module | SubnetSpec | str', *, space: 'str | Sear
     return Profile(
         macs=(quant_macs + float_macs) / 1e6,
         params=params / 1e6,
+        arch_params=(params - steps) / 1e6,
         bitops=quant_macs * b * b / 1e9,
         float_macs=float_macs / 1e6,
         macs_8bit_equiv=(float_macs + quant_macs * b * b / 64) / 1e6,
