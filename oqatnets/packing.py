@@ -1,0 +1,150 @@
+"""Packed low-bit weights: every quantized conv's integer codes bit-packed into U8 safetensors.
+
+Format ``oqatnets.packed`` version 1 (all of it is described in the file's ``__metadata__``):
+
+- ``<conv>.weight_codes``: U8, the conv's signed weight codes ``q ∈ [Qn, Qp]`` stored offset-binary
+  as ``q − Qn`` in ``bits`` bits each, concatenated in C order into one little-endian bit stream
+  (value ``i`` occupies stream bits ``i·b … i·b+b−1``, least significant bit first; bit ``j`` of
+  the stream is bit ``j mod 8`` of byte ``j // 8``), so 3-bit codes cross byte boundaries.
+- ``<conv>.weight_step`` and ``<conv>.act_step``: F32, as trained (sign kept; ``|s|`` is used).
+- every other tensor of the state dict (stem, BN, SE, classifier): as is.
+- metadata: ``format``, ``format_version``, ``bits``, ``weight_signed``, ``code_offset``,
+  ``bit_order``, ``shapes`` (JSON: original shape of each packed weight), ``model_args`` and
+  ``pretrained_cfg`` (JSON), so :func:`load_packed` rebuilds the model from the file alone.
+
+Dequantized weight = ``q · |weight_step|``, exactly what :class:`~oqatnets.quant.QuantConv2d`
+computes in its forward, so the unpacked model's outputs equal the fake-quant model's.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .quant import QuantConv2d, iter_quant_convs, quant_range
+
+__all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'pack_bits', 'unpack_bits', 'packed_state_dict', 'save_packed',
+           'load_packed_state_dict', 'load_packed', 'is_packed_file']
+
+FORMAT_NAME = 'oqatnets.packed'
+FORMAT_VERSION = 1
+_CODES = '.weight_codes'
+
+
+def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack non-negative integers ``< 2**bits`` into a little-endian U8 bit stream."""
+    flat = values.reshape(-1).to(torch.int64)
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= 1 << bits):
+        raise ValueError(f'pack_bits: values must lie in [0, {(1 << bits) - 1}] for {bits} bits')
+    shifts = torch.arange(bits, dtype=torch.int64)
+    stream = ((flat[:, None] >> shifts) & 1).reshape(-1).to(torch.uint8)
+    pad = (-stream.numel()) % 8
+    if pad:
+        stream = torch.cat([stream, stream.new_zeros(pad)])
+    weights = (1 << torch.arange(8, dtype=torch.uint8))
+    return (stream.reshape(-1, 8) * weights).sum(1, dtype=torch.int64).to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: the first ``numel`` values, as int64."""
+    if packed.numel() * 8 < numel * bits:
+        raise ValueError(f'unpack_bits: {packed.numel()} bytes cannot hold {numel} values of {bits} bits')
+    stream = (packed.to(torch.int64)[:, None] >> torch.arange(8, dtype=torch.int64)) & 1
+    stream = stream.reshape(-1)[:numel * bits].reshape(numel, bits)
+    return (stream << torch.arange(bits, dtype=torch.int64)).sum(1)
+
+
+def _quantized_convs(model: nn.Module) -> list[tuple[str, QuantConv2d]]:
+    convs = [(name, m) for name, m in iter_quant_convs(model) if m.quantized]
+    for name, m in convs:
+        if not bool(m.step_initialized):
+            raise ValueError(f'{name} has no step sizes yet; run one forward pass (or load weights) before packing')
+    return convs
+
+
+def packed_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The packed tensors and the metadata of ``model`` (an OQATNet with initialised steps)."""
+    convs = _quantized_convs(model)
+    bits = {m.bits for _, m in convs}
+    if len(bits) != 1:
+        raise ValueError(f'packing needs one bit-width across quantized convs, found {sorted(bits) or "none"}')
+    (b,) = bits
+    if b > 8:
+        raise ValueError(f'{b}-bit weights are not packed; save model.safetensors instead')
+    qn, _ = quant_range(b, signed=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    shapes = {}
+    for name, conv in convs:
+        codes = conv.weight_codes().cpu()
+        shapes[name] = list(codes.shape)
+        del state[f'{name}.weight'], state[f'{name}.step_initialized']
+        state[name + _CODES] = pack_bits(codes.to(torch.int64) - qn, b)
+        state[f'{name}.weight_step'] = state[f'{name}.weight_step'].float()
+        state[f'{name}.act_step'] = state[f'{name}.act_step'].float()
+    metadata = {
+        'format': FORMAT_NAME, 'format_version': str(FORMAT_VERSION), 'bits': str(b),
+        'weight_signed': 'true', 'code_offset': str(qn), 'bit_order': 'lsb0-stream',
+        'activation_signed': 'false', 'shapes': json.dumps(shapes, separators=(',', ':')),
+    }
+    return state, metadata
+
+
+def save_packed(model: nn.Module, path: 'str | os.PathLike', *, model_args: dict[str, Any] | None = None,
+                pretrained_cfg: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s packed weights to ``path`` atomically; returns the path."""
+    from safetensors.torch import save_file
+    from .hub import atomic_path, model_args_of
+    state, metadata = packed_state_dict(model)
+    metadata['model_args'] = json.dumps(model_args if model_args is not None else model_args_of(model))
+    cfg = pretrained_cfg if pretrained_cfg is not None else getattr(model, 'pretrained_cfg', None) or {}
+    metadata['pretrained_cfg'] = json.dumps(cfg, default=str)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return path
+
+
+def is_packed_file(path: 'str | os.PathLike') -> bool:
+    """Whether ``path`` is a safetensors file in the packed format (reads only its header)."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework='pt') as f:
+        return (f.metadata() or {}).get('format') == FORMAT_NAME
+
+
+def load_packed_state_dict(path: 'str | os.PathLike') -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A regular (dequantized) state dict and the metadata of a packed file."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework='pt') as f:
+        metadata = dict(f.metadata() or {})
+        if metadata.get('format') != FORMAT_NAME:
+            raise ValueError(f'{path} is not an {FORMAT_NAME} file (its metadata says format='
+                             f'{metadata.get("format")!r}); load it as plain safetensors')
+        if int(metadata.get('format_version', 0)) > FORMAT_VERSION:
+            raise ValueError(f'{path} uses {FORMAT_NAME} version {metadata["format_version"]}; '
+                             f'this oqatnets reads up to {FORMAT_VERSION}: upgrade oqatnets')
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    bits, offset = int(metadata['bits']), int(metadata['code_offset'])
+    for name, shape in json.loads(metadata['shapes']).items():
+        numel = 1
+        for n in shape:
+            numel *= n
+        codes = unpack_bits(state.pop(name + _CODES), bits, numel) + offset
+        step = state[f'{name}.weight_step']
+        state[f'{name}.weight'] = codes.to(step.dtype).reshape(shape) * step.abs()
+        state[f'{name}.step_initialized'] = torch.ones((), dtype=torch.bool)
+    return state, metadata
+
+
+def load_packed(path: 'str | os.PathLike') -> nn.Module:
+    """Rebuild the model stored in a packed file (architecture from its metadata) in eval mode."""
+    from .factory import build_model
+    state, metadata = load_packed_state_dict(path)
+    model = build_model(json.loads(metadata['model_args']), state_dict=state)
+    cfg = json.loads(metadata.get('pretrained_cfg') or '{}')
+    if cfg:
+        model.pretrained_cfg = cfg
+    return model.eval()

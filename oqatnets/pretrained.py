@@ -1,0 +1,122 @@
+"""``PretrainedCfg``: where an entry's weights live and what they expect, timm's field names plus ours.
+
+timm's own dataclass rejects unknown keys, so OQATNets keeps its own with the same field names
+(``hf_hub_id``, ``input_size``, ``crop_pct``, ``mean``, ``license`` …) and the quantization
+and provenance fields a low-bit zoo needs (``bits``, ``spec``, ``space``, ``supernet``,
+``top1``/``top5`` and where they came from, ``sha256`` per file). ``to_dict()`` is what a
+model's ``pretrained_cfg`` attribute holds and what ``config.json`` stores.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ['PretrainedCfg', 'WEIGHTS_FILE', 'PACKED_FILE', 'CONFIG_FILE', 'MODEL_CARD_FILE', 'TIMM_FIELDS']
+
+WEIGHTS_FILE = 'model.safetensors'
+PACKED_FILE = 'model.packed.safetensors'
+CONFIG_FILE = 'config.json'
+MODEL_CARD_FILE = 'README.md'
+
+
+@dataclass
+class PretrainedCfg:
+    # where the weights are (timm)
+    url: str | None = None
+    file: str | None = None
+    hf_hub_id: str | None = None
+    hf_hub_filename: str | None = None
+    source: str | None = None
+    architecture: str | None = None
+    tag: str | None = None
+    # input (timm)
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    test_input_size: tuple[int, int, int] | None = None
+    min_input_size: tuple[int, int, int] | None = None
+    fixed_input_size: bool = False
+    interpolation: str = 'bilinear'
+    crop_pct: float = 0.875
+    test_crop_pct: float | None = None
+    crop_mode: str = 'center'
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    # head (timm)
+    num_classes: int = 1000
+    label_offset: int | None = None
+    label_names: tuple[str, ...] | None = None
+    pool_size: tuple[int, int] | None = None
+    first_conv: str = 'conv_stem'
+    classifier: str = 'classifier'
+    # provenance (timm)
+    license: str | None = None
+    description: str | None = None
+    origin_url: str | None = None
+    paper_name: str | None = 'Once Quantization-Aware Training: High Performance Extremely Low-bit Architecture Search'
+    paper_ids: str | None = 'arXiv:2010.04354'
+    notes: tuple[str, ...] | None = None
+    # quantization and the network (ours)
+    bits: int | None = None
+    spec: str | None = None
+    space: str | dict | None = 'imagenet'
+    quantizer: str = 'lsq'
+    supernet: str | None = None
+    aliases: tuple[str, ...] = ()
+    # accuracy and where it came from (ours)
+    dataset: str | None = None
+    top1: float | None = None
+    top5: float | None = None
+    metrics_source: str | None = None
+    # costs measured by oqatnets.profile (ours): macs, params, bitops, size_mbit, ...
+    profile: dict[str, Any] | None = None
+    # integrity (ours): sha256 per file name; None for a file means "not published yet"
+    sha256: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def has_weights(self) -> bool:
+        """A weight source is configured (timm's meaning)."""
+        return bool(self.url or self.file or self.hf_hub_id)
+
+    @property
+    def is_published(self) -> bool:
+        """Weights have been published: a local file is given or the table records their sha256."""
+        return bool(self.file) or any(self.sha256.get(name) for name in (WEIGHTS_FILE, PACKED_FILE))
+
+    @property
+    def weight_files(self) -> tuple[str, ...]:
+        """File names to try in a Hub repo or folder, best first."""
+        return (self.hf_hub_filename,) if self.hf_hub_filename else (WEIGHTS_FILE, PACKED_FILE)
+
+    def replace(self, **changes: Any) -> 'PretrainedCfg':
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self, *, remove_source: bool = False, remove_null: bool = True) -> dict[str, Any]:
+        """A JSON-ready dict; ``remove_source`` drops the local ``file``/``source``/``url`` keys."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if remove_source and f.name in ('file', 'source', 'url'):
+                continue
+            if remove_null and value is None and f.name not in ('pool_size', 'first_conv', 'classifier'):
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> 'PretrainedCfg':
+        """Build from a dict, ignoring keys that this version does not know (forward compatible)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: tuple(v) if isinstance(v, list) and k != 'sha256' else v for k, v in data.items() if k in known}
+        if 'sha256' in kwargs:
+            kwargs['sha256'] = dict(kwargs['sha256'] or {})
+        return cls(**kwargs)
+
+
+TIMM_FIELDS = (
+    'url', 'file', 'hf_hub_id', 'hf_hub_filename', 'source', 'architecture', 'tag', 'input_size',
+    'test_input_size', 'min_input_size', 'fixed_input_size', 'interpolation', 'crop_pct', 'test_crop_pct',
+    'crop_mode', 'mean', 'std', 'num_classes', 'label_offset', 'label_names', 'pool_size', 'first_conv',
+    'classifier', 'license', 'description', 'origin_url', 'paper_name', 'paper_ids', 'notes',
+)
