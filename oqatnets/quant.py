@@ -113,7 +113,8 @@ class QuantConv2d(nn.Conv2d):
 
     ``act_step`` quantizes the (unsigned) input, ``weight_step`` the (signed) weight. A step is
     initialised from the first batch it sees unless it was loaded from a state dict. In eval mode
-    without autograd the quantized weight is cached until the weight, its step or the bits change.
+    without autograd the quantized weight, with the activation step folded in, is cached until
+    the weight, a step or the bits change.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
@@ -144,12 +145,19 @@ class QuantConv2d(nn.Conv2d):
 
     def quantize_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """Fake-quantized ``weight`` (the layer's own, or a slice/transform of it)."""
-        if torch.is_grad_enabled() or self.training or weight is not self.weight:
-            return lsq_quantize(weight, self.weight_step, self.bits, signed=True)
+        return lsq_quantize(weight, self.weight_step, self.bits, signed=True)
+
+    def _inference_weight(self) -> torch.Tensor:
+        """``Q(weight)·|act_step|``, cached until the weight, a step or the bits change.
+
+        Convolution is linear, so ``conv(codes·s_a, Q(w)) = conv(codes, Q(w)·s_a)``: folding the
+        activation step into the cached weight saves one pass over every activation tensor.
+        """
         key = (self.weight._version, self.weight.data_ptr(), self.weight_step._version,
-               self.weight_step.data_ptr(), self.bits, self.weight.dtype, self.weight.device)
+               self.act_step._version, self.act_step.data_ptr(), self.bits, self.weight.dtype, self.weight.device)
         if self._weight_cache is None or self._weight_cache[0] != key:
-            self._weight_cache = (key, lsq_quantize(weight, self.weight_step, self.bits, signed=True))
+            folded = self.quantize_weight(self.weight) * self.act_step.abs()
+            self._weight_cache = (key, folded)
         return self._weight_cache[1]
 
     def weight_codes(self) -> torch.Tensor:
@@ -162,12 +170,17 @@ class QuantConv2d(nn.Conv2d):
              groups: int | None = None) -> torch.Tensor:
         """Quantize ``x`` and ``weight`` and convolve; used by the elastic layers with slices."""
         self.maybe_init_steps(x, weight)
-        if self.quantized:
-            x = self.quantize_input(x)
-            weight = self.quantize_weight(weight)
-        k = weight.shape[-1]
-        return F.conv2d(x, weight, None, self.stride if stride is None else stride, k // 2,
-                        1, self.groups if groups is None else groups)
+        stride = self.stride if stride is None else stride
+        groups = self.groups if groups is None else groups
+        padding = weight.shape[-1] // 2
+        if not self.quantized:
+            return F.conv2d(x, weight, None, stride, padding, 1, groups)
+        if weight is self.weight and not self.training and not torch.is_grad_enabled():
+            _, qp = quant_range(self.bits, signed=False)
+            codes = (x / self.act_step.abs()).clamp_(0, qp).round_()
+            return F.conv2d(codes, self._inference_weight(), None, stride, padding, 1, groups)
+        x = self.quantize_input(x)
+        return F.conv2d(x, self.quantize_weight(weight), None, stride, padding, 1, groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x, self.weight)
