@@ -1,4 +1,264 @@
-"""Zoo-facing commands: list, info, profile, eval, predict, export, push, convert-official, zoo."""
+"""Zoo-facing commands: list, info, profile, eval, predict, export, push, convert-official, zoo build."""
 from __future__ import annotations
 
-from .main import cli  # noqa: F401
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+
+from .main import cli
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _echo_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    """A markdown table of ``rows`` (one line per row, stable columns)."""
+    def cell(value: Any) -> str:
+        if value is None:
+            return '-'
+        return f'{value:.3f}' if isinstance(value, float) else str(value)
+    click.echo('| ' + ' | '.join(columns) + ' |')
+    click.echo('|' + '---|' * len(columns))
+    for row in rows:
+        click.echo('| ' + ' | '.join(cell(row.get(c)) for c in columns) + ' |')
+
+
+def _emit(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool) -> None:
+    _echo_json(rows) if as_json else _echo_table(rows, columns)
+
+
+def _model_row(name: str) -> dict[str, Any]:
+    from oqatnets import registry
+    arch, tag = registry.resolve_model_name(name)
+    cfg = registry.get_pretrained_cfg(name)
+    prof = cfg.profile or {}
+    return {'name': name, 'model': f'{arch}.{tag}', 'bits': cfg.bits, 'space': cfg.space if isinstance(cfg.space, str)
+            else 'custom', 'resolution': cfg.input_size[-1], 'macs_m': prof.get('macs'), 'bitops_g': prof.get('bitops'),
+            'size_mbit': prof.get('size_mbit'), 'reported_top1': cfg.top1, 'published': cfg.is_published}
+
+
+@cli.command('list')
+@click.argument('pattern', required=False, default='')
+@click.option('--pretrained', is_flag=True, help='Only entries whose weights are published.')
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
+def list_cmd(pattern: str, pretrained: bool, as_json: bool) -> None:
+    """List registered models (fnmatch PATTERN, e.g. 'oqat_2bit_*')."""
+    import oqatnets
+    rows = [_model_row(n) for n in oqatnets.list_models(pattern, pretrained=pretrained)]
+    _emit(rows, ['name', 'model', 'bits', 'resolution', 'macs_m', 'bitops_g', 'size_mbit', 'reported_top1',
+                 'published'], as_json)
+
+
+@cli.command('info')
+@click.argument('name')
+@click.option('--json', 'as_json', is_flag=True)
+def info_cmd(name: str, as_json: bool) -> None:
+    """Show a registered model's pretrained cfg: spec, transform, profile, accuracy, hub id, sha256."""
+    import oqatnets
+    cfg = oqatnets.get_pretrained_cfg(name).to_dict()
+    if as_json:
+        _echo_json(cfg)
+        return
+    for key, value in cfg.items():
+        click.echo(f'{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}')
+
+
+@cli.command('profile')
+@click.argument('target')
+@click.option('--space', default=None, help="Search space of a SPEC (default 'imagenet').")
+@click.option('--num-classes', type=int, default=None)
+@click.option('--json', 'as_json', is_flag=True)
+def profile_cmd(target: str, space: str | None, num_classes: int | None, as_json: bool) -> None:
+    """MACs, params, BitOPs and size of a model NAME or a SPEC (r<res>_k<20>_e<20>_d<5>_b<bits>)."""
+    from oqatnets import registry
+    from oqatnets.profile import profile
+    from oqatnets.spec import SubnetSpec
+    if target.startswith('r') and '_k' in target:
+        spec, space_arg, classes = SubnetSpec.parse(target), space or 'imagenet', num_classes
+    else:
+        entry = registry.get_entry(target)
+        if entry.spec is None:
+            raise ValueError(f'{target} is a supernet; profile one of its subnets by SPEC')
+        spec, space_arg, classes = entry.spec, space or entry.space, num_classes or entry.num_classes
+    row = {'target': target, **profile(spec, space=space_arg, num_classes=classes).to_dict()}
+    _emit([row], ['target', 'bits', 'resolution', 'macs', 'params', 'bitops', 'float_macs', 'macs_8bit_equiv',
+                  'size_mbit'], as_json)
+
+
+def _load(name: str, cache_dir: str | None = None):
+    import oqatnets
+    return oqatnets.create_model(name, pretrained=True, cache_dir=cache_dir).eval()
+
+
+@cli.command('eval')
+@click.argument('name')
+@click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
+@click.option('--recalibrate-bn', 'recalibrate', type=int, default=0, show_default=True,
+              help='Recalibrate BN on this many training images first (0: no).')
+@click.option('--batch-size', type=int, default=100, show_default=True)
+@click.option('--workers', type=int, default=0, show_default=True)
+@click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
+@click.option('--json', 'as_json', is_flag=True)
+def eval_cmd(name: str, data: str, recalibrate: int, batch_size: int, workers: int, cache_dir: str | None,
+             as_json: bool) -> None:
+    """Top-1/top-5 of NAME's weights on an ImageFolder validation split."""
+    import torch
+    from torch.utils.data import DataLoader
+    from oqatnets.data import CALIBRATION_SEED, calibration_subset, load_image_data
+    from oqatnets.evaluation import evaluate, recalibrate_bn
+    model = _load(name, cache_dir)
+    resolution = int(model.pretrained_cfg['input_size'][-1])
+    images = load_image_data(data, resolution=resolution)
+    if images.num_classes != model.num_classes:
+        raise ValueError(f'{data} has {images.num_classes} classes but {name} predicts {model.num_classes}')
+    if recalibrate:
+        torch.manual_seed(CALIBRATION_SEED)
+        recalibrate_bn(model, DataLoader(calibration_subset(images.train, recalibrate), batch_size=batch_size,
+                                         num_workers=workers), resolution=resolution)
+    metrics = evaluate(model, DataLoader(images.val, batch_size=batch_size, num_workers=workers),
+                       resolution=resolution, progress=not as_json, desc=name)
+    row = {'model': name, 'top1': metrics['top1'], 'top5': metrics['top5'], 'loss': metrics['loss'],
+           'images': metrics['images'], 'recalibrated_on': recalibrate}
+    _emit([row], list(row), as_json)
+
+
+def _label_names(model) -> list[str]:
+    names = model.pretrained_cfg.get('label_names')
+    if names:
+        return list(names)
+    if model.num_classes == 1000:
+        from torchvision.models._meta import _IMAGENET_CATEGORIES
+        return list(_IMAGENET_CATEGORIES)
+    return [str(i) for i in range(model.num_classes)]
+
+
+@cli.command('predict')
+@click.argument('name')
+@click.argument('images', nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option('--top', type=int, default=5, show_default=True)
+@click.option('--cache-dir', default=None)
+@click.option('--json', 'as_json', is_flag=True)
+def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | None, as_json: bool) -> None:
+    """Top-k classes of each IMAGE (ImageNet class names, or the model's own label names)."""
+    import torch
+    from PIL import Image
+    from oqatnets.data import eval_transform
+    model = _load(name, cache_dir)
+    cfg = model.pretrained_cfg
+    transform = eval_transform(int(cfg['input_size'][-1]), crop_pct=cfg.get('crop_pct', 0.875), mean=cfg['mean'],
+                               std=cfg['std'], interpolation=cfg.get('interpolation', 'bilinear'))
+    labels = _label_names(model)
+    rows = []
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                x = transform(image)[None]
+        except OSError as exc:
+            raise ValueError(f'cannot read image {path}: {exc}') from None
+        if model.in_chans != x.shape[1]:
+            x = x.mean(1, keepdim=True).expand(-1, model.in_chans, -1, -1)
+        with torch.no_grad():
+            probs = model(x).softmax(1)[0]
+        values, indices = probs.topk(min(top, probs.numel()))
+        for rank, (p, i) in enumerate(zip(values.tolist(), indices.tolist()), 1):
+            rows.append({'image': path, 'rank': rank, 'class': i, 'label': labels[i], 'probability': p})
+    _emit(rows, ['image', 'rank', 'class', 'label', 'probability'], as_json)
+
+
+@cli.command('export')
+@click.argument('name')
+@click.argument('out', type=click.Path(dir_okay=False))
+@click.option('--format', 'fmt', type=click.Choice(['onnx', 'packed']), required=True)
+@click.option('--check/--no-check', default=True, show_default=True, help='Compare onnxruntime with PyTorch.')
+@click.option('--cache-dir', default=None)
+def export_cmd(name: str, out: str, fmt: str, check: bool, cache_dir: str | None) -> None:
+    """Write NAME's weights as ONNX (QCDQ) or as the packed low-bit safetensors file."""
+    model = _load(name, cache_dir)
+    if fmt == 'packed':
+        from oqatnets.packing import save_packed
+        path = save_packed(model, out)
+    else:
+        from oqatnets.export import check_onnx, export_onnx
+        path = export_onnx(model, out)
+        if check:
+            result = check_onnx(model, path)
+            click.echo(f'onnxruntime check: max |diff| {result["max_abs_diff"]:.3g}, '
+                       f'top-1 agreement {result["top1_agreement"]:.0%}')
+    click.echo(f'wrote {path} ({Path(path).stat().st_size / 1e6:.3f} MB)')
+
+
+@cli.command('push')
+@click.argument('source')
+@click.argument('repo_id')
+@click.option('--cache-dir', default=None, help='Publish into this local Hugging Face cache instead of the network.')
+@click.option('--revision', default=None)
+@click.option('--private', is_flag=True)
+@click.option('--token', default=None, envvar='HF_TOKEN')
+def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | None, private: bool,
+             token: str | None) -> None:
+    """Publish a saved folder (or a model NAME's weights) to the Hub as REPO_ID."""
+    import oqatnets
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(source)
+        if not folder.is_dir():
+            folder = oqatnets.save_pretrained(_load(source), Path(tmp) / 'model')
+        if cache_dir:
+            snapshot = oqatnets.publish_to_cache(folder, repo_id, cache_dir=cache_dir, revision=revision or 'main')
+            click.echo(f'published {repo_id} into the local Hub cache: {snapshot}')
+        else:
+            url = oqatnets.push_to_hub(folder, repo_id, token=token, revision=revision, private=private)
+            click.echo(f'pushed {repo_id}: {url}')
+
+
+@cli.command('convert-official')
+@click.argument('src', type=click.Path(exists=True, dir_okay=False))
+@click.argument('dst', type=click.Path(file_okay=False))
+@click.option('--bits', type=int, default=None, help='Bit-width (default: read from the file name, ..._b2).')
+def convert_official_cmd(src: str, dst: str, bits: int | None) -> None:
+    """Convert an authors' OQA supernet checkpoint to a safetensors folder (config.json + weights)."""
+    import oqatnets
+    from oqatnets import registry
+    supernet = oqatnets.load_official_supernet(src, bits=bits)
+    arch = f'oqat_supernet_mbv3_w{supernet.bits}a{supernet.bits}'
+    cfg = registry.get_pretrained_cfg(arch) if registry.is_model(arch) else oqatnets.PretrainedCfg(architecture=arch)
+    cfg = cfg.replace(license='other', hf_hub_id=None, top1=None, metrics_source=None, sha256={},
+                      notes=("Converted on this machine from the authors' checkpoint "
+                             f'{Path(src).name} (github.com/LaVieEnRoseSMZ/OQA). The authors published no license: '
+                             'keep these weights private, do not re-host them.',))
+    supernet.pretrained_cfg = {}
+    folder = oqatnets.save_pretrained(supernet, dst, pretrained_cfg=cfg, packed=False)
+    click.echo(f'wrote {folder} ({supernet.bits}-bit supernet); load it with '
+               f"oqatnets.create_model('local-dir:{folder}', pretrained=True)")
+
+
+@cli.group('zoo')
+def zoo_group() -> None:
+    """Build the named zoo from supernet weights."""
+
+
+@zoo_group.command('build')
+@click.argument('supernet')
+@click.argument('out', type=click.Path(file_okay=False))
+@click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
+@click.option('--calib-images', type=int, default=2000, show_default=True)
+@click.option('--calib-batch', type=int, default=100, show_default=True)
+@click.option('--batch-size', type=int, default=100, show_default=True)
+@click.option('--workers', type=int, default=0, show_default=True)
+@click.option('--cache-dir', default=None)
+@click.option('--json', 'as_json', is_flag=True)
+def zoo_build_cmd(supernet: str, out: str, data: str, calib_images: int, calib_batch: int, batch_size: int,
+                  workers: int, cache_dir: str | None, as_json: bool) -> None:
+    """For every registered entry of SUPERNET's bit-width: extract, recalibrate BN, evaluate, save to OUT."""
+    from oqatnets.zoo.build import build_zoo
+    results = build_zoo(supernet, data=data, out=out, calib_images=calib_images, calib_batch=calib_batch,
+                        batch_size=batch_size, workers=workers, progress=not as_json, cache_dir=cache_dir,
+                        log=(lambda _: None) if as_json else click.echo)
+    rows = [{'name': r.name, 'top1': r.top1, 'top5': r.top5, 'images': r.images, 'folder': str(r.folder)}
+            for r in results]
+    _emit(rows, ['name', 'top1', 'top5', 'images', 'folder'], as_json)
+    if not as_json:
+        click.echo(f'publish each folder with `oqat push FOLDER REPO_ID`; {Path(out) / "zoo.json"} registers them')

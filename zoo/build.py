@@ -1,0 +1,111 @@
+"""Build the named zoo from supernet weights (``oqat zoo build``).
+
+For every registered subnet entry of the supernet's bit-width and search space: extract the
+subnet (step sizes shared), recalibrate BN on a fixed subset of training images (the authors
+used 2000 images in batches of 100), evaluate top-1/top-5 on the validation split, and write a
+Hub-ready folder (``save_pretrained``) whose config and model card carry the measured accuracy.
+A ``zoo.json`` beside the folders is a zoo table (with the files' sha256) that
+``oqatnets.register_zoo_table`` accepts once the folders are published.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from oqatnets import registry
+from oqatnets.data import CALIBRATION_SEED, ImageData, calibration_subset, load_image_data
+from oqatnets.evaluation import evaluate, recalibrate_bn
+from oqatnets.factory import create_model
+from oqatnets.hub import atomic_path, save_pretrained
+from oqatnets.supernet import OQATSupernet
+
+__all__ = ['BuildResult', 'zoo_entries_for', 'build_zoo']
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    name: str
+    folder: Path
+    top1: float
+    top5: float
+    images: int
+    sha256: dict[str, str | None]
+
+
+def zoo_entries_for(supernet: OQATSupernet) -> list[registry.ZooEntry]:
+    """Registered subnet entries with the supernet's bits, space and number of classes."""
+    entries = []
+    for name in registry.list_models(include_tags=True):
+        entry = registry.get_entry(name)
+        if (entry.spec is not None and entry.bits == supernet.bits and entry.space == supernet.space
+                and entry.num_classes == supernet.num_classes):
+            entries.append(entry)
+    return entries
+
+
+def _loader(dataset, batch_size: int, workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.PathLike', calib_images: int = 2000,
+              calib_batch: int = 100, batch_size: int = 100, workers: int = 0, progress: bool = True,
+              cache_dir: 'str | os.PathLike | None' = None,
+              log: Callable[[str], None] = print) -> list[BuildResult]:
+    """Extract, recalibrate, evaluate and save every zoo entry of ``supernet_name``'s bit-width."""
+    supernet = create_model(supernet_name, pretrained=True, cache_dir=cache_dir)
+    if not isinstance(supernet, OQATSupernet):
+        raise ValueError(f'{supernet_name} is not a supernet (its config has a spec); pass a supernet name or folder')
+    entries = zoo_entries_for(supernet)
+    if not entries:
+        raise ValueError(f'no registered zoo entries for a {supernet.bits}-bit supernet of the '
+                         f'{supernet.space.name!r} space with {supernet.num_classes} classes; register a zoo table first')
+    supernet.eval()
+    out = Path(out)
+    results: list[BuildResult] = []
+    datasets: dict[int, ImageData] = {}
+    iterator: Any = entries
+    if progress:
+        from tqdm.auto import tqdm
+        iterator = tqdm(entries, desc='zoo build', unit='model')
+    for entry in iterator:
+        r = entry.spec.resolution
+        if r not in datasets:
+            datasets[r] = load_image_data(data, resolution=r)
+        images = datasets[r]
+        if images.num_classes != supernet.num_classes:
+            raise ValueError(f'{data} has {images.num_classes} classes, the supernet {supernet.num_classes}')
+        subnet = supernet.get_subnet(entry.spec)
+        torch.manual_seed(CALIBRATION_SEED)  # the calibration crops are random: fix them
+        calib = _loader(calibration_subset(images.train, calib_images), calib_batch, workers)
+        recalibrate_bn(subnet, calib, resolution=r)
+        metrics = evaluate(subnet, _loader(images.val, batch_size, workers), resolution=r, progress=progress,
+                           desc=entry.arch)
+        source = (f'measured by oqat zoo build: {images.name} validation split ({metrics["images"]} images) after '
+                  f'BN recalibration on {min(calib_images, len(images.train))} training images')
+        cfg = registry.get_pretrained_cfg(entry.name).replace(supernet=entry.cfg.supernet or supernet_name)
+        subnet.pretrained_cfg = cfg.to_dict()
+        folder = save_pretrained(subnet, out / entry.name, dataset=images.name, pretrained_cfg=cfg,
+                                 metrics={'top1': metrics['top1'], 'top5': metrics['top5'], 'source': source})
+        sha256 = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['sha256']
+        results.append(BuildResult(entry.name, folder, metrics['top1'], metrics['top5'], metrics['images'], sha256))
+        log(f'{entry.name}: top-1 {metrics["top1"]:.2f} %, top-5 {metrics["top5"]:.2f} % -> {folder}')
+    _write_table(out / 'zoo.json', results)
+    return results
+
+
+def _write_table(path: Path, results: list[BuildResult]) -> None:
+    rows = []
+    for result in results:
+        row = registry.get_entry(result.name).row
+        rows.append({**{k: v for k, v in row.items() if not k.startswith('reported_')}, 'name': result.name,
+                     'top1': round(result.top1, 3), 'top5': round(result.top5, 3),
+                     'metrics_source': 'measured by oqat zoo build', 'sha256': result.sha256})
+    table = {'schema': registry.SCHEMA, 'schema_version': registry.SCHEMA_VERSION, 'models': rows}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(table, indent=1) + '\n')
