@@ -50,10 +50,17 @@ def atomic_path(path: 'str | os.PathLike') -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; published files follow the umask
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -358,6 +365,8 @@ def download(repo_id: str, filename: str, *, revision: str | None = None,
     """``hf_hub_download`` tagged with ``library_name='oqatnets'`` (honours ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE``)."""
     from huggingface_hub import hf_hub_download
     from . import __version__
+    if cache_dir is None:
+        cache_dir = os.environ.get('HF_HUB_CACHE') or None  # read now: huggingface_hub reads it at import
     return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
                                 library_name='oqatnets', library_version=__version__))
 

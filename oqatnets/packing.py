@@ -36,26 +36,32 @@ _CODES = '.weight_codes'
 
 
 def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack non-negative integers ``< 2**bits`` into a little-endian U8 bit stream."""
+    """Pack non-negative integers ``< 2**bits`` into a little-endian U8 bit stream.
+
+    Eight values of ``b`` bits fill exactly ``b`` bytes, so each group of eight becomes one
+    64-bit word (value ``j`` at bit ``j·b``) whose low ``b`` bytes are the group's bytes.
+    """
+    if not 1 <= bits <= 8:
+        raise ValueError(f'pack_bits: bits must be 1 to 8, got {bits}')
     flat = values.reshape(-1).to(torch.int64)
     if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= 1 << bits):
         raise ValueError(f'pack_bits: values must lie in [0, {(1 << bits) - 1}] for {bits} bits')
-    shifts = torch.arange(bits, dtype=torch.int64)
-    stream = ((flat[:, None] >> shifts) & 1).reshape(-1).to(torch.uint8)
-    pad = (-stream.numel()) % 8
-    if pad:
-        stream = torch.cat([stream, stream.new_zeros(pad)])
-    weights = (1 << torch.arange(8, dtype=torch.uint8))
-    return (stream.reshape(-1, 8) * weights).sum(1, dtype=torch.int64).to(torch.uint8)
+    n = flat.numel()
+    groups = torch.nn.functional.pad(flat, (0, (-n) % 8)).reshape(-1, 8)
+    words = (groups << (torch.arange(8, dtype=torch.int64) * bits)).sum(1)
+    packed = (words[:, None] >> (torch.arange(bits, dtype=torch.int64) * 8)) & 0xFF
+    return packed.reshape(-1)[:(n * bits + 7) // 8].to(torch.uint8)
 
 
 def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: the first ``numel`` values, as int64."""
     if packed.numel() * 8 < numel * bits:
         raise ValueError(f'unpack_bits: {packed.numel()} bytes cannot hold {numel} values of {bits} bits')
-    stream = (packed.to(torch.int64)[:, None] >> torch.arange(8, dtype=torch.int64)) & 1
-    stream = stream.reshape(-1)[:numel * bits].reshape(numel, bits)
-    return (stream << torch.arange(bits, dtype=torch.int64)).sum(1)
+    data = packed.reshape(-1).to(torch.int64)
+    data = torch.nn.functional.pad(data, (0, (-data.numel()) % bits)).reshape(-1, bits)
+    words = (data << (torch.arange(bits, dtype=torch.int64) * 8)).sum(1)
+    values = (words[:, None] >> (torch.arange(8, dtype=torch.int64) * bits)) & ((1 << bits) - 1)
+    return values.reshape(-1)[:numel]
 
 
 def _quantized_convs(model: nn.Module) -> list[tuple[str, QuantConv2d]]:

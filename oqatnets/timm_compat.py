@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
+import warnings
 from typing import Any, Callable
 
 from . import registry
@@ -60,7 +61,10 @@ def register_with_timm(names: list[str] | None = None) -> list[str]:
             continue
         target, tag = registry.resolve_model_name(arch)
         default_cfgs.update(generate_default_cfgs({f'{arch}.{tag}': _timm_cfg(f'{target}.{tag}')}))
-        register_model(_entrypoint(arch))
+        with warnings.catch_warnings():
+            if arch in _registered:  # our own entry re-registered with a new cfg: expected, not a clash
+                warnings.filterwarnings('ignore', message=f'Overwriting {arch} in registry')
+            register_model(_entrypoint(arch))
         _registered.add(arch)
         added.append(arch)
     return added

@@ -1,0 +1,124 @@
+"""The zoo commands of `oqat`, through click's CliRunner."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import oqatnets
+from oqatnets.cli.main import cli
+
+from zoo_helpers import image_folder, inputs, small_net
+from conftest import OFFICIAL_B2
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+    model = small_net(2, num_classes=3, seed=3)
+    path = oqatnets.save_pretrained(model, tmp_path_factory.mktemp('cli') / 'net')
+    return model, path
+
+
+def test_list_table_and_json():
+    result = run('list', 'oqat_?bit_m')
+    assert result.exit_code == 0
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith('| name | model | bits') and len(lines) == 5
+    rows = json.loads(run('list', 'oqat_2bit_*', '--json').output)
+    assert {r['name'] for r in rows} >= {'oqat_2bit_s', 'oqat_2bit_r208_200m'}
+    assert json.loads(run('list', '--pretrained', 'oqat_2bit_*', '--json').output) == []
+
+
+def test_info_and_profile():
+    info = json.loads(run('info', 'oqat_4bit_l', '--json').output)
+    assert info['architecture'] == 'oqat_4bit_r216_287m' and info['profile']['macs'] == pytest.approx(286.91, abs=1e-3)
+    assert 'hf_hub_id: oqatnets/oqat_4bit_r216_287m.in1k' in run('info', 'oqat_4bit_l').output
+    spec = oqatnets.get_pretrained_cfg('oqat_2bit_m').spec
+    by_name = json.loads(run('profile', 'oqat_2bit_m', '--json').output)[0]
+    by_spec = json.loads(run('profile', spec, '--json').output)[0]
+    assert by_name['bitops'] == by_spec['bitops'] and by_spec['macs'] == pytest.approx(199.504, abs=1e-3)
+    small = json.loads(run('profile', str(small_net(2).spec), '--space', 'small', '--num-classes', '10', '--json').output)
+    assert small[0]['resolution'] == 32
+
+
+@pytest.mark.parametrize('args, message', [
+    (('info', 'oqat_2bit_mm'), "unknown model 'oqat_2bit_mm'; did you mean"),
+    (('profile', 'r220_k123'), 'cannot parse subnet spec'),
+    (('profile', 'oqat_supernet_mbv3_w2a2'), 'is a supernet'),
+    (('export', 'oqat_2bit_m', '--format', 'packed', 'x.safetensors'), 'not published'),
+    (('export', 'local-dir:/no/such/dir', '--format', 'onnx', 'x.onnx'), 'is not a folder'),
+    (('convert-official', __file__, 'out'), 'cannot read the bit-width'),
+])
+def test_bad_input_exits_2_with_one_line(args, message):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and 'Traceback' not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_export_packed_and_onnx(folder, tmp_path):
+    model, path = folder
+    result = run('export', f'local-dir:{path}', '--format', 'packed', tmp_path / 'p.safetensors')
+    assert result.exit_code == 0, result.output
+    with torch.no_grad():
+        assert torch.equal(oqatnets.load_packed(tmp_path / 'p.safetensors')(inputs()), model(inputs()))
+    result = run('export', f'local-dir:{path}', '--format', 'onnx', tmp_path / 'm.onnx')
+    assert result.exit_code == 0, result.output
+    assert 'top-1 agreement 100%' in result.output and (tmp_path / 'm.onnx').is_file()
+
+
+def test_push_into_a_local_cache_then_load(folder, tmp_path):
+    model, path = folder
+    result = run('push', path, 'me/cli-net', '--cache-dir', tmp_path)
+    assert result.exit_code == 0, result.output
+    loaded = oqatnets.create_model('hf-hub:me/cli-net', pretrained=True, cache_dir=tmp_path)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(inputs()), model(inputs()))
+
+
+def test_eval_and_predict_on_a_tiny_image_folder(folder, tmp_path):
+    _, path = folder
+    data = image_folder(tmp_path / 'data')
+    result = run('eval', f'local-dir:{path}', '--data', data, '--recalibrate-bn', 6, '--batch-size', 4, '--json')
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)[0]
+    assert row['images'] == 12 and 0 <= row['top1'] <= row['top5'] == 100.0  # 3 classes: top-5 is everything
+    image = data / 'val' / 'bee' / '0.png'
+    rows = json.loads(run('predict', f'local-dir:{path}', image, '--json').output)
+    assert [r['rank'] for r in rows] == [1, 2, 3] and abs(sum(r['probability'] for r in rows) - 1) < 1e-5
+    assert run('predict', f'local-dir:{path}', tmp_path / 'missing.png').exit_code == 2
+
+
+def test_eval_refuses_a_class_mismatch(folder, tmp_path):
+    _, path = folder
+    data = image_folder(tmp_path / 'data2', classes=('a', 'b'), per_class=1)
+    result = run('eval', f'local-dir:{path}', '--data', data)
+    assert result.exit_code == 2 and 'has 2 classes' in result.output
+
+
+def test_predict_uses_imagenet_names_for_1000_classes(tmp_path):
+    model = small_net(2, num_classes=1000)
+    path = oqatnets.save_pretrained(model, tmp_path / 'in1k', packed=False)
+    image = image_folder(tmp_path / 'd', classes=('x',), per_class=1) / 'val' / 'x' / '0.png'
+    rows = json.loads(run('predict', f'local-dir:{path}', image, '--json').output)
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+    assert len(rows) == 5 and rows[0]['label'] == _IMAGENET_CATEGORIES[rows[0]['class']]
+
+
+@pytest.mark.skipif(not OFFICIAL_B2.is_file(), reason='authors\' reference checkpoint not found (set OQAT_REFERENCE_DIR)')
+def test_convert_official_writes_a_loadable_folder(tmp_path):
+    result = run('convert-official', OFFICIAL_B2, tmp_path / 'b2')
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / 'b2' / 'config.json').read_text())
+    assert config['architecture'] == 'oqat_supernet_mbv3_w2a2' and config['model_args']['bits'] == 2
+    assert config['pretrained_cfg']['license'] == 'other'
+    supernet = oqatnets.create_model(f'local-dir:{tmp_path / "b2"}', pretrained=True)
+    reference = oqatnets.load_official_supernet(OFFICIAL_B2)
+    assert all(torch.equal(a, b) for a, b in zip(supernet.state_dict().values(), reference.state_dict().values()))

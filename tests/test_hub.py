@@ -1,0 +1,187 @@
+"""save_pretrained / config.json / model card, the local Hub cache, create_model loading paths."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from huggingface_hub import hf_hub_download
+
+import oqatnets
+from oqatnets.hub import ChecksumError, sha256_file
+from oqatnets.quant import iter_quant_convs
+
+from zoo_helpers import inputs, small_net, small_table
+
+
+@pytest.fixture(scope='module')
+def saved(tmp_path_factory):
+    model = small_net(3)
+    folder = oqatnets.save_pretrained(model, tmp_path_factory.mktemp('saved') / 'net',
+                                      metrics={'top1': 51.5, 'top5': 90.25, 'source': 'unit test'},
+                                      dataset='fashion-mnist', pretrained_cfg={'supernet': 'org/parent'})
+    return model, folder
+
+
+def _outputs(model):
+    with torch.no_grad():
+        return model.eval()(inputs())
+
+
+def test_save_pretrained_writes_the_hub_folder(saved):
+    model, folder = saved
+    assert sorted(p.name for p in folder.iterdir()) == ['README.md', 'config.json', 'model.packed.safetensors',
+                                                        'model.safetensors']
+    config = json.loads((folder / 'config.json').read_text())
+    assert {'architecture', 'num_classes', 'num_features', 'global_pool', 'label_names', 'model_args',
+            'pretrained_cfg', 'quantization'} <= set(config)
+    assert config['model_args'] == {'space': 'small', 'num_classes': 10, 'in_chans': 3, 'spec': str(model.spec)}
+    q = config['quantization']
+    assert (q['method'], q['bits'], q['granularity']) == ('lsq', 3, 'per_tensor')
+    assert q['activation'] == {'qmin': 0, 'qmax': 7, 'signed': False} and 'bitops' in q['bitops_convention']
+    cfg = config['pretrained_cfg']
+    assert cfg['top1'] == 51.5 and cfg['metrics_source'] == 'unit test' and cfg['dataset'] == 'fashion-mnist'
+    assert cfg['sha256']['model.safetensors'] == sha256_file(folder / 'model.safetensors')
+    card = (folder / 'README.md').read_text()
+    front = card.split('---')[1]
+    for line in ('license: apache-2.0', 'library_name: oqatnets', '- fashion-mnist', '- accuracy',
+                 'base_model: "org/parent"'):
+        assert line in front
+    assert 'BitOPs (G)' in card and '51.500' in card
+    assert not [p for p in folder.iterdir() if p.name.startswith('.')]  # no temp files left behind
+
+
+def test_local_dir_round_trip_gives_the_same_outputs(saved):
+    model, folder = saved
+    loaded = oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
+    assert torch.equal(_outputs(loaded), _outputs(model))
+    assert loaded.pretrained_cfg['source'] == 'local-dir'
+
+
+def test_supernet_round_trip(tmp_path):
+    torch.manual_seed(0)
+    supernet = oqatnets.create_supernet(2, space='small', num_classes=4)
+    supernet.set_active_subnet(supernet.space.smallest(2, 32))
+    supernet(inputs())
+    folder = oqatnets.save_pretrained(supernet, tmp_path / 'super')
+    assert not (folder / 'model.packed.safetensors').exists()
+    config = json.loads((folder / 'config.json').read_text())
+    assert 'spec' not in config['model_args'] and config['model_args']['bits'] == 2
+    loaded = oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
+    spec = supernet.space.smallest(2, 32)
+    assert torch.equal(_outputs(loaded.get_subnet(spec)), _outputs(supernet.get_subnet(spec)))
+
+
+def test_publish_to_cache_uses_the_real_layout_and_loads_offline(saved, tmp_path, monkeypatch):
+    model, folder = saved
+    snapshot = oqatnets.publish_to_cache(folder, 'someone/tiny-oqat', cache_dir=tmp_path)
+    repo = tmp_path / 'models--someone--tiny-oqat'
+    commit = (repo / 'refs' / 'main').read_text()
+    assert snapshot == repo / 'snapshots' / commit
+    link = snapshot / 'model.safetensors'
+    assert link.is_symlink() and link.resolve().parent == (repo / 'blobs').resolve()
+    assert link.resolve().name == sha256_file(folder / 'model.safetensors')
+    path = hf_hub_download('someone/tiny-oqat', 'config.json', cache_dir=tmp_path, local_files_only=True)
+    assert json.loads(open(path).read())['model_args']['spec'] == str(model.spec)
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path))  # no cache_dir: the environment decides
+    loaded = oqatnets.create_model('hf-hub:someone/tiny-oqat', pretrained=True)
+    assert torch.equal(_outputs(loaded), _outputs(model))
+    loaded = oqatnets.create_model(f'hf-hub:someone/tiny-oqat@{commit}', pretrained=True, cache_dir=tmp_path)
+    assert torch.equal(_outputs(loaded), _outputs(model))
+
+
+def test_registered_entry_loads_through_hf_hub_download_and_checks_sha256(saved, tmp_path, monkeypatch):
+    model, folder = saved
+    monkeypatch.setenv('OQATNETS_HUB_ORG', 'testorg')
+    good = sha256_file(folder / 'model.safetensors')
+    oqatnets.register_zoo_table(small_table('oqat_hubtest_3bit', model.spec, sha256={'model.safetensors': good}))
+    with pytest.raises(RuntimeError, match='could not fetch the weights of oqat_hubtest_3bit.in1k'):
+        oqatnets.create_model('oqat_hubtest_3bit', pretrained=True, cache_dir=tmp_path)
+    oqatnets.publish_to_cache(folder, 'testorg/oqat_hubtest_3bit.in1k', cache_dir=tmp_path)
+    loaded = oqatnets.create_model('oqat_hubtest_3bit', pretrained=True, cache_dir=tmp_path)
+    assert torch.equal(_outputs(loaded), _outputs(model))
+    assert loaded.pretrained_cfg['hf_hub_id'] == 'testorg/oqat_hubtest_3bit.in1k'
+    oqatnets.register_zoo_table(small_table('oqat_hubtest_3bit', model.spec, sha256={'model.safetensors': '0' * 64}))
+    with pytest.raises(ChecksumError, match='the registry expects 0000'):
+        oqatnets.create_model('oqat_hubtest_3bit', pretrained=True, cache_dir=tmp_path)
+
+
+def test_unpublished_builtin_weights_fail_with_what_to_do(tmp_path):
+    with pytest.raises(RuntimeError) as info:
+        oqatnets.create_model('oqat_2bit_m', pretrained=True, cache_dir=tmp_path)
+    message = str(info.value)
+    assert 'not published' in message and 'LocalEntryNotFoundError' in message
+    for hint in ('oqat convert-official', 'oqat train', 'local-dir:', 'pretrained_cfg_overlay'):
+        assert hint in message
+    assert '\n' not in message
+
+
+def test_changing_classes_and_channels_keeps_every_step_size(saved):
+    model, folder = saved
+    for kwargs in ({'num_classes': 4}, {'in_chans': 1}, {'in_chans': 5, 'num_classes': 0}):
+        loaded = oqatnets.create_model(f'local-dir:{folder}', pretrained=True, **kwargs)
+        for (name, a), (_, b) in zip(iter_quant_convs(model), iter_quant_convs(loaded)):
+            assert torch.equal(a.act_step, b.act_step) and torch.equal(a.weight_step, b.weight_step), name
+            assert torch.equal(a.weight, b.weight), name
+        assert loaded.num_classes == kwargs.get('num_classes', 10)
+        assert loaded.conv_stem.in_channels == kwargs.get('in_chans', 3)
+        assert loaded.pretrained_cfg['input_size'][0] == kwargs.get('in_chans', 3)
+        with torch.no_grad():
+            out = loaded.eval()(inputs(in_chans=loaded.in_chans))
+        assert out.shape == (2, loaded.num_classes or loaded.head_hidden_size) and torch.isfinite(out).all()
+    grey = oqatnets.create_model(f'local-dir:{folder}', pretrained=True, in_chans=1)
+    assert torch.allclose(grey.conv_stem.weight, model.conv_stem.weight.sum(1, keepdim=True))
+    head = oqatnets.create_model(f'local-dir:{folder}', pretrained=True, num_classes=10)
+    assert torch.equal(head.classifier.weight, model.classifier.weight)
+
+
+def test_overlay_file_and_checkpoint_path(saved, tmp_path):
+    model, folder = saved
+    oqatnets.register_zoo_table(small_table('oqat_overlay_3bit', model.spec))
+    packed = oqatnets.create_model('oqat_overlay_3bit', pretrained=True,
+                                   pretrained_cfg_overlay=dict(file=str(folder / 'model.packed.safetensors')))
+    assert torch.equal(_outputs(packed), _outputs(model))
+    fresh = oqatnets.create_model('oqat_overlay_3bit', checkpoint_path=folder / 'model.safetensors')
+    assert torch.equal(_outputs(fresh), _outputs(model))
+    pickle = tmp_path / 'weights.pth'
+    torch.save(model.state_dict(), pickle)
+    with pytest.raises(ValueError, match='safetensors files only'):
+        oqatnets.create_model('oqat_overlay_3bit', pretrained=True, pretrained_cfg_overlay=dict(file=str(pickle)))
+
+
+def test_repo_with_only_the_packed_file_loads(saved, tmp_path):
+    model, folder = saved
+    only_packed = tmp_path / 'packed-only'
+    only_packed.mkdir()
+    for name in ('config.json', 'model.packed.safetensors'):
+        (only_packed / name).write_bytes((folder / name).read_bytes())
+    oqatnets.publish_to_cache(only_packed, 'someone/packed-only', cache_dir=tmp_path / 'cache')
+    loaded = oqatnets.create_model('hf-hub:someone/packed-only', pretrained=True, cache_dir=tmp_path / 'cache')
+    assert torch.equal(_outputs(loaded), _outputs(model))
+
+
+def test_push_to_hub_uploads_and_keeps_an_existing_card(saved, monkeypatch):
+    _, folder = saved
+    calls = []
+
+    class FakeApi:
+        def __init__(self, **kwargs):
+            calls.append(('init', kwargs))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(('create_repo', repo_id, kwargs))
+
+        def file_exists(self, repo_id, filename, revision=None):
+            return filename == 'README.md'
+
+        def upload_folder(self, **kwargs):
+            import os
+            calls.append(('upload_folder', sorted(os.listdir(kwargs['folder_path'])), kwargs))
+            return 'https://hub/commit/1'
+
+    monkeypatch.setattr('huggingface_hub.HfApi', FakeApi)
+    assert oqatnets.push_to_hub(folder, 'me/net', private=True) == 'https://hub/commit/1'
+    assert calls[0][1]['library_name'] == 'oqatnets'
+    assert calls[1] == ('create_repo', 'me/net', {'private': True, 'exist_ok': True, 'repo_type': 'model'})
+    assert calls[2][2]['ignore_patterns'] == ['README.md']
+    assert 'model.packed.safetensors' in calls[2][1]

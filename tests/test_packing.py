@@ -1,0 +1,74 @@
+"""Packed low-bit weights: bit layout, exact outputs at 2/3/4 bits, size against the profile."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import oqatnets
+from oqatnets.packing import FORMAT_NAME, load_packed, pack_bits, save_packed, unpack_bits
+from oqatnets.quant import iter_quant_convs
+
+from zoo_helpers import inputs, small_net
+
+
+@pytest.mark.parametrize('bits', [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize('n', [1, 7, 8, 13, 1000])
+def test_pack_unpack_round_trip(bits, n):
+    values = torch.randint(0, 1 << bits, (n,), generator=torch.Generator().manual_seed(n * bits))
+    packed = pack_bits(values, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == (n * bits + 7) // 8
+    assert torch.equal(unpack_bits(packed, bits, n), values)
+
+
+def test_three_bit_codes_cross_byte_boundaries_lsb_first():
+    # 1..5 at 3 bits, LSB first: byte 0 = 1 | 2<<3 | (3 & 0b11)<<6, and the 3 spills into byte 1
+    values = torch.tensor([1, 2, 3, 4, 5])
+    stream = sum(int(v) << (3 * i) for i, v in enumerate(values))
+    expected = [(stream >> (8 * k)) & 0xFF for k in range(2)]
+    assert pack_bits(values, 3).tolist() == expected == [0xD1, 0x58]
+
+
+def test_pack_rejects_out_of_range_values():
+    with pytest.raises(ValueError, match=r'\[0, 3\]'):
+        pack_bits(torch.tensor([4]), 2)
+
+
+@pytest.mark.parametrize('bits', [2, 3, 4])
+def test_packed_file_reproduces_the_fake_quant_outputs_exactly(bits, tmp_path):
+    model = small_net(bits, seed=bits)
+    path = save_packed(model, tmp_path / 'model.packed.safetensors')
+    with safe_open(str(path), framework='pt') as f:
+        meta = f.metadata()
+        keys = set(f.keys())
+        codes = f.get_tensor('final_conv.weight_codes')
+    assert meta['format'] == FORMAT_NAME and meta['bits'] == str(bits) and meta['weight_signed'] == 'true'
+    assert json.loads(meta['shapes'])['final_conv'] == list(model.final_conv.weight.shape)
+    assert codes.dtype == torch.uint8 and codes.numel() == -(-model.final_conv.weight.numel() * bits // 8)
+    assert 'final_conv.weight' not in keys and 'final_conv.weight_step' in keys and 'conv_stem.weight' in keys
+    loaded = load_packed(path)
+    with torch.no_grad():
+        assert torch.equal(loaded(inputs(4)), model(inputs(4)))
+    for (name, a), (_, b) in zip(iter_quant_convs(model), iter_quant_convs(loaded)):
+        assert torch.equal(a.weight_codes(), b.weight_codes()), name
+        assert torch.equal(a.weight_step, b.weight_step) and torch.equal(a.act_step, b.act_step), name
+
+
+def test_packing_needs_initialised_steps(tmp_path):
+    model = oqatnets.OQATNet(small_net(2).spec, space='small', num_classes=10)
+    with pytest.raises(ValueError, match='run one forward pass'):
+        save_packed(model, tmp_path / 'x.safetensors')
+
+
+@pytest.mark.parametrize('bits', [2, 3, 4])
+def test_packed_size_is_close_to_the_profile_size(bits, tmp_path):
+    torch.manual_seed(0)
+    model = oqatnets.create_model(f'oqat_{bits}bit_s')  # ImageNet space: the size the zoo reports
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    path = save_packed(model.eval(), tmp_path / 'p.safetensors')
+    expected_bytes = oqatnets.profile(model).size_mbit * 1e6 / 8
+    assert abs(path.stat().st_size - expected_bytes) / expected_bytes < 0.05

@@ -1,0 +1,165 @@
+"""Registry, names, zoo tables and timm integration (no forward passes)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import oqatnets
+from oqatnets import registry
+from oqatnets.spec import SubnetSpec
+
+from zoo_helpers import small_spec, small_table
+
+SML = {4: {'s': (152, 68.360), 'm': (184, 168.057), 'l': (216, 286.910)},
+       3: {'s': (152, 73.368), 'm': (192, 174.790), 'l': (212, 292.019)},
+       2: {'s': (160, 87.848), 'm': (208, 199.504), 'l': (220, 289.256)}}
+
+
+def _published_rows():
+    table = json.loads(registry.zoo_data_file('models.json').read_text())
+    return [row for row in table['models'] if 'spec' in row]
+
+
+def test_builtin_table_has_the_19_pareto_subnets_and_3_supernets():
+    rows = _published_rows()
+    assert len(rows) == 19
+    for row in rows:
+        spec = SubnetSpec.parse(row['spec'])
+        arch = row['name'].split('.')[0]
+        assert arch == f'oqat_{spec.bits}bit_r{spec.resolution}_{round(row["reported_macs"])}m'
+    assert oqatnets.list_models('oqat_supernet_*') == [f'oqat_supernet_mbv3_w{b}a{b}' for b in (2, 3, 4)]
+
+
+@pytest.mark.parametrize('bits', [2, 3, 4])
+@pytest.mark.parametrize('size', ['s', 'm', 'l'])
+def test_sml_aliases_pick_the_spec_subnets(bits, size):
+    resolution, macs = SML[bits][size]
+    cfg = oqatnets.get_pretrained_cfg(f'oqat_{bits}bit_{size}')
+    assert cfg.input_size == (3, resolution, resolution) and cfg.bits == bits
+    assert cfg.profile['macs'] == pytest.approx(macs, abs=5e-4)
+
+
+def test_profile_numbers_come_from_the_code_and_match_the_readme():
+    for row in _published_rows():
+        prof = oqatnets.get_pretrained_cfg(row['name']).profile
+        assert prof['macs'] == pytest.approx(row['reported_macs'], abs=5e-4), row['name']
+        assert prof['arch_params'] == pytest.approx(row['reported_params'], abs=5e-4), row['name']  # README Params
+        assert prof['bitops'] > 0 and prof['size_mbit'] > 0
+
+
+def test_every_entry_records_what_the_spec_asks_for():
+    cfg = oqatnets.get_pretrained_cfg('oqat_2bit_m')
+    assert cfg.architecture == 'oqat_2bit_r208_200m' and cfg.tag == 'in1k'
+    assert cfg.spec == str(SubnetSpec.parse(cfg.spec)) and cfg.space == 'imagenet'
+    assert (cfg.crop_pct, cfg.interpolation) == (0.875, 'bilinear')
+    assert cfg.mean == (0.485, 0.456, 0.406) and cfg.std == (0.229, 0.224, 0.225)
+    assert cfg.top1 == 59.78 and 'README' in cfg.metrics_source
+    assert cfg.license == 'apache-2.0' and cfg.supernet == 'oqat_supernet_mbv3_w2a2'
+    assert cfg.sha256 == {'model.safetensors': None, 'model.packed.safetensors': None}
+    assert cfg.hf_hub_id == 'oqatnets/oqat_2bit_r208_200m.in1k'
+    assert not cfg.is_published
+
+
+def test_hub_org_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv('OQATNETS_HUB_ORG', 'mirror-org')
+    assert oqatnets.get_pretrained_cfg('oqat_3bit_l.in1k').hf_hub_id == 'mirror-org/oqat_3bit_r212_292m.in1k'
+
+
+def test_names_tags_and_aliases_resolve():
+    assert registry.resolve_model_name('oqat_2bit_m') == ('oqat_2bit_r208_200m', 'in1k')
+    assert registry.resolve_model_name('oqat_2bit_r208_200m.in1k') == ('oqat_2bit_r208_200m', 'in1k')
+    assert registry.resolve_model_name('oqa_mbv3_d234_e346_k357_w1.0_b4') == ('oqat_supernet_mbv3_w4a4', 'in1k')
+    assert oqatnets.is_model('oqa_mbv3_d234_e346_k357_w1.0_b3.in1k')
+    assert not oqatnets.is_model('oqat_2bit_m.ft_cifar')
+    with pytest.raises(RuntimeError, match="no tag 'ft_cifar'"):
+        registry.resolve_model_name('oqat_2bit_m.ft_cifar')
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(RuntimeError, match=r"unknown model 'oqat_2bit_mm'; did you mean .*oqat_2bit_m"):
+        oqatnets.create_model('oqat_2bit_mm')
+    with pytest.raises(ValueError, match='local-dir:'):
+        oqatnets.create_model('some/folder')
+
+
+def test_list_models_wildcards_excludes_and_tags():
+    assert oqatnets.list_models('oqat_?bit_m') == ['oqat_2bit_m', 'oqat_3bit_m', 'oqat_4bit_m']
+    names = oqatnets.list_models('oqat_4bit_*', exclude_filters=['*_r*'])
+    assert names == ['oqat_4bit_l', 'oqat_4bit_m', 'oqat_4bit_s']
+    tagged = oqatnets.list_models('oqat_4bit_r1*', include_tags=True)
+    assert tagged and all(n.endswith('.in1k') for n in tagged)
+    assert oqatnets.list_pretrained('oqat_*bit_r*') == []  # nothing published in the builtin table
+
+
+def test_register_zoo_table_from_dict_and_file(tmp_path):
+    spec = small_spec(2)
+    added = oqatnets.register_zoo_table(small_table('oqat_reg_2bit_x.ft_fmnist', spec, aliases=['oqat_reg_x'],
+                                                    sha256={'model.safetensors': 'ab' * 32}))
+    assert added == ['oqat_reg_2bit_x.ft_fmnist']
+    cfg = oqatnets.get_pretrained_cfg('oqat_reg_x')
+    assert cfg.space == 'small' and cfg.input_size == (3, 32, 32) and cfg.num_classes == 10 and cfg.is_published
+    assert 'oqat_reg_2bit_x.ft_fmnist' in oqatnets.list_pretrained('oqat_reg_*')
+    model = oqatnets.create_model('oqat_reg_x')
+    assert model.spec == spec and model.space.name == 'small' and model.num_classes == 10
+    path = tmp_path / 'zoo.json'
+    path.write_text(json.dumps(small_table('oqat_reg_supernet_w3a3', bits=3)))
+    assert oqatnets.register_zoo_table(path) == ['oqat_reg_supernet_w3a3.in1k']
+    assert type(oqatnets.create_model('oqat_reg_supernet_w3a3')).__name__ == 'OQATSupernet'
+
+
+@pytest.mark.parametrize('table, message', [
+    ({'models': [{'name': 'x_bad'}]}, 'needs "spec"'),
+    ({'models': [{'name': 'x_bad', 'bits': 2, 'colour': 'red'}]}, 'unknown fields'),
+    ({'schema': 'other', 'models': []}, 'not an oqatnets-zoo table'),
+    ({'models': [{'name': 'x_bad', 'spec': 'r32_nonsense'}]}, 'cannot parse subnet spec'),
+])
+def test_bad_tables_fail_with_a_clear_message(table, message):
+    with pytest.raises(ValueError, match=message):
+        oqatnets.register_zoo_table(table)
+
+
+def test_zoo_table_env_var_is_read_on_first_use(tmp_path):
+    a, b = tmp_path / 'a.json', tmp_path / 'b.json'
+    a.write_text(json.dumps(small_table('oqat_env_a', small_spec(2))))
+    b.write_text(json.dumps(small_table('oqat_env_b', small_spec(3, seed=1))))
+    env = {**os.environ, 'OQATNETS_ZOO_TABLE': os.pathsep.join([str(a), str(b)])}
+    code = 'import oqatnets; print(oqatnets.list_models("oqat_env_*"))'
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['oqat_env_a', 'oqat_env_b']"
+
+
+def test_timm_builds_the_same_model_with_the_entry_transform():
+    timm = pytest.importorskip('timm')
+    model = timm.create_model('oqat_2bit_m')
+    assert isinstance(model, oqatnets.OQATNet)
+    assert model.spec == oqatnets.create_model('oqat_2bit_m').spec
+    cfg = timm.data.resolve_data_config({}, model=model)
+    assert tuple(cfg['input_size']) == (3, 208, 208) and cfg['crop_pct'] == 0.875
+    assert cfg['interpolation'] == 'bilinear' and tuple(cfg['mean']) == (0.485, 0.456, 0.406)
+    transform = timm.data.create_transform(**cfg)
+    sizes = [getattr(t, 'size', None) for t in transform.transforms]
+    assert 238 in sizes or 237 in sizes or [237] in sizes  # resize to ceil(208 / 0.875)
+    assert 'oqat_2bit_m' in timm.list_models('oqat_*')
+
+
+def test_timm_sees_tables_registered_later():
+    timm = pytest.importorskip('timm')
+    oqatnets.register_zoo_table(small_table('oqat_late_2bit', small_spec(2)))
+    assert timm.create_model('oqat_late_2bit').space.name == 'small'
+
+
+def test_hubconf_exposes_the_registry_entrypoints():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'hubconf.py'
+    spec = importlib.util.spec_from_file_location('hubconf_under_test', path)
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    assert hubconf.dependencies == ['torch']
+    model = hubconf.oqat_3bit_s(num_classes=7)
+    assert model.spec.resolution == 152 and model.num_classes == 7
+    assert callable(hubconf.oqat_supernet_mbv3_w4a4)

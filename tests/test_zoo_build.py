@@ -1,0 +1,63 @@
+"""`oqat zoo build` on a tiny ImageFolder with a small-space supernet and a registered zoo table."""
+from __future__ import annotations
+
+import json
+
+import torch
+from click.testing import CliRunner
+
+import oqatnets
+from oqatnets.cli.main import cli
+from oqatnets.spec import get_space
+
+from zoo_helpers import image_folder, inputs, small_table
+
+
+def test_zoo_build_extracts_recalibrates_evaluates_and_saves(tmp_path):
+    torch.manual_seed(0)
+    supernet = oqatnets.create_supernet(2, space='small', num_classes=3)
+    supernet.set_max_subnet()
+    supernet.train()
+    with torch.no_grad():
+        supernet(inputs(4))  # initialise every step size
+    supernet_dir = oqatnets.save_pretrained(supernet.eval(), tmp_path / 'supernet')
+    space = get_space('small')
+    specs = {'oqat_zb_2bit_s': space.smallest(2, 28), 'oqat_zb_2bit_l': space.largest(2, 32)}
+    for name, spec in specs.items():
+        oqatnets.register_zoo_table(small_table(name, spec, num_classes=3, mean=[0.485, 0.456, 0.406],
+                                                std=[0.229, 0.224, 0.225], crop_pct=0.875))
+    oqatnets.register_zoo_table(small_table('oqat_zb_3bit_other', space.smallest(3, 32), num_classes=3))
+    data = image_folder(tmp_path / 'data', per_class=3)
+    out = tmp_path / 'zoo'
+    result = CliRunner().invoke(cli, ['zoo', 'build', f'local-dir:{supernet_dir}', '--data', str(data), str(out),
+                                      '--calib-images', '6', '--calib-batch', '3', '--batch-size', '4', '--json'])
+    assert result.exit_code == 0, result.output
+    rows = {r['name']: r for r in json.loads(result.output)}
+    assert set(rows) == {'oqat_zb_2bit_s.in1k', 'oqat_zb_2bit_l.in1k'}  # only this supernet's bit-width
+    for name, spec in specs.items():
+        folder = out / f'{name}.in1k'
+        config = json.loads((folder / 'config.json').read_text())
+        assert config['model_args']['spec'] == str(spec)
+        assert config['pretrained_cfg']['top1'] == rows[f'{name}.in1k']['top1']
+        assert 'measured by oqat zoo build' in config['pretrained_cfg']['metrics_source']
+        assert 'top1' in (folder / 'README.md').read_text() and (folder / 'model.packed.safetensors').is_file()
+        built = oqatnets.create_model(f'local-dir:{folder}', pretrained=True).eval()
+        reference = supernet.get_subnet(spec)
+        # same weights and steps as the supernet; only the BN statistics were recalibrated
+        for key, value in reference.state_dict().items():
+            if 'running' not in key and 'num_batches' not in key:
+                assert torch.equal(built.state_dict()[key], value), key
+        assert not torch.equal(built.final_bn.running_mean, reference.final_bn.running_mean)
+    table = json.loads((out / 'zoo.json').read_text())
+    assert {r['name'] for r in table['models']} == set(rows)
+    assert all(r['sha256']['model.safetensors'] for r in table['models'])
+    oqatnets.register_zoo_table(out / 'zoo.json')
+    assert 'oqat_zb_2bit_s.in1k' in oqatnets.list_pretrained('oqat_zb_*')
+
+
+def test_zoo_build_refuses_a_subnet(tmp_path):
+    from zoo_helpers import small_net
+    folder = oqatnets.save_pretrained(small_net(2), tmp_path / 'net')
+    data = image_folder(tmp_path / 'data', per_class=1)
+    result = CliRunner().invoke(cli, ['zoo', 'build', f'local-dir:{folder}', '--data', str(data), str(tmp_path / 'o')])
+    assert result.exit_code == 2 and 'is not a supernet' in result.output
