@@ -55,11 +55,13 @@ class InvertedResidual(nn.Module):
             self.conv_pw = QuantConv2d(in_channels, mid_channels, 1, bits=bits)
             self.bn_pw = batch_norm(mid_channels)
             self.act_pw = create_act(act)
-        self.conv_dw = QuantConv2d(mid_channels, mid_channels, kernel_size, stride, groups=mid_channels, bits=bits)
+        # The depthwise and projection convs read fresh tensors that nothing else uses.
+        self.conv_dw = QuantConv2d(mid_channels, mid_channels, kernel_size, stride, groups=mid_channels, bits=bits,
+                                   inplace=expand)
         self.bn_dw = batch_norm(mid_channels)
         self.act_dw = create_act(act)
         self.se = SqueezeExcite(mid_channels, se_channels) if se_channels else nn.Identity()
-        self.conv_pwl = QuantConv2d(mid_channels, out_channels, 1, bits=bits)
+        self.conv_pwl = QuantConv2d(mid_channels, out_channels, 1, bits=bits, inplace=True)
         self.bn_pwl = batch_norm(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

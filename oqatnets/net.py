@@ -42,7 +42,7 @@ class OQATBase(nn.Module):
         self.final_conv = QuantConv2d(s.stage_channels[-1], s.final_expand_channels, 1, bits=self.bits)
         self.final_bn = batch_norm(s.final_expand_channels)
         self.final_act = create_act('h_swish')
-        self.conv_head = QuantConv2d(s.final_expand_channels, s.head_channels, 1, bits=self.bits)
+        self.conv_head = QuantConv2d(s.final_expand_channels, s.head_channels, 1, bits=self.bits, inplace=True)
         self.act2 = create_act('h_swish')
         self.classifier = self._make_classifier(self.num_classes)
 

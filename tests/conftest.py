@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+# Tiny models run fastest on one thread, and torchrun tests start two processes on two cores.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
 

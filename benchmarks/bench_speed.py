@@ -1,0 +1,184 @@
+"""Speed of quantization, as ratios against baselines run in the same process (CPU).
+
+1. Eval-mode OQATNet inference vs the same architecture with quantization off (bits=32),
+   batch 32 at 220 px, 4 and 2 bits. Target: ≤ 1.3×.
+2. Supernet sandwich step (largest, smallest, 2 random; forward + backward + SGD step) vs
+   - the same step with quantization off (target ≤ 1.15×),
+   - the sum of the four static subnets' steps with the same specs (target ≤ 1.05×),
+   - the float Once-for-All supernet (`ofa` package, when installed) on the same specs
+     (the authors' quantized step was 1.26× that one).
+
+Every configuration runs in interleaved rounds and the ratio of medians is reported, so a
+busy machine slows numerator and denominator alike.
+
+    python benchmarks/bench_speed.py [--quick] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+import oqatnets
+from oqatnets import OQATNet, OQATSupernet, SubnetSpec, get_space
+
+EVAL_SPECS = {  # the 2-bit L and 4-bit L README subnets, both evaluated at 220 px
+    2: 'r220_k55533735533557577533_e33346646634644336464_d33443_b2',
+    4: 'r220_k53535573377577335537_e44343364344466436466_d24244_b4',
+}
+
+
+def _median_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    for fn in fns.values():  # warm-up: allocator, caches, LSQ init
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def bench_eval(bits: int, *, batch: int, rounds: int) -> dict:
+    spec = SubnetSpec.parse(EVAL_SPECS[bits])
+    torch.manual_seed(0)
+    quant = OQATNet(spec)
+    x = torch.randn(batch, 3, spec.resolution, spec.resolution)
+    quant(x[:4])  # LSQ step init
+    quant.eval()
+    fp = copy.deepcopy(quant)
+    fp.set_bits(32)
+
+    def run(model):
+        def fn():
+            with torch.inference_mode():
+                model(x)
+        return fn
+
+    t = _median_times({'quant': run(quant), 'float': run(fp)}, rounds)
+    return {'bench': f'eval {bits}-bit', 'batch': batch, 'resolution': spec.resolution,
+            'quant_s': t['quant'], 'float_s': t['float'], 'ratio': t['quant'] / t['float'], 'target': 1.3}
+
+
+def _sandwich_specs(bits: int, resolution: int) -> list[SubnetSpec]:
+    space = get_space('imagenet')
+    rng = random.Random(0)
+    specs = [space.largest(bits), space.smallest(bits), space.sample(bits, rng), space.sample(bits, rng)]
+    return [s.replace(resolution=resolution) for s in specs]
+
+
+def _step_fn(model: torch.nn.Module, forward_specs: list[Callable[[], torch.Tensor]], opt) -> Callable[[], None]:
+    def fn():
+        opt.zero_grad(set_to_none=True)
+        for forward in forward_specs:
+            forward().backward()
+        opt.step()
+    return fn
+
+
+def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int) -> dict:
+    torch.manual_seed(0)
+    specs = _sandwich_specs(bits, resolution)
+    x = torch.randn(batch, 3, resolution, resolution)
+    y = torch.randint(0, 1000, (batch,))
+    sup = OQATSupernet(bits=bits).train()
+    sup.set_max_subnet()
+    sup(x[:4])  # LSQ step init so that every configuration starts from the same weights
+    fp_sup = copy.deepcopy(sup)
+    fp_sup.set_bits(32)
+    statics = [sup.get_subnet(s).train() for s in specs]
+
+    def supernet_forward(model, spec):
+        def fn():
+            model.set_active_subnet(spec.replace(bits=model.bits))
+            return F.cross_entropy(model(x), y)
+        return fn
+
+    def static_step(net):
+        opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
+        return _step_fn(net, [lambda: F.cross_entropy(net(x), y)], opt)
+
+    fns = {
+        'supernet': _step_fn(sup, [supernet_forward(sup, s) for s in specs],
+                             torch.optim.SGD(sup.parameters(), lr=1e-4, momentum=0.9)),
+        'supernet_float': _step_fn(fp_sup, [supernet_forward(fp_sup, s) for s in specs],
+                                   torch.optim.SGD(fp_sup.parameters(), lr=1e-4, momentum=0.9)),
+    }
+    for i, net in enumerate(statics):
+        fns[f'static_{i}'] = static_step(net)
+    ofa_net = _ofa_supernet()
+    if ofa_net is not None:
+        def ofa_forward(spec):
+            def fn():
+                ofa_net.set_active_subnet(ks=list(spec.ks), e=list(spec.e), d=list(spec.d))
+                return F.cross_entropy(ofa_net(x), y)
+            return fn
+        fns['ofa_float'] = _step_fn(ofa_net, [ofa_forward(s) for s in specs],
+                                    torch.optim.SGD(ofa_net.parameters(), lr=1e-4, momentum=0.9))
+    t = _median_times(fns, rounds)
+    static_sum = sum(t[f'static_{i}'] for i in range(len(statics)))
+    result = {'bench': f'sandwich step {bits}-bit', 'batch': batch, 'resolution': resolution,
+              'supernet_s': t['supernet'], 'supernet_float_s': t['supernet_float'], 'static_sum_s': static_sum,
+              'ratio_vs_float': t['supernet'] / t['supernet_float'], 'target_vs_float': 1.15,
+              'ratio_vs_static': t['supernet'] / static_sum, 'target_vs_static': 1.05}
+    if 'ofa_float' in t:
+        result.update(ofa_float_s=t['ofa_float'], ratio_vs_ofa=t['supernet'] / t['ofa_float'])
+    return result
+
+
+def _ofa_supernet():
+    try:
+        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+    except ImportError:
+        print('note: `ofa` is not installed; skipping the Once-for-All float baseline', file=sys.stderr)
+        return None
+    torch.manual_seed(0)
+    return OFAMobileNetV3(dropout_rate=0, width_mult=1.0, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
+                          depth_list=[2, 3, 4]).train()
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ['| benchmark | setting | ours (s) | baseline (s) | ratio | target |', '|---|---|---|---|---|---|']
+    for r in results:
+        setting = f"batch {r['batch']}, {r['resolution']} px"
+        if r['bench'].startswith('eval'):
+            lines.append(f"| {r['bench']} vs float | {setting} | {r['quant_s']:.3f} | {r['float_s']:.3f} | "
+                         f"{r['ratio']:.2f}× | ≤ {r['target']}× |")
+            continue
+        lines.append(f"| {r['bench']} vs quantization off | {setting} | {r['supernet_s']:.3f} | "
+                     f"{r['supernet_float_s']:.3f} | {r['ratio_vs_float']:.2f}× | ≤ {r['target_vs_float']}× |")
+        lines.append(f"| {r['bench']} vs 4 static subnets | {setting} | {r['supernet_s']:.3f} | "
+                     f"{r['static_sum_s']:.3f} | {r['ratio_vs_static']:.2f}× | ≤ {r['target_vs_static']}× |")
+        if 'ofa_float_s' in r:
+            lines.append(f"| {r['bench']} vs OFA float supernet | {setting} | {r['supernet_s']:.3f} | "
+                         f"{r['ofa_float_s']:.3f} | {r['ratio_vs_ofa']:.2f}× | (authors: 1.26×) |")
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true', help='fewer rounds and a smaller sandwich batch')
+    parser.add_argument('--json', help='also write the results as JSON to this file')
+    args = parser.parse_args(argv)
+    rounds = 3 if args.quick else 7
+    results = [bench_eval(bits, batch=32, rounds=rounds) for bits in (4, 2)]
+    results.append(bench_sandwich(bits=4, batch=8 if args.quick else 16, resolution=160, rounds=rounds))
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, oqatnets {oqatnets.__version__}')
+    print(markdown(results))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == '__main__':
+    main()
