@@ -1,0 +1,82 @@
+"""Loading models to train from, and exporting what training produced as zoo-entry folders.
+
+Sources accepted everywhere: a training run folder (``run.json`` + ``checkpoint.pt``, its
+exported ``supernet/`` preferred once written), a folder with ``config.json`` (what
+``oqatnets.save_pretrained`` writes), or any name ``oqatnets.create_model`` knows
+(``local-dir:PATH``, ``hf-hub:ORG/NAME``, a registered zoo name). Exports go through
+``oqatnets.save_pretrained`` so that ``create_model('local-dir:…', pretrained=True)`` loads them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from oqatnets.data import ImageData
+from oqatnets.supernet import OQATSupernet
+
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+__all__ = ['RUN_FILE', 'SUPERNET_DIR', 'load_model', 'load_supernet', 'data_cfg', 'export_model']
+
+RUN_FILE = 'run.json'
+SUPERNET_DIR = 'supernet'
+
+
+def _from_run_dir(path: Path) -> nn.Module:
+    import json
+    if (path / SUPERNET_DIR / 'config.json').is_file():
+        return load_model(str(path / SUPERNET_DIR))
+    run = json.loads((path / RUN_FILE).read_text())
+    supernet = OQATSupernet(**run['model_args'])
+    supernet.load_state_dict(load_checkpoint(path / CHECKPOINT_NAME).model)
+    supernet.pretrained_cfg = dict(run.get('pretrained_cfg') or {})
+    return supernet
+
+
+def load_model(source: str, *, num_classes: int | None = None) -> nn.Module:
+    """A trained model (supernet or static net) from a run folder, an exported folder or a zoo name."""
+    path = Path(source)
+    if path.is_dir() and (path / RUN_FILE).is_file():
+        model = _from_run_dir(path)
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes)
+        return model
+    import oqatnets
+    name = f'local-dir:{path}' if path.is_dir() and (path / 'config.json').is_file() else source
+    if path.is_dir() and name == source:
+        raise FileNotFoundError(f'{path} has neither config.json nor {RUN_FILE}; pass an exported model folder, '
+                                f'a training run folder or a zoo model name')
+    return oqatnets.create_model(name, pretrained=True, num_classes=num_classes)
+
+
+def load_supernet(source: str) -> OQATSupernet:
+    """Like :func:`load_model`, refusing anything that is not an elastic supernet."""
+    model = load_model(source)
+    if not isinstance(model, OQATSupernet):
+        raise ValueError(f'{source} is a static {type(model).__name__}, not a supernet; pass the output of '
+                         f'`oqat train supernet` or `oqat inherit`')
+    return model
+
+
+def data_cfg(data: ImageData, *, resolution: int) -> dict[str, Any]:
+    """The pretrained-cfg fields that say how to feed the model images of ``data``."""
+    return {'input_size': [3, resolution, resolution], 'mean': list(data.mean), 'std': list(data.std),
+            'crop_pct': data.crop_pct, 'num_classes': data.num_classes,
+            'label_names': list(data.class_names) or None, 'dataset': data.name}
+
+
+def export_model(model: nn.Module, folder: 'str | Path', *, data: ImageData | None = None,
+                 metrics: dict[str, Any] | None = None, description: str | None = None,
+                 extra_cfg: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a zoo-entry folder (config.json, safetensors, packed file, model card)."""
+    from oqatnets import save_pretrained
+    resolution = model.spec.resolution if hasattr(model, 'spec') and not hasattr(model, 'active_spec') \
+        else max(model.space.resolutions)
+    cfg: dict[str, Any] = dict(data_cfg(data, resolution=resolution)) if data is not None else {}
+    if description:
+        cfg['description'] = description
+    cfg.update(extra_cfg or {})
+    return save_pretrained(model, folder, metrics=metrics, dataset=data.name if data is not None else None,
+                           pretrained_cfg=cfg)

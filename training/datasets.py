@@ -1,0 +1,77 @@
+"""Data plumbing of training: the held-out split, eval-mode views, epoch orders and fixed batches.
+
+The split is a pure function of (dataset size, holdout size, seed), so ``train``, ``search`` and
+``calibrate`` agree on which training images were never trained on without passing files around.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from oqatnets.data import TensorImageDataset, calibration_subset, eval_transform
+
+__all__ = ['Split', 'split_holdout', 'eval_view', 'epoch_order', 'batches_from', 'fixed_batches',
+           'calibration_batches']
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices of the training images used for training and of those held out for the search."""
+
+    train: list[int]
+    holdout: list[int]
+
+
+def split_holdout(num_images: int, *, holdout_images: int, seed: int) -> Split:
+    """A seeded random split of ``range(num_images)``; ``holdout_images`` go to the held-out part."""
+    if not 0 <= holdout_images < num_images:
+        raise ValueError(f'cannot hold out {holdout_images} of {num_images} training images; '
+                         f'pass --holdout between 0 and {num_images - 1}')
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed)).tolist()
+    return Split(train=sorted(order[holdout_images:]), holdout=sorted(order[:holdout_images]))
+
+
+def eval_view(dataset: Dataset, *, resolution: int) -> Dataset:
+    """The same images with the evaluation transform (no random crop or flip)."""
+    if isinstance(dataset, Subset):
+        return Subset(eval_view(dataset.dataset, resolution=resolution), dataset.indices)
+    if isinstance(dataset, TensorImageDataset):
+        view = copy.copy(dataset)
+        view.train = False
+        return view
+    from torchvision.datasets import ImageFolder
+    if isinstance(dataset, ImageFolder):
+        return ImageFolder(dataset.root, transform=eval_transform(resolution))
+    raise TypeError(f'no evaluation view for {type(dataset).__name__}; use a builtin data set or an ImageFolder')
+
+
+def epoch_order(num_images: int, *, epoch: int, seed: int, rank: int, world_size: int) -> list[int]:
+    """This rank's image order for ``epoch`` (DistributedSampler: shuffled by seed+epoch, equal shares)."""
+    sampler = DistributedSampler(range(num_images), num_replicas=world_size, rank=rank, shuffle=True,
+                                 seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def batches_from(dataset: Dataset, order: list[int], *, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Full batches of ``dataset`` in exactly ``order`` (a resumed epoch passes the remaining part).
+
+    The loader gets its own generator: by default each new iterator draws a seed from torch's
+    global generator, which would shift the augmentation stream of a resumed epoch.
+    """
+    return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=num_workers, drop_last=True,
+                      generator=torch.Generator().manual_seed(0))
+
+
+def fixed_batches(dataset: Dataset, *, batch_size: int, in_memory: bool, num_workers: int = 0):
+    """Deterministic batches of ``dataset``; held in memory when ``in_memory`` (small images)."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return [(x, y) for x, y in loader] if in_memory else loader
+
+
+def calibration_batches(train_view: Dataset, *, num_images: int, batch_size: int, in_memory: bool):
+    """The fixed BN-calibration images (a seeded subset of the training part, eval transform)."""
+    return fixed_batches(calibration_subset(train_view, num_images), batch_size=batch_size, in_memory=in_memory)

@@ -1,0 +1,87 @@
+"""Finetuning a static quantized subnet (or zoo model) on a new data set, bits and step sizes kept.
+
+The classifier is replaced when the class count differs (its step-free float layer starts
+fresh); every quantized conv keeps its bit-width and its trained step sizes, which go on
+learning with LSQ. Optionally a teacher (any model taking the same images, e.g. the float or
+larger network) adds a soft-target distillation term.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from oqatnets.evaluation import evaluate, resize_batch
+
+from .distributed import DistContext
+from .losses import soft_target_loss
+from .loop import Amp, LoopSettings, TrainResult, finish_run, run_loop
+from .optim import build_optimizer, build_scheduler
+from .presets import Recipe
+
+__all__ = ['finetune']
+
+
+def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: int, resolution: int,
+             out_dir: 'str | Path', ctx: DistContext, lr: float | None = None, teacher: nn.Module | None = None,
+             kd_ratio: float = 1.0, kd_temperature: float = 1.0, resume: bool = False, seed: int = 0,
+             checkpoint_every: int = 0, log_every: int = 20, amp: bool = True,
+             eval_batches: Iterable | None = None, run_info: dict[str, Any] | None = None) -> TrainResult:
+    """Train ``model`` in place on ``train_set`` at ``resolution`` for ``epochs`` (LR ``lr`` or the recipe's).
+
+    ``eval_batches`` (validation images) give a top-1 per epoch. Writes ``checkpoint.pt``,
+    ``metrics.jsonl`` and ``summary.json`` under ``out_dir`` on the main rank.
+    """
+    if epochs < 1:
+        raise ValueError(f'finetuning needs --epochs 1 or more, got {epochs}')
+    if hasattr(model, 'active_spec'):
+        raise ValueError('finetune takes a static subnet; extract one first (supernet.get_subnet(spec)) '
+                         'or search the supernet with `oqat search`')
+    if recipe.batch_size % ctx.world_size:
+        raise ValueError(f'batch size {recipe.batch_size} does not split over {ctx.world_size} ranks')
+    lr = lr or recipe.finetune_lr
+    settings = LoopSettings(epochs=epochs, batch_size=recipe.batch_size // ctx.world_size,
+                            checkpoint_every=checkpoint_every, log_every=log_every, data_seed=seed, desc='finetune')
+    spe = settings.steps_per_epoch(len(train_set), ctx.world_size)
+    model.to(ctx.device)
+    optimizer = build_optimizer(model, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                                weight_decay=recipe.weight_decay)
+    total = epochs * spe
+    scheduler = build_scheduler(optimizer, phases=[(total, min(total, round(recipe.warmup_epochs * spe)))])
+    mixed = Amp(ctx.device, enabled=amp)
+    if teacher is not None:
+        teacher.to(ctx.device).eval()
+    torch.manual_seed(seed + ctx.rank)
+
+    def step_fn(images: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
+        x = resize_batch(images, resolution)
+        with mixed.autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=recipe.label_smoothing)
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = teacher(x).detach()
+                loss = loss + kd_ratio * soft_target_loss(logits, soft, temperature=kd_temperature)
+        mixed.backward(loss)
+        return loss.detach()
+
+    def on_epoch_end(epoch: int, step: int) -> dict[str, Any]:
+        if eval_batches is None:
+            return {}
+        result = evaluate(model, eval_batches, resolution=resolution)
+        return {'val_top1': round(result['top1'], 3), 'val_top5': round(result['top5'], 3)}
+
+    fingerprint = {'kind': 'finetune', 'epochs': epochs, 'lr': lr, 'resolution': resolution,
+                   'recipe': recipe.to_dict(), 'seed': seed, 'world_size': ctx.world_size,
+                   'train_images': len(train_set), 'num_classes': model.num_classes,
+                   'teacher': teacher is not None, 'kd_ratio': kd_ratio, **(run_info or {})}
+    result = run_loop(model=model, step_fn=step_fn, optimizer=optimizer, scheduler=scheduler, amp=mixed,
+                      dataset=train_set, settings=settings, ctx=ctx, out_dir=out_dir, fingerprint=fingerprint,
+                      rng_streams={}, resume=resume, on_epoch_end=on_epoch_end)
+    model.eval()
+    return finish_run(result, out_dir=out_dir, ctx=ctx, epochs=epochs, lr=lr, resolution=resolution,
+                      **(run_info or {}))

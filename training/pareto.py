@@ -1,0 +1,128 @@
+"""A search run: several budgets × several bit-widths → chosen subnets, Pareto fronts, plot, zoo entries.
+
+For each supernet (one per bit-width) and each budget, an evolutionary search picks a subnet;
+fitness values are shared across the budgets of a bit-width (same supernet, same held-out
+images), so later budgets reuse earlier evaluations. ``pareto.json`` holds the chosen subnets and
+the front of everything evaluated; ``pareto.png`` draws held-out top-1 against BitOPs, one curve
+per bit-width; each chosen subnet is exported as a zoo-entry folder under ``entries/``.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Iterable
+
+from oqatnets.data import ImageData
+from oqatnets.evaluation import evaluate
+from oqatnets.profile import profile
+from oqatnets.spec import SubnetSpec
+from oqatnets.supernet import OQATSupernet
+
+from .artifacts import export_model
+from .calibrate import calibrated_subnet
+from .metrics import StageTimer, write_json
+from .presets import Recipe
+from .search import BudgetMetric, CachedFitness, ConstrainedSampler, evolutionary_search, pareto_front, resolve_budgets, supernet_fitness
+
+__all__ = ['entry_name', 'search_supernet', 'plot_pareto', 'run_search']
+
+
+def entry_name(spec: SubnetSpec, *, macs: float) -> str:
+    """The zoo-style folder name of a searched subnet, e.g. ``oqat_2bit_r28_3p41m``."""
+    return f'oqat_{spec.bits}bit_r{spec.resolution}_{macs:.2f}m'.replace('.', 'p')
+
+
+def _point(spec: SubnetSpec, top1: float, *, supernet: OQATSupernet) -> dict[str, Any]:
+    p = profile(spec, space=supernet.space, num_classes=supernet.num_classes)
+    return {'spec': str(spec), 'bits': spec.bits, 'resolution': spec.resolution, 'top1': round(top1, 3),
+            'macs': round(p.macs, 4), 'bitops': round(p.bitops, 5), 'params': round(p.params, 4),
+            'size_mbit': round(p.size_mbit, 4)}
+
+
+def search_supernet(supernet: OQATSupernet, *, budgets: list[float], metric: BudgetMetric, recipe: Recipe,
+                    calib_batches: Iterable, eval_batches: Iterable, seed: int) -> dict[str, Any]:
+    """Evolutionary search of one supernet at every budget; returns chosen points and the front."""
+    fitness = CachedFitness(supernet_fitness(supernet, calib_batches=calib_batches, eval_batches=eval_batches))
+    chosen = []
+    for index, budget in enumerate(budgets):
+        sampler = ConstrainedSampler(supernet.space, supernet.bits, budget=budget, metric=metric,
+                                     num_classes=supernet.num_classes)
+        result = evolutionary_search(sampler=sampler, fitness=fitness, rng=random.Random(seed + index),
+                                     population=recipe.population, generations=recipe.generations,
+                                     mutation_prob=recipe.mutation_prob, parent_ratio=recipe.parent_ratio,
+                                     mutation_ratio=recipe.mutation_ratio)
+        chosen.append({'budget': budget, 'budget_metric': metric, 'cost': round(result.cost, 6),
+                       'evaluations': result.evaluations, **_point(result.spec, result.fitness, supernet=supernet)})
+    evaluated = [_point(SubnetSpec.parse(key), top1, supernet=supernet) for key, top1 in fitness.cache.items()]
+    return {'bits': supernet.bits, 'chosen': chosen, 'front': pareto_front(evaluated),
+            'distinct_evaluations': fitness.evaluations}
+
+
+def plot_pareto(results: list[dict[str, Any]], path: 'str | Path', *, title: str) -> Path:
+    """Held-out top-1 vs BitOPs: each bit-width's front as a line, its chosen subnets as markers."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for result in sorted(results, key=lambda r: r['bits']):
+        front = result['front']
+        line, = ax.plot([p['bitops'] for p in front], [p['top1'] for p in front], '-', alpha=0.6,
+                        label=f'{result["bits"]}-bit front')
+        ax.plot([p['bitops'] for p in result['chosen']], [p['top1'] for p in result['chosen']], 'o',
+                color=line.get_color(), label=f'{result["bits"]}-bit chosen')
+    ax.set_xlabel('BitOPs (G)')
+    ax.set_ylabel('held-out top-1 (%)')
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize='small')
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp.png')
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, metric: BudgetMetric,
+               recipe: Recipe, out_dir: 'str | Path', calib_batches: Iterable, holdout_batches: Iterable,
+               test_batches: Iterable | None = None, seed: int = 0, export: bool = True,
+               run_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Search every supernet at every budget, write ``pareto.json``/``pareto.png`` and export entries."""
+    out_dir = Path(out_dir)
+    timer = StageTimer()
+    results = []
+    for supernet in sorted(supernets, key=lambda s: -s.bits):
+        supernet.eval()
+        values = resolve_budgets(budgets, space=supernet.space, bits=supernet.bits, metric=metric,
+                                 num_classes=supernet.num_classes)
+        with timer.stage(f'search_{supernet.bits}bit'):
+            result = search_supernet(supernet, budgets=values, metric=metric, recipe=recipe,
+                                     calib_batches=calib_batches, eval_batches=holdout_batches, seed=seed)
+        timer.images[f'search_{supernet.bits}bit'] = result['distinct_evaluations']
+        if export:
+            for point in result['chosen']:
+                spec = SubnetSpec.parse(point['spec'])
+                net = calibrated_subnet(supernet, spec, calib_batches=calib_batches)
+                if test_batches is not None:
+                    with timer.stage('test_eval'):
+                        test = evaluate(net, test_batches, resolution=spec.resolution)
+                    timer.images['test_eval'] += test['images']
+                    point.update(test_top1=round(test['top1'], 3), test_top5=round(test['top5'], 3))
+                point['entry'] = entry_name(spec, macs=point['macs'])
+                metrics = {'top1': point.get('test_top1', point['top1']), 'top5': point.get('test_top5'),
+                           'holdout_top1': point['top1'], 'budget': f'{point["budget"]:g} {metric}',
+                           'source': f'oqat search on {data.name}: ' + ('test split' if test_batches is not None
+                                                                          else 'held-out training images')}
+                export_model(net, out_dir / 'entries' / point['entry'], data=data,
+                             metrics={k: v for k, v in metrics.items() if v is not None},
+                             description=f'{spec.bits}-bit OQAT subnet searched under {point["budget"]:g} {metric}',
+                             extra_cfg={'supernet': (run_info or {}).get('supernets', {}).get(str(spec.bits))})
+        results.append(result)
+    report = {'metric': metric, 'data': data.name, 'results': results, 'throughput_evaluations_per_s': {
+        k: v['images_per_s'] for k, v in timer.summary().items() if k.startswith('search')},
+        'timing': timer.summary(), **(run_info or {})}
+    write_json(out_dir / 'pareto.json', report)
+    plot_pareto(results, out_dir / 'pareto.png', title=f'OQAT search on {data.name} ({metric} budgets)')
+    return report

@@ -1,0 +1,96 @@
+"""Training recipes: every hyper-parameter of joint training, inheritance, search and finetuning.
+
+A :class:`Recipe` is plain data so that it can be stored in checkpoints (resuming with a
+different recipe is refused) and overridden field by field from the CLI. Two presets exist:
+``imagenet`` (the paper's space at 128-224 px, OFA-style defaults) and ``small`` (the narrow
+output-stride-8 space at 24-32 px, sized so that Fashion-MNIST trains on two CPU cores in
+minutes). Why each value was chosen is written down in ``docs/TRAINING.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+__all__ = ['Recipe', 'RECIPES', 'get_recipe', 'list_recipes', 'SPLIT_SEED']
+
+SPLIT_SEED = 20210401  # fixes which training images are held out for the search, across commands
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyper-parameters of the OQAT pipeline for one search space."""
+
+    space: str
+    batch_size: int = 128
+    lr: float = 0.1  # peak learning rate for ``batch_size`` images on all ranks together
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 4e-5  # never applied to step sizes, BN parameters or biases
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    kd_ratio: float = 1.0  # weight of the in-place distillation loss of the non-largest subnets
+    kd_temperature: float = 1.0
+    num_random_subnets: int = 2  # the sandwich: largest + smallest + this many random subnets
+    epochs: int = 10  # quantized joint training of the first (4-bit) supernet
+    float_epochs: int = 0  # float (bits=32) joint training before quantization starts
+    inherit_epochs: int = 5  # joint training after each bit inheritance (fewer than ``epochs``)
+    holdout_images: int = 5000  # training images kept out of training, for the search
+    calib_images: int = 2000  # fixed training images for BN recalibration (the authors' number)
+    calib_batch_size: int = 256
+    population: int = 32
+    generations: int = 10
+    mutation_prob: float = 0.2
+    parent_ratio: float = 0.25
+    mutation_ratio: float = 0.5
+    finetune_lr: float = 0.01
+    finetune_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ('batch_size', 'epochs', 'population', 'calib_images', 'calib_batch_size'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'Recipe.{name} must be at least 1, got {getattr(self, name)}')
+        for name in ('float_epochs', 'inherit_epochs', 'holdout_images', 'num_random_subnets', 'generations'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'Recipe.{name} must not be negative, got {getattr(self, name)}')
+        if self.lr <= 0:
+            raise ValueError(f'Recipe.lr must be positive, got {self.lr}')
+
+    def override(self, **changes: Any) -> 'Recipe':
+        """A copy with the given fields changed; ``None`` values mean "keep the preset's"."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f'unknown recipe fields {unknown}; known: {", ".join(sorted(known))}')
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> 'Recipe':
+        return cls(**data)
+
+
+RECIPES: dict[str, Recipe] = {
+    # OFA's defaults (SGD nesterov 0.9, wd 4e-5 without BN, label smoothing 0.1, cosine), batch 256
+    # at lr 0.1 as for QAT on ImageNet; epoch counts scaled down from OFA's 150 for the budget.
+    'imagenet': Recipe(space='imagenet', batch_size=256, lr=0.1, warmup_epochs=2.0, epochs=40,
+                       inherit_epochs=20, float_epochs=0, holdout_images=10000, calib_images=2000,
+                       calib_batch_size=100, population=100, generations=20),
+    # Fashion-MNIST on 2 CPU cores: a few epochs, one random subnet per sandwich, a short search.
+    'small': Recipe(space='small', batch_size=128, lr=0.1, warmup_epochs=0.5, epochs=4, inherit_epochs=2,
+                    num_random_subnets=1, holdout_images=5000, calib_images=1000, calib_batch_size=250,
+                    population=16, generations=6, finetune_lr=0.02, finetune_epochs=3),
+}
+
+
+def list_recipes() -> list[str]:
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe preset ``name`` (its search space has the same name)."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f'unknown recipe {name!r}; known: {", ".join(list_recipes())}') from None
