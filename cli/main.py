@@ -50,4 +50,7 @@ def _register() -> None:
 _register()
 
 if __name__ == '__main__':
-    cli()
+    # Run as ``python -m oqatnets.cli.main`` (e.g. under torchrun) this file is ``__main__``, while the
+    # command modules registered themselves on the importable ``oqatnets.cli.main.cli``: run that one.
+    from oqatnets.cli.main import cli as _registered_cli
+    _registered_cli()
