@@ -290,3 +290,21 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                      extra_cfg={'input_size': [3, resolution, resolution]})
     _echo(ctx, result.summary)
     _finish(ctx)
+
+
+@cli.command('demo')
+@click.option('--preset', type=click.Choice(['tiny', 'default', 'full']), default='default', show_default=True,
+              help='tiny: a test-sized run; default: 2 CPU cores in under 20 minutes; full: for a GPU.')
+@click.option('--out', default='runs/demo', show_default=True, type=click.Path(file_okay=False))
+@_seed
+@_device
+def demo_cmd(preset: str, out: str, seed: int, device: str | None) -> None:
+    """Regenerate a mini OQAT zoo on Fashion-MNIST: train 4→3→2-bit supernets, search, publish, reload, test."""
+    from oqatnets.training.demo import run_demo
+    report = run_demo(out, preset=preset, seed=seed, device=device)
+    click.echo(f"\nOQAT mini zoo on {report['data']} ({report['preset']['name']} preset, {report['device']}):\n")
+    click.echo(report['table_markdown'])
+    timing = report['timing']
+    total = sum(stage['seconds'] for stage in timing.values())
+    click.echo(f"\ntotal {total / 60:.1f} min; report: {Path(out) / 'report.json'}, "
+               f"Pareto plot: {Path(out) / 'pareto.png'}, zoo table: {Path(out) / 'zoo.json'}")

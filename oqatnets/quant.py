@@ -44,6 +44,19 @@ def quant_range(bits: int, *, signed: bool) -> tuple[int, int]:
     return 0, 2 ** bits - 1
 
 
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1)
+
+
+def _flat_channels_last(t: torch.Tensor) -> torch.Tensor:
+    """The elements of a channels-last tensor in memory order, as a view (dot products need no copy)."""
+    return t.permute(0, 2, 3, 1).reshape(-1)
+
+
 class _LSQ(torch.autograd.Function):
     """round(clamp(x/|s|)) · |s| with LSQ's straight-through gradients, in one autograd node.
 
@@ -67,12 +80,13 @@ class _LSQ(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         v, out, step = ctx.saved_tensors
         qn, qp = ctx.bounds
-        grad_out = grad_out.contiguous()
+        channels_last = _is_channels_last(v)
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         grad_x = torch.ops.aten.hardtanh_backward(grad_out, v, qn, qp)
         grad_step = None
         if ctx.needs_input_grad[1]:
-            flat_g, flat_dx = grad_out.reshape(-1), grad_x.reshape(-1)
-            d_step = torch.dot(flat_g, out.reshape(-1)) / step.abs() - torch.dot(flat_dx, v.reshape(-1))
+            flat = _flat_channels_last if channels_last else _flat
+            d_step = torch.dot(flat(grad_out), flat(out)) / step.abs() - torch.dot(flat(grad_x), flat(v))
             grad_step = (d_step * (ctx.grad_scale * torch.sign(step))).reshape(step.shape)
         return (grad_x if ctx.needs_input_grad[0] else None), grad_step, None, None, None
 

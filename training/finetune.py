@@ -47,7 +47,7 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
     settings = LoopSettings(epochs=epochs, batch_size=recipe.batch_size // ctx.world_size,
                             checkpoint_every=checkpoint_every, log_every=log_every, data_seed=seed, desc='finetune')
     spe = settings.steps_per_epoch(len(train_set), ctx.world_size)
-    model.to(ctx.device)
+    model.to(ctx.device, memory_format=torch.channels_last)  # faster conv backward, as in joint training
     optimizer = build_optimizer(model, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                 weight_decay=recipe.weight_decay)
     total = epochs * spe

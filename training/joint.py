@@ -89,7 +89,8 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
     float_steps = float_epochs * spe
     quant_steps = epochs * spe
     space = supernet.space
-    supernet.to(ctx.device)
+    # channels-last: the CPU and GPU convolution kernels run their backward 2-6× faster on it
+    supernet.to(ctx.device, memory_format=torch.channels_last)
     optimizer = build_optimizer(supernet, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                 weight_decay=recipe.weight_decay)
     warmup = round(recipe.warmup_epochs * spe)

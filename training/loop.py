@@ -151,7 +151,7 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
         for images, target in bar:
             if before_step is not None:
                 before_step(step)
-            images = images.to(ctx.device, non_blocking=True)
+            images = images.to(ctx.device, non_blocking=True, memory_format=torch.channels_last)
             target = target.to(ctx.device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             loss_sum += step_fn(images, target, step)

@@ -1,0 +1,53 @@
+"""The main job end to end on a tiny slice of Fashion-MNIST: every stage's output exists and loads."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import oqatnets
+from oqatnets.data import DataError
+
+
+@pytest.fixture(scope='module')
+def demo_run(tmp_path_factory):
+    from oqatnets.training.demo import run_demo
+    out = tmp_path_factory.mktemp('demo')
+    try:
+        report = run_demo(out, preset='tiny', device='cpu')
+    except DataError as exc:
+        pytest.skip(f'Fashion-MNIST could not be prepared here: {exc}')
+    return out, report
+
+
+@pytest.mark.slow
+def test_demo_writes_report_table_plot_and_zoo(demo_run):
+    out, report = demo_run
+    on_disk = json.loads((out / 'report.json').read_text())
+    assert on_disk['entries'] == report['entries']
+    assert len(report['entries']) == 9
+    assert sorted({e['bits'] for e in report['entries']}) == [2, 3, 4]
+    assert (out / 'pareto.png').stat().st_size > 1000
+    assert set(report['inheritance']) == {'3bit_before_training', '2bit_before_training'}
+    for bits in (4, 3, 2):
+        assert (out / f'supernet_w{bits}a{bits}' / 'checkpoint.pt').is_file()
+    table = json.loads((out / 'zoo.json').read_text())
+    assert [row['name'] for row in table['models']][:3] == [f'oqat_fmnist_4bit_{s}.fmnist' for s in 'sml']
+    header = report['table_markdown'].splitlines()[0]
+    for column in ('entry', 'bits', 'resolution', 'MACs', 'BitOPs', 'packed size', 'top-1'):
+        assert column in header
+
+
+@pytest.mark.slow
+def test_demo_entries_load_offline_from_the_hub_cache(demo_run):
+    out, report = demo_run
+    oqatnets.register_zoo_table(out / 'zoo.json')
+    for entry in report['entries']:
+        assert entry['budget_bitops_g'] >= entry['bitops_g'] - 1e-9  # the search kept its budget
+        assert entry['packed_top1'] == entry['top1']  # the packed file is the same network
+        model = oqatnets.create_model(entry['entry'], pretrained=True, cache_dir=out / 'hub')
+        assert str(model.spec) == entry['spec'] and model.num_classes == 10
+        with torch.no_grad():
+            assert model.eval()(torch.zeros(1, 3, entry['resolution'], entry['resolution'])).shape == (1, 10)
+    assert oqatnets.is_model('oqat_fmnist_2bit_m')

@@ -1,0 +1,233 @@
+"""The main job end to end: regenerate a mini OQAT zoo from nothing on a real data set.
+
+Prepare the data → jointly train a 4-bit supernet → inherit 3-bit, train → inherit 2-bit,
+train → search three BitOPs budgets per bit-width → export the nine subnets as zoo entries →
+publish them to a local Hugging Face cache → load each back offline with
+``oqatnets.create_model('<entry>', pretrained=True)`` → evaluate on the test split → a table,
+``report.json`` and the Pareto plot. ``oqat demo`` runs it; presets size it for a test
+(``tiny``), two CPU cores in under 20 minutes (``default``) or a GPU (``full``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from torch.utils.data import Subset
+
+from .datasets import fixed_batches
+from .metrics import write_json
+from .presets import SPLIT_SEED
+
+__all__ = ['DemoPreset', 'DEMO_PRESETS', 'run_demo', 'format_table', 'ZOO_PREFIX']
+
+ZOO_PREFIX = 'oqat_fmnist'
+SIZES = ('s', 'm', 'l')
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """How much of each stage a demo run does."""
+
+    name: str
+    data: str = 'fashion-mnist'
+    train_images: int | None = 24000  # of the training part (after the held-out split); None = all
+    holdout_images: int = 5000  # kept out of training; the search's fitness set
+    search_images: int = 2000  # held-out images scored per candidate subnet
+    calib_images: int = 1000  # fixed training images for every BN recalibration
+    test_images: int | None = None  # None = the whole test split
+    batch_size: int = 128
+    lr: float = 0.1
+    warmup_epochs: float = 0.2
+    epochs: tuple[int, int, int] = (2, 1, 1)  # 4-bit, then 3-bit and 2-bit after inheritance
+    population: int = 12
+    generations: int = 4
+    budgets: str = 'auto:3'
+    eval_images: int = 1000  # test images for the per-epoch check of the largest/smallest subnet
+
+
+DEMO_PRESETS: dict[str, DemoPreset] = {
+    'tiny': DemoPreset('tiny', train_images=512, holdout_images=512, search_images=256, calib_images=256,
+                       test_images=512, batch_size=64, epochs=(1, 1, 1), population=4, generations=1,
+                       eval_images=0),
+    'default': DemoPreset('default'),
+    'full': DemoPreset('full', train_images=None, search_images=5000, calib_images=2000, batch_size=256,
+                       epochs=(40, 20, 20), warmup_epochs=2.0, population=32, generations=10, eval_images=5000),
+}
+
+
+def _log(message: str) -> None:
+    print(f'[oqat demo {time.strftime("%H:%M:%S")}] {message}', flush=True)
+
+
+def _zoo_rows(report: dict[str, Any], entries_dir: Path, supernet_dirs: dict[int, Path]) -> list[dict[str, Any]]:
+    """One zoo-table row per chosen subnet, named ``oqat_fmnist_{b}bit_{s,m,l}.fmnist`` by budget."""
+    rows = []
+    for result in report['results']:
+        bits = result['bits']
+        for size, point in zip(SIZES, sorted(result['chosen'], key=lambda p: p['budget'])):
+            config = json.loads((entries_dir / point['entry'] / 'config.json').read_text())
+            cfg = config['pretrained_cfg']
+            rows.append({
+                'name': f'{ZOO_PREFIX}_{bits}bit_{size}.fmnist', 'spec': point['spec'], 'space': 'small',
+                'num_classes': config['num_classes'], 'input_size': cfg['input_size'], 'crop_pct': cfg['crop_pct'],
+                'mean': cfg['mean'], 'std': cfg['std'], 'label_names': cfg.get('label_names'),
+                'dataset': 'fashion-mnist', 'license': 'apache-2.0',
+                'top1': point.get('test_top1'), 'top5': point.get('test_top5'),
+                'metrics_source': 'oqat demo: Fashion-MNIST test split after BN recalibration',
+                'supernet': str(supernet_dirs[bits]), 'sha256': cfg['sha256'],
+                'folder': str(entries_dir / point['entry']), 'budget': point['budget'],
+            })
+    return rows
+
+
+def _publish_and_reload(rows: list[dict[str, Any]], *, table_path: Path, cache_dir: Path,
+                        test_batches: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Register the table, publish each entry to the cache, load it back offline and test it."""
+    import oqatnets
+    from oqatnets.evaluation import evaluate
+    from oqatnets.packing import load_packed
+
+    oqatnets.register_zoo_table(table_path)
+    measured = []
+    for row in rows:
+        name = row['name'].split('.')[0]
+        repo_id = oqatnets.get_pretrained_cfg(name).hf_hub_id
+        oqatnets.publish_to_cache(row['folder'], repo_id, cache_dir=cache_dir)
+        start = time.perf_counter()
+        model = oqatnets.create_model(name, pretrained=True, cache_dir=cache_dir)
+        load_s = time.perf_counter() - start
+        spec = model.spec
+        result = evaluate(model, test_batches(), resolution=spec.resolution)
+        packed_path = Path(row['folder']) / 'model.packed.safetensors'
+        packed = load_packed(packed_path)
+        packed_result = evaluate(packed, test_batches(), resolution=spec.resolution)
+        profile = oqatnets.profile(model)
+        measured.append({
+            'entry': name, 'bits': spec.bits, 'resolution': spec.resolution, 'spec': str(spec),
+            'macs_m': round(profile.macs, 3), 'bitops_g': round(profile.bitops, 5),
+            'size_mbit': round(profile.size_mbit, 4), 'packed_bytes': packed_path.stat().st_size,
+            'fp32_bytes': (Path(row['folder']) / 'model.safetensors').stat().st_size,
+            'top1': round(result['top1'], 2), 'top5': round(result['top5'], 2),
+            'packed_top1': round(packed_result['top1'], 2), 'test_images': result['images'],
+            'load_s': round(load_s, 4), 'hf_hub_id': repo_id, 'budget_bitops_g': row['budget'],
+        })
+        _log(f'{name}: loaded from the Hub cache in {load_s * 1e3:.0f} ms, test top-1 {result["top1"]:.2f} %')
+    return measured
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = ['| entry | bits | resolution | MACs (M) | BitOPs (G) | packed size (KiB) | top-1 (%) |',
+             '|---|---|---|---|---|---|---|']
+    for r in rows:
+        lines.append(f"| {r['entry']} | {r['bits']} | {r['resolution']} | {r['macs_m']:.3f} | "
+                     f"{r['bitops_g']:.4f} | {r['packed_bytes'] / 1024:.1f} | {r['top1']:.2f} |")
+    return '\n'.join(lines)
+
+
+def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default', seed: int = 0,
+             device: str | None = None, stop_after_training: bool = False) -> dict[str, Any]:
+    """Run the whole pipeline into ``out``; returns the report (also written as ``report.json``).
+
+    ``stop_after_training`` ends after the three supernets are trained (the benchmark reuses them).
+    """
+    import oqatnets
+    from oqatnets import OQATSupernet
+
+    from .calibrate import evaluate_subnet
+    from .distributed import init_distributed
+    from .inherit import inherit_bits
+    from .joint import train_supernet
+    from .metrics import StageTimer
+    from .pareto import run_search
+    from .presets import get_recipe
+    from .prepare import prepare_data
+
+    preset = DEMO_PRESETS[preset] if isinstance(preset, str) else preset
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timer = StageTimer()
+    ctx = init_distributed(device=device)
+    recipe = get_recipe('small').override(
+        batch_size=preset.batch_size, lr=preset.lr, warmup_epochs=preset.warmup_epochs,
+        holdout_images=preset.holdout_images, calib_images=preset.calib_images,
+        population=preset.population, generations=preset.generations)
+    _log(f'preset {preset.name}: {preset}')
+
+    with timer.stage('data'):
+        prepared = prepare_data(preset.data, holdout_images=preset.holdout_images, calib_images=preset.calib_images,
+                                calib_batch_size=recipe.calib_batch_size, train_images=preset.train_images)
+    data = prepared.data
+    test_set = data.val if preset.test_images is None else Subset(data.val, range(min(preset.test_images,
+                                                                                       len(data.val))))
+
+    def test_batches():
+        return fixed_batches(test_set, batch_size=250, in_memory=prepared.in_memory)
+
+    search_set = Subset(prepared.holdout_set, range(min(preset.search_images, len(prepared.holdout_set))))
+    search_batches = fixed_batches(search_set, batch_size=250, in_memory=prepared.in_memory)
+    eval_batches = (prepared.val_batches(batch_size=250, limit=preset.eval_images) if preset.eval_images else None)
+    _log(f'{data.name}: {len(prepared.train_set)} training images, {len(prepared.holdout_set)} held out, '
+         f'{len(test_set)} test images')
+
+    run_info = {'data': preset.data, 'holdout_images': preset.holdout_images, 'split_seed': SPLIT_SEED}
+    supernet_dirs: dict[int, Path] = {}
+    supernets: list[OQATSupernet] = []
+    inheritance: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    supernet = OQATSupernet(space='small', bits=4, num_classes=data.num_classes)
+    for bits, epochs in zip((4, 3, 2), preset.epochs):
+        if bits < 4:
+            supernet = inherit_bits(supernets[-1], bits)
+            checks = {}
+            for which, spec in (('largest', supernet.space.largest(bits)), ('smallest', supernet.space.smallest(bits))):
+                checks[which] = round(evaluate_subnet(supernet, spec, calib_batches=prepared.calib,
+                                                      eval_batches=search_batches)['top1'], 2)
+            inheritance[f'{bits}bit_before_training'] = checks
+            _log(f'inherited {bits}-bit supernet before training (held-out top-1): {checks}')
+        run_dir = out / f'supernet_w{bits}a{bits}'
+        with timer.stage(f'train_{bits}bit'):
+            result = train_supernet(supernet=supernet, train_set=prepared.train_set, recipe=recipe, bits=bits,
+                                    epochs=epochs, out_dir=run_dir, ctx=ctx, seed=seed + bits,
+                                    checkpoint_every=100, calib_batches=prepared.calib, eval_batches=eval_batches,
+                                    run_info={**run_info, 'inherited_from': str(supernet_dirs.get(bits + 1))})
+        timer.images[f'train_{bits}bit'] = len(prepared.train_set) * epochs
+        training[f'{bits}bit'] = {'epochs': epochs, 'records': result.records, 'summary': result.summary}
+        supernet_dirs[bits] = run_dir
+        supernets.append(supernet.eval())
+        _log(f'{bits}-bit supernet trained ({epochs} epoch(s)) -> {run_dir}')
+    if stop_after_training:
+        return {'supernets': {str(b): str(p) for b, p in supernet_dirs.items()}}
+
+    with timer.stage('search'):
+        search = run_search(supernets=supernets, data=data, budgets=preset.budgets, metric='bitops', recipe=recipe,
+                            out_dir=out / 'search', calib_batches=prepared.calib, holdout_batches=search_batches,
+                            test_batches=None, seed=seed,
+                            run_info={'supernets': {str(b): str(p) for b, p in supernet_dirs.items()}})
+    rows = _zoo_rows(search, out / 'search' / 'entries', supernet_dirs)
+    table_path = out / 'zoo.json'
+    table = {'schema': 'oqatnets-zoo', 'schema_version': 1,
+             'models': [{k: v for k, v in row.items() if k not in ('folder', 'budget')} for row in rows]}
+    write_json(table_path, table)
+    shutil.copyfile(out / 'search' / 'pareto.png', out / 'pareto.png')
+
+    os.environ['HF_HUB_OFFLINE'] = '1'  # the load-back must work with the network off
+    with timer.stage('publish_load_test'):
+        measured = _publish_and_reload(rows, table_path=table_path, cache_dir=out / 'hub', test_batches=test_batches)
+    table_md = format_table(measured)
+    report = {
+        'preset': asdict(preset), 'data': data.name, 'space': 'small', 'device': str(ctx.device),
+        'oqatnets_version': oqatnets.__version__, 'entries': measured, 'inheritance': inheritance,
+        'training': training, 'search': {'metric': search['metric'],
+                                         'results': [{k: r[k] for k in ('bits', 'chosen', 'front')}
+                                                     for r in search['results']]},
+        'timing': timer.summary(), 'table_markdown': table_md,
+        'artifacts': {'zoo_table': str(table_path), 'hub_cache': str(out / 'hub'), 'pareto_png': str(out / 'pareto.png'),
+                      'supernets': {str(b): str(p) for b, p in supernet_dirs.items()}},
+    }
+    write_json(out / 'report.json', report)
+    return report
