@@ -28,10 +28,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow'
 
+# The Once-for-All float supernet (PyPI `ofa`) is the speed benchmark's baseline; optional.
+OFA := ofa==0.1.0.post202307202001
+
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps $(OFA) || echo "note: ofa baseline unavailable"
 	$(BIN)/python benchmarks/run.py
 
 bench-quick: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps $(OFA) || echo "note: ofa baseline unavailable"
 	$(BIN)/python benchmarks/run.py --quick
 
 clean:

@@ -37,15 +37,15 @@ class DemoPreset:
     data: str = 'fashion-mnist'
     train_images: int | None = 24000  # of the training part (after the held-out split); None = all
     holdout_images: int = 5000  # kept out of training; the search's fitness set
-    search_images: int = 2000  # held-out images scored per candidate subnet
-    calib_images: int = 1000  # fixed training images for every BN recalibration
+    search_images: int = 1000  # held-out images scored per candidate subnet
+    calib_images: int = 500  # fixed training images for every BN recalibration
     test_images: int | None = None  # None = the whole test split
     batch_size: int = 128
     lr: float = 0.1
     warmup_epochs: float = 0.2
-    epochs: tuple[int, int, int] = (2, 1, 1)  # 4-bit, then 3-bit and 2-bit after inheritance
-    population: int = 12
-    generations: int = 4
+    epochs: tuple[int, int, int] = (4, 1, 1)  # 4-bit, then 3-bit and 2-bit after inheritance
+    population: int = 10
+    generations: int = 3
     budgets: str = 'auto:3'
     eval_images: int = 1000  # test images for the per-epoch check of the largest/smallest subnet
 

@@ -40,20 +40,29 @@ def _point(spec: SubnetSpec, top1: float, *, supernet: OQATSupernet) -> dict[str
 
 
 def search_supernet(supernet: OQATSupernet, *, budgets: list[float], metric: BudgetMetric, recipe: Recipe,
-                    calib_batches: Iterable, eval_batches: Iterable, seed: int) -> dict[str, Any]:
+                    calib_batches: Iterable, eval_batches: Iterable, seed: int, progress: bool = True) -> dict[str, Any]:
     """Evolutionary search of one supernet at every budget; returns chosen points and the front."""
+    from tqdm.auto import tqdm
     fitness = CachedFitness(supernet_fitness(supernet, calib_batches=calib_batches, eval_batches=eval_batches))
+    bar = tqdm(total=len(budgets) * recipe.population * (recipe.generations + 1), leave=False, dynamic_ncols=True,
+               desc=f'search {supernet.bits}-bit', disable=not progress)
+
+    def scored(spec: SubnetSpec) -> float:  # one tick per candidate scored (cached ones included)
+        bar.update()
+        return fitness(spec)
+
     chosen = []
     for index, budget in enumerate(budgets):
         sampler = ConstrainedSampler(supernet.space, supernet.bits, budget=budget, metric=metric,
                                      num_classes=supernet.num_classes)
-        result = evolutionary_search(sampler=sampler, fitness=fitness, rng=random.Random(seed + index),
+        result = evolutionary_search(sampler=sampler, fitness=scored, rng=random.Random(seed + index),
                                      population=recipe.population, generations=recipe.generations,
                                      mutation_prob=recipe.mutation_prob, parent_ratio=recipe.parent_ratio,
                                      mutation_ratio=recipe.mutation_ratio)
         chosen.append({'budget': budget, 'budget_metric': metric, 'cost': round(result.cost, 6),
                        'evaluations': result.evaluations, **_point(result.spec, result.fitness, supernet=supernet)})
     evaluated = [_point(SubnetSpec.parse(key), top1, supernet=supernet) for key, top1 in fitness.cache.items()]
+    bar.close()
     return {'bits': supernet.bits, 'chosen': chosen, 'front': pareto_front(evaluated),
             'distinct_evaluations': fitness.evaluations}
 
