@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/oqat demo --out runs/demo
+	$(BIN)/oqat demo --out runs/demo --overwrite
 
 demo-full: $(STAMP)
-	$(BIN)/oqat demo --preset full --out runs/demo-full
+	$(BIN)/oqat demo --preset full --out runs/demo-full --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -85,17 +85,19 @@ def _step_fn(model: torch.nn.Module, forward_specs: list[Callable[[], torch.Tens
     return fn
 
 
-def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int) -> dict:
+def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int, channels_last: bool) -> dict:
+    """``channels_last`` as oqatnets.training runs it (faster conv backward), or PyTorch's default layout."""
     torch.manual_seed(0)
     specs = _sandwich_specs(bits, resolution)
-    x = torch.randn(batch, 3, resolution, resolution)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, 3, resolution, resolution).contiguous(memory_format=layout)
     y = torch.randint(0, 1000, (batch,))
-    sup = OQATSupernet(bits=bits).train()
+    sup = OQATSupernet(bits=bits).train().to(memory_format=layout)
     sup.set_max_subnet()
     sup(x[:4])  # LSQ step init so that every configuration starts from the same weights
     fp_sup = copy.deepcopy(sup)
     fp_sup.set_bits(32)
-    statics = [sup.get_subnet(s).train() for s in specs]
+    statics = [sup.get_subnet(s).train().to(memory_format=layout) for s in specs]
 
     def supernet_forward(model, spec):
         def fn():
@@ -122,11 +124,13 @@ def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int) -> di
                 ofa_net.set_active_subnet(ks=list(spec.ks), e=list(spec.e), d=list(spec.d))
                 return F.cross_entropy(ofa_net(x), y)
             return fn
+        ofa_net.to(memory_format=layout)
         fns['ofa_float'] = _step_fn(ofa_net, [ofa_forward(s) for s in specs],
                                     torch.optim.SGD(ofa_net.parameters(), lr=1e-4, momentum=0.9))
     t = _median_times(fns, rounds)
     static_sum = sum(t[f'static_{i}'] for i in range(len(statics)))
-    result = {'bench': f'sandwich step {bits}-bit', 'batch': batch, 'resolution': resolution,
+    result = {'bench': f'sandwich step {bits}-bit, {"channels-last" if channels_last else "NCHW"}',
+              'batch': batch, 'resolution': resolution,
               'supernet_s': t['supernet'], 'supernet_float_s': t['supernet_float'], 'static_sum_s': static_sum,
               'ratio_vs_float': t['supernet'] / t['supernet_float'], 'target_vs_float': 1.15,
               'ratio_vs_static': t['supernet'] / static_sum, 'target_vs_static': 1.05}
@@ -169,9 +173,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument('--quick', action='store_true', help='fewer rounds and a smaller sandwich batch')
     parser.add_argument('--json', help='also write the results as JSON to this file')
     args = parser.parse_args(argv)
-    rounds = 3 if args.quick else 7
+    rounds = 3 if args.quick else 5
     results = [bench_eval(bits, batch=32, rounds=rounds) for bits in (4, 2)]
-    results.append(bench_sandwich(bits=4, batch=8 if args.quick else 16, resolution=160, rounds=rounds))
+    for channels_last in ((True,) if args.quick else (True, False)):
+        results.append(bench_sandwich(bits=4, batch=8 if args.quick else 16, resolution=160, rounds=rounds,
+                                      channels_last=channels_last))
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, oqatnets {oqatnets.__version__}')
     print(markdown(results))
     if args.json:

@@ -87,9 +87,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     """Jointly train a quantized supernet with the sandwich rule; exports OUT/supernet at the end."""
     from oqatnets.quant import FLOAT_BITS, get_bits, set_bits, validate_bits
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.artifacts import RUN_FILE, SUPERNET_DIR, data_cfg, export_model, load_supernet
+    from oqatnets.training.artifacts import export_trained_supernet, load_supernet, write_run_file
     from oqatnets.training.joint import train_supernet
-    from oqatnets.training.metrics import write_json
     from oqatnets.training.prepare import prepare_data
     from oqatnets.training.presets import SPLIT_SEED
 
@@ -112,14 +111,11 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
         set_bits(supernet, bits)
     else:
         supernet = OQATSupernet(space=space, bits=bits, num_classes=data.num_classes)
-    model_args = {'space': supernet.space.to_dict(), 'bits': bits, 'num_classes': supernet.num_classes,
-                  'in_chans': supernet.in_chans}
     run_info = {'data': data_source, 'init': init_source, 'holdout_images': recipe.holdout_images,
                 'split_seed': SPLIT_SEED, 'train_images_limit': train_images}
     out_dir = Path(out)
     if ctx.is_main and not resume:
-        write_json(out_dir / RUN_FILE, {'model_args': model_args, 'pretrained_cfg': data_cfg(data, resolution=max(
-            supernet.space.resolutions)), **run_info})
+        write_run_file(out_dir, supernet, data=data, run_info=run_info)
     val = prepared.val_batches(batch_size=recipe.calib_batch_size, limit=eval_images) if eval_images else None
     result = train_supernet(supernet=supernet, train_set=prepared.train_set, recipe=recipe, bits=bits,
                             epochs=epochs, float_epochs=recipe.float_epochs, out_dir=out_dir, ctx=ctx, resume=resume,
@@ -127,9 +123,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                             calib_batches=prepared.calib if val is not None else None, eval_batches=val,
                             run_info=run_info)
     if ctx.is_main:
-        export_model(supernet.cpu(), out_dir / SUPERNET_DIR, data=data,
-                     metrics={k: v for k, v in (result.summary['last_epoch'] or {}).items() if k.endswith('top1')},
-                     description=f'{bits}-bit OQAT supernet ({supernet.space.name} space) trained on {data.name}')
+        export_trained_supernet(supernet, out_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
     _echo(ctx, result.summary)
     _finish(ctx)
 
@@ -296,12 +290,13 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
 @click.option('--preset', type=click.Choice(['tiny', 'default', 'full']), default='default', show_default=True,
               help='tiny: a test-sized run; default: 2 CPU cores in under 20 minutes; full: for a GPU.')
 @click.option('--out', default='runs/demo', show_default=True, type=click.Path(file_okay=False))
+@click.option('--overwrite', is_flag=True, help='Replace what an earlier run left in --out.')
 @_seed
 @_device
-def demo_cmd(preset: str, out: str, seed: int, device: str | None) -> None:
+def demo_cmd(preset: str, out: str, overwrite: bool, seed: int, device: str | None) -> None:
     """Regenerate a mini OQAT zoo on Fashion-MNIST: train 4→3→2-bit supernets, search, publish, reload, test."""
     from oqatnets.training.demo import run_demo
-    report = run_demo(out, preset=preset, seed=seed, device=device)
+    report = run_demo(out, preset=preset, seed=seed, device=device, overwrite=overwrite)
     click.echo(f"\nOQAT mini zoo on {report['data']} ({report['preset']['name']} preset, {report['device']}):\n")
     click.echo(report['table_markdown'])
     timing = report['timing']

@@ -22,7 +22,7 @@ def demo_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_demo_writes_report_table_plot_and_zoo(demo_run):
+def test_demo_writes_report_table_plot_zoo_and_supernets(demo_run):
     out, report = demo_run
     on_disk = json.loads((out / 'report.json').read_text())
     assert on_disk['entries'] == report['entries']
@@ -31,7 +31,10 @@ def test_demo_writes_report_table_plot_and_zoo(demo_run):
     assert (out / 'pareto.png').stat().st_size > 1000
     assert set(report['inheritance']) == {'3bit_before_training', '2bit_before_training'}
     for bits in (4, 3, 2):
-        assert (out / f'supernet_w{bits}a{bits}' / 'checkpoint.pt').is_file()
+        run_dir = out / f'supernet_w{bits}a{bits}'
+        assert (run_dir / 'checkpoint.pt').is_file() and (run_dir / 'run.json').is_file()
+        supernet = oqatnets.create_model(f'local-dir:{run_dir / "supernet"}', pretrained=True)
+        assert isinstance(supernet, oqatnets.OQATSupernet) and supernet.bits == bits
     table = json.loads((out / 'zoo.json').read_text())
     assert [row['name'] for row in table['models']][:3] == [f'oqat_fmnist_4bit_{s}.fmnist' for s in 'sml']
     header = report['table_markdown'].splitlines()[0]
@@ -51,3 +54,10 @@ def test_demo_entries_load_offline_from_the_hub_cache(demo_run):
         with torch.no_grad():
             assert model.eval()(torch.zeros(1, 3, entry['resolution'], entry['resolution'])).shape == (1, 10)
     assert oqatnets.is_model('oqat_fmnist_2bit_m')
+
+
+def test_demo_refuses_to_overwrite_a_run(demo_run):
+    from oqatnets.training.demo import run_demo
+    out, _ = demo_run
+    with pytest.raises(ValueError, match='--overwrite'):
+        run_demo(out, preset='tiny')

@@ -80,3 +80,21 @@ def export_model(model: nn.Module, folder: 'str | Path', *, data: ImageData | No
     cfg.update(extra_cfg or {})
     return save_pretrained(model, folder, metrics=metrics, dataset=data.name if data is not None else None,
                            pretrained_cfg=cfg)
+
+
+def write_run_file(out_dir: 'str | Path', supernet: OQATSupernet, *, data: ImageData,
+                   run_info: dict[str, Any]) -> Path:
+    """``run.json``: what rebuilds the supernet from ``checkpoint.pt`` (model args, data cfg, split)."""
+    from .metrics import write_json
+    model_args = {'space': supernet.space.to_dict(), 'bits': supernet.bits, 'num_classes': supernet.num_classes,
+                  'in_chans': supernet.in_chans}
+    cfg = data_cfg(data, resolution=max(supernet.space.resolutions))
+    return write_json(Path(out_dir) / RUN_FILE, {'model_args': model_args, 'pretrained_cfg': cfg, **run_info})
+
+
+def export_trained_supernet(supernet: OQATSupernet, out_dir: 'str | Path', *, data: ImageData, bits: int,
+                            last_epoch: dict[str, Any] | None) -> Path:
+    """The run's ``supernet/`` folder: the trained supernet as ``create_model('local-dir:…')`` loads it."""
+    metrics = {k: v for k, v in (last_epoch or {}).items() if k.endswith('top1')}
+    return export_model(supernet.cpu(), Path(out_dir) / SUPERNET_DIR, data=data, metrics=metrics,
+                        description=f'{bits}-bit OQAT supernet ({supernet.space.name} space) trained on {data.name}')

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from torch.utils.data import Subset
 
+from .artifacts import export_trained_supernet, write_run_file
 from .datasets import fixed_batches
 from .metrics import write_json
 from .presets import SPLIT_SEED
@@ -130,9 +131,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default', seed: int = 0,
-             device: str | None = None, stop_after_training: bool = False) -> dict[str, Any]:
+             device: str | None = None, stop_after_training: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run the whole pipeline into ``out``; returns the report (also written as ``report.json``).
 
+    ``out`` must be empty or absent unless ``overwrite`` (then its old contents are removed first).
     ``stop_after_training`` ends after the three supernets are trained (the benchmark reuses them).
     """
     import oqatnets
@@ -149,6 +151,10 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
 
     preset = DEMO_PRESETS[preset] if isinstance(preset, str) else preset
     out = Path(out)
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f'{out} already holds a run; pass --overwrite to replace it or choose another --out')
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
     ctx = init_distributed(device=device)
@@ -190,6 +196,7 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
             inheritance[f'{bits}bit_before_training'] = checks
             _log(f'inherited {bits}-bit supernet before training (held-out top-1): {checks}')
         run_dir = out / f'supernet_w{bits}a{bits}'
+        write_run_file(run_dir, supernet, data=data, run_info=run_info)
         with timer.stage(f'train_{bits}bit'):
             result = train_supernet(supernet=supernet, train_set=prepared.train_set, recipe=recipe, bits=bits,
                                     epochs=epochs, out_dir=run_dir, ctx=ctx, seed=seed + bits,
@@ -197,6 +204,8 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
                                     run_info={**run_info, 'inherited_from': str(supernet_dirs.get(bits + 1))})
         timer.images[f'train_{bits}bit'] = len(prepared.train_set) * epochs
         training[f'{bits}bit'] = {'epochs': epochs, 'records': result.records, 'summary': result.summary}
+        export_trained_supernet(supernet, run_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
+        supernet.to(ctx.device)  # the export copied it to the CPU
         supernet_dirs[bits] = run_dir
         supernets.append(supernet.eval())
         _log(f'{bits}-bit supernet trained ({epochs} epoch(s)) -> {run_dir}')
