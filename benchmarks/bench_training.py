@@ -35,12 +35,13 @@ def main() -> None:
 
     device = torch.device('cuda' if cuda else 'cpu')
     torch.manual_seed(0)
-    net = OQATSupernet(space=args.space, bits=args.bits, num_classes=1000 if args.space == 'imagenet' else 10).to(device)
+    net = OQATSupernet(space=args.space, bits=args.bits, num_classes=1000 if args.space == 'imagenet' else 10)
+    net.to(device, memory_format=torch.channels_last)  # as train_supernet runs it
     space = net.space
     amp = Amp(device, enabled=not args.no_amp)
     optimizer = build_optimizer(net, lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5)
     res = max(space.resolutions)
-    images = torch.randn(args.batch_size, 3, res, res, device=device)
+    images = torch.randn(args.batch_size, 3, res, res, device=device).contiguous(memory_format=torch.channels_last)
     target = torch.randint(0, net.num_classes, (args.batch_size,), device=device)
     rng = random.Random(0)
     times = []
