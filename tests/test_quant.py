@@ -125,3 +125,13 @@ def test_set_bits_and_get_bits():
     model[0].bits = 3
     with pytest.raises(ValueError, match='mixes'):
         get_bits(model)
+
+
+def test_one_bit_weights_are_signs_times_step_with_straight_through_gradients():
+    x = torch.tensor([-0.7, -0.1, 0.2, 3.0], requires_grad=True)
+    step = torch.tensor([0.5], requires_grad=True)
+    out = lsq_quantize(x, step, 1, signed=True)
+    assert out.tolist() == [-0.5, -0.5, 0.5, 0.5]
+    out.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]  # straight through inside (-|s|, |s|) only
+    assert step.grad is not None and step.grad.item() != 0
