@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    'SUPPORTED_BITS', 'FLOAT_BITS', 'quant_range', 'validate_bits', 'lsq_quantize', 'QuantConv2d',
+    'SUPPORTED_BITS', 'FLOAT_BITS', 'quant_range', 'validate_bits', 'lsq_quantize', 'quant_codes', 'QuantConv2d',
     'iter_quant_convs', 'set_bits', 'get_bits', 'init_step',
 ]
 
@@ -109,8 +109,17 @@ def lsq_quantize(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool
         return _binary_quantize(x, step, grad_scale)
     if torch.is_grad_enabled() and (x.requires_grad or step.requires_grad):
         return _LSQ.apply(x, step, qn, qp, grad_scale)
-    s = step.abs()
-    return (x / s).clamp_(qn, qp).round_().mul_(s)
+    return quant_codes(x, step, bits, signed=signed).mul_(step.abs())
+
+
+def quant_codes(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool,
+                inplace: bool = False) -> torch.Tensor:
+    """The integer levels ``round(clamp(x / |s|, Qn, Qp))`` (as floats, no autograd); ``inplace``
+    overwrites ``x``."""
+    qn, qp = quant_range(bits, signed=signed)
+    with torch.no_grad():
+        v = x.div_(step.abs()) if inplace else x / step.abs()
+        return v.clamp_(qn, qp).round_()
 
 
 def init_step(t: torch.Tensor, bits: int, *, signed: bool) -> torch.Tensor:
@@ -170,7 +179,7 @@ class QuantConv2d(nn.Conv2d):
         Convolution is linear, so ``conv(codes·s_a, Q(w)) = conv(codes, Q(w)·s_a)``: folding the
         activation step into the cached weight saves one pass over every activation tensor.
         """
-        key = (self.weight._version, self.weight.data_ptr(), self.weight_step._version,
+        key = (self.weight._version, self.weight.data_ptr(), self.weight_step._version, self.weight_step.data_ptr(),
                self.act_step._version, self.act_step.data_ptr(), self.bits, self.weight.dtype, self.weight.device)
         if self._weight_cache is None or self._weight_cache[0] != key:
             folded = self.quantize_weight(self.weight) * self.act_step.abs()
@@ -179,9 +188,7 @@ class QuantConv2d(nn.Conv2d):
 
     def weight_codes(self) -> torch.Tensor:
         """Integer codes of the quantized weight (int8), as packed files store them."""
-        qn, qp = quant_range(self.bits, signed=True)
-        with torch.no_grad():
-            return (self.weight / self.weight_step.abs()).clamp(qn, qp).round().to(torch.int8)
+        return quant_codes(self.weight, self.weight_step, self.bits, signed=True).to(torch.int8)
 
     def conv(self, x: torch.Tensor, weight: torch.Tensor, *, stride: int | None = None,
              groups: int | None = None) -> torch.Tensor:
@@ -193,9 +200,7 @@ class QuantConv2d(nn.Conv2d):
         if not self.quantized:
             return F.conv2d(x, weight, None, stride, padding, 1, groups)
         if weight is self.weight and not self.training and not torch.is_grad_enabled():
-            _, qp = quant_range(self.bits, signed=False)
-            codes = x.div_(self.act_step.abs()) if self.inplace else x / self.act_step.abs()
-            codes = codes.clamp_(0, qp).round_()
+            codes = quant_codes(x, self.act_step, self.bits, signed=False, inplace=self.inplace)
             return F.conv2d(codes, self._inference_weight(), None, stride, padding, 1, groups)
         x = self.quantize_input(x)
         return F.conv2d(x, self.quantize_weight(weight), None, stride, padding, 1, groups)
