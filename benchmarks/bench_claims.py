@@ -22,20 +22,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from torch.utils.data import Subset
-
 from oqatnets import OQATNet, OQATSupernet, SubnetSpec, profile
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import evaluate_subnet
-from oqatnets.training.datasets import fixed_batches
-from oqatnets.training.demo import DEMO_PRESETS, DemoPreset, run_demo
+from oqatnets.training.demo import DEMO_PRESETS, DemoPreset, demo_recipe, prepare_demo_data, run_demo
 from oqatnets.training.distributed import init_distributed
 from oqatnets.training.finetune import finetune
 from oqatnets.training.joint import train_supernet
 from oqatnets.training.pareto import search_supernet
-from oqatnets.training.prepare import prepare_data
-from oqatnets.training.presets import get_recipe
 
 # MobileNetV3-Large's stages mapped onto the space's choices (its 2.5/2.3 expansions → 3).
 MBV3_LARGE_LIKE = SubnetSpec(
@@ -77,20 +72,10 @@ def run(*, quick: bool, demo_dir: Path | None, out: Path) -> dict:
     preset = DEMO_PRESETS['tiny' if quick else 'default']
     out.mkdir(parents=True, exist_ok=True)
     ctx = init_distributed(device='cpu')
-    recipe = get_recipe('small').override(
-        batch_size=preset.batch_size, lr=preset.lr, warmup_epochs=preset.warmup_epochs,
-        holdout_images=preset.holdout_images, calib_images=preset.calib_images,
-        population=preset.population, generations=preset.generations)
-    prepared = prepare_data(preset.data, holdout_images=preset.holdout_images, calib_images=preset.calib_images,
-                            calib_batch_size=recipe.calib_batch_size, train_images=preset.train_images)
-    val = prepared.data.val
-    test_set = val if preset.test_images is None else Subset(val, range(min(preset.test_images, len(val))))
-
-    def test_batches():
-        return fixed_batches(test_set, batch_size=250, in_memory=prepared.in_memory)
-
-    search_set = Subset(prepared.holdout_set, range(min(preset.search_images, len(prepared.holdout_set))))
-    search_batches = fixed_batches(search_set, batch_size=250, in_memory=prepared.in_memory)
+    recipe = demo_recipe(preset)
+    demo_data = prepare_demo_data(preset, recipe)
+    prepared, test_set = demo_data.prepared, demo_data.test_set
+    test_batches, search_batches = demo_data.test_batches, demo_data.search_batches
     total_epochs = sum(preset.epochs)
     start = time.perf_counter()
     supernets = _supernets(preset, demo_dir, out)

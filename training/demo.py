@@ -15,16 +15,21 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from .artifacts import export_trained_supernet, write_run_file
 from .datasets import fixed_batches
 from .metrics import write_json
 from .presets import SPLIT_SEED
 
-__all__ = ['DemoPreset', 'DEMO_PRESETS', 'run_demo', 'format_table', 'ZOO_PREFIX']
+if TYPE_CHECKING:
+    from .prepare import PreparedData
+    from .presets import Recipe
+
+__all__ = ['DemoPreset', 'DEMO_PRESETS', 'DemoData', 'demo_recipe', 'prepare_demo_data', 'run_demo', 'format_table',
+           'ZOO_PREFIX']
 
 ZOO_PREFIX = 'oqat_fmnist'
 SIZES = ('s', 'm', 'l')
@@ -59,6 +64,38 @@ DEMO_PRESETS: dict[str, DemoPreset] = {
     'full': DemoPreset('full', train_images=None, search_images=5000, calib_images=2000, batch_size=256,
                        epochs=(40, 20, 20), warmup_epochs=2.0, population=32, generations=10, eval_images=5000),
 }
+
+
+def demo_recipe(preset: DemoPreset) -> 'Recipe':
+    """The ``small`` recipe with the preset's batch, LR schedule, split and search sizes."""
+    from .presets import get_recipe
+    return get_recipe('small').override(
+        batch_size=preset.batch_size, lr=preset.lr, warmup_epochs=preset.warmup_epochs,
+        holdout_images=preset.holdout_images, calib_images=preset.calib_images,
+        population=preset.population, generations=preset.generations)
+
+
+@dataclass
+class DemoData:
+    """The preset's data: training/held-out/calibration split, test subset, search-fitness batches."""
+
+    prepared: 'PreparedData'
+    test_set: Dataset
+    search_batches: Iterable
+
+    def test_batches(self) -> Iterable:
+        return fixed_batches(self.test_set, batch_size=250, in_memory=self.prepared.in_memory)
+
+
+def prepare_demo_data(preset: DemoPreset, recipe: 'Recipe') -> DemoData:
+    """Load and split ``preset.data``; the test and search subsets are the first N images."""
+    from .prepare import prepare_data
+    prepared = prepare_data(preset.data, holdout_images=preset.holdout_images, calib_images=preset.calib_images,
+                            calib_batch_size=recipe.calib_batch_size, train_images=preset.train_images)
+    val = prepared.data.val
+    test_set = val if preset.test_images is None else Subset(val, range(min(preset.test_images, len(val))))
+    search_set = Subset(prepared.holdout_set, range(min(preset.search_images, len(prepared.holdout_set))))
+    return DemoData(prepared, test_set, fixed_batches(search_set, batch_size=250, in_memory=prepared.in_memory))
 
 
 def _log(message: str) -> None:
@@ -146,8 +183,6 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
     from .joint import train_supernet
     from .metrics import StageTimer
     from .pareto import run_search
-    from .presets import get_recipe
-    from .prepare import prepare_data
 
     preset = DEMO_PRESETS[preset] if isinstance(preset, str) else preset
     out = Path(out)
@@ -158,24 +193,13 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
     ctx = init_distributed(device=device)
-    recipe = get_recipe('small').override(
-        batch_size=preset.batch_size, lr=preset.lr, warmup_epochs=preset.warmup_epochs,
-        holdout_images=preset.holdout_images, calib_images=preset.calib_images,
-        population=preset.population, generations=preset.generations)
+    recipe = demo_recipe(preset)
     _log(f'preset {preset.name}: {preset}')
 
     with timer.stage('data'):
-        prepared = prepare_data(preset.data, holdout_images=preset.holdout_images, calib_images=preset.calib_images,
-                                calib_batch_size=recipe.calib_batch_size, train_images=preset.train_images)
-    data = prepared.data
-    test_set = data.val if preset.test_images is None else Subset(data.val, range(min(preset.test_images,
-                                                                                       len(data.val))))
-
-    def test_batches():
-        return fixed_batches(test_set, batch_size=250, in_memory=prepared.in_memory)
-
-    search_set = Subset(prepared.holdout_set, range(min(preset.search_images, len(prepared.holdout_set))))
-    search_batches = fixed_batches(search_set, batch_size=250, in_memory=prepared.in_memory)
+        demo_data = prepare_demo_data(preset, recipe)
+    prepared, data, test_set = demo_data.prepared, demo_data.prepared.data, demo_data.test_set
+    test_batches, search_batches = demo_data.test_batches, demo_data.search_batches
     eval_batches = (prepared.val_batches(batch_size=250, limit=preset.eval_images) if preset.eval_images else None)
     _log(f'{data.name}: {len(prepared.train_set)} training images, {len(prepared.holdout_set)} held out, '
          f'{len(test_set)} test images')
