@@ -75,7 +75,7 @@ def info_cmd(name: str, as_json: bool) -> None:
 def profile_cmd(target: str, space: str | None, num_classes: int | None, as_json: bool) -> None:
     """MACs, params, BitOPs and size of a model NAME or a SPEC (r<res>_k<20>_e<20>_d<5>_b<bits>)."""
     from oqatnets import registry
-    from oqatnets.profile import profile
+    from oqatnets.costs import profile
     from oqatnets.spec import SubnetSpec
     if target.startswith('r') and '_k' in target:
         spec, space_arg, classes = SubnetSpec.parse(target), space or 'imagenet', num_classes
@@ -108,7 +108,8 @@ def eval_cmd(name: str, data: str, recalibrate: int, batch_size: int, workers: i
     """Top-1/top-5 of NAME's weights on an ImageFolder validation split."""
     import torch
     from torch.utils.data import DataLoader
-    from oqatnets.data import CALIBRATION_SEED, calibration_subset, load_image_data
+    from oqatnets.data import CALIBRATION_SEED, calibration_subset
+    from oqatnets.training.sources import load_image_data
     from oqatnets.evaluation import evaluate, recalibrate_bn
     model = _load(name, cache_dir)
     resolution = int(model.pretrained_cfg['input_size'][-1])
@@ -179,7 +180,7 @@ def export_cmd(name: str, out: str, fmt: str, check: bool, cache_dir: str | None
     """Write NAME's weights as ONNX (QCDQ) or as the packed low-bit safetensors file."""
     model = _load(name, cache_dir)
     if fmt == 'packed':
-        from oqatnets.packing import save_packed
+        from oqatnets.weights import save_packed
         path = save_packed(model, out)
     else:
         from oqatnets.export import check_onnx, export_onnx
@@ -221,16 +222,8 @@ def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | N
 def convert_official_cmd(src: str, dst: str, bits: int | None) -> None:
     """Convert an authors' OQA supernet checkpoint to a safetensors folder (config.json + weights)."""
     import oqatnets
-    from oqatnets import registry
     supernet = oqatnets.load_official_supernet(src, bits=bits)
-    arch = f'oqat_supernet_mbv3_w{supernet.bits}a{supernet.bits}'
-    cfg = registry.get_pretrained_cfg(arch) if registry.is_model(arch) else oqatnets.PretrainedCfg(architecture=arch)
-    cfg = cfg.replace(license='other', hf_hub_id=None, top1=None, metrics_source=None, sha256={},
-                      notes=("Converted on this machine from the authors' checkpoint "
-                             f'{Path(src).name} (github.com/LaVieEnRoseSMZ/OQA). The authors published no license: '
-                             'keep these weights private, do not re-host them.',))
-    supernet.pretrained_cfg = {}
-    folder = oqatnets.save_pretrained(supernet, dst, pretrained_cfg=cfg, packed=False)
+    folder = oqatnets.save_pretrained(supernet, dst, packed=False)
     click.echo(f'wrote {folder} ({supernet.bits}-bit supernet); load it with '
                f"oqatnets.create_model('local-dir:{folder}', pretrained=True)")
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import InvalidArgumentError
+
 __all__ = ['recalibrate_bn', 'evaluate', 'resize_batch', 'accuracy_counts']
 
 
@@ -60,7 +62,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, *, resolution: int | None
             model(resize_batch(images.to(device, non_blocking=True), resolution))
             seen += 1
         if seen == 0:
-            raise ValueError('recalibrate_bn got no batches; pass a loader over some training images')
+            raise InvalidArgumentError('recalibrate_bn got no batches; pass a loader over some training images')
     finally:
         for h in handles:
             h.remove()
@@ -108,7 +110,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, resolution: int | None = Non
     finally:
         model.train(was_training)
     if total == 0:
-        raise ValueError('evaluate got an empty loader; check the validation data')
+        raise InvalidArgumentError('evaluate got an empty loader; check the validation data')
     seconds = time.perf_counter() - start
     return {'top1': 100.0 * correct1 / total, 'top5': 100.0 * correct5 / total, 'loss': loss_sum / total,
             'images': total, 'seconds': seconds, 'images_per_s': total / seconds}

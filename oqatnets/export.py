@@ -114,7 +114,7 @@ def _block(g: _GraphBuilder, x: str, block: InvertedResidual, hint: str) -> str:
                  block.act_pw, f'{hint}.act_pw')
     x = _act(g, _bn(g, _quant_conv(g, x, block.conv_dw, f'{hint}.conv_dw'), block.bn_dw, f'{hint}.bn_dw'),
              block.act_dw, f'{hint}.act_dw')
-    if isinstance(block.se, SqueezeExcite):
+    if isinstance(getattr(block, 'se', None), SqueezeExcite):
         x = _se(g, x, block.se, f'{hint}.se')
     x = _bn(g, _quant_conv(g, x, block.conv_pwl, f'{hint}.conv_pwl'), block.bn_pwl, f'{hint}.bn_pwl')
     return g.op('Add', [x, shortcut], f'{hint}_add') if block.has_skip else x
@@ -149,7 +149,7 @@ def export_onnx(model: nn.Module, path: 'str | os.PathLike', *, check: bool = Tr
     ``check`` the model is validated with ``onnx.checker``.
     """
     import onnx
-    from .hub import atomic_path
+    from ._io import atomic_path
     if not isinstance(model, OQATNet):
         raise ValueError(f'ONNX export takes a static OQATNet, not {type(model).__name__}; '
                          'extract a subnet with supernet.get_subnet(spec) first')

@@ -4,6 +4,11 @@ Name grammar (timm's): ``arch`` or ``arch.tag`` (a registered name or alias),
 ``hf-hub:org/name[@revision]`` (``config.json`` and weights from the Hub) and ``local-dir:PATH``
 (a folder written by :func:`oqatnets.save_pretrained`). With weights, the model is built on the
 meta device and the tensors are assigned straight from the file, so nothing is initialised twice.
+
+Two generic architectures build from ``model_args`` alone: ``oqatnet`` (needs ``spec``) and
+``oqat_supernet`` (needs ``bits``); a model that is not exactly a registry entry (a subnet,
+other bits or head) saves under one of them. Weights files record the model they hold, and
+loading them into a different model is refused (:func:`oqatnets.weights.check_record`).
 """
 from __future__ import annotations
 
@@ -16,22 +21,23 @@ import torch
 import torch.nn as nn
 
 from . import registry
-from .hub import download, load_model_config_from_hf, load_model_config_from_path, load_state_dict, verify_sha256
+from ._io import verify_sha256
+from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, PretrainedWeightsError
+from .hub import download, load_model_config_from_hf, load_model_config_from_path
 from .net import OQATNet
 from .pretrained import PretrainedCfg
+from .spec import SubnetSpec
 from .supernet import OQATSupernet
+from .weights import WeightsFile, canonical_args, check_record, read_weights
 
-__all__ = ['create_model', 'create_supernet', 'build_model', 'parse_model_name', 'adapt_input_conv',
-           'PretrainedWeightsError']
+__all__ = ['create_model', 'create_supernet', 'build_model', 'load_packed', 'parse_model_name', 'adapt_input_conv',
+           'PretrainedWeightsError', 'GENERIC_ARCHITECTURES']
 
 _SOURCE_RE = re.compile(r'^(?P<source>[A-Za-z][\w-]+):(?P<rest>.*)$')  # >= 2 chars: not a drive letter
 _SOURCES = {'hf-hub': 'hf-hub', 'hf_hub': 'hf-hub', 'local-dir': 'local-dir'}
 _HEAD_KEYS = ('classifier.weight', 'classifier.bias')
 _STEM_KEY = 'conv_stem.weight'
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Weights were asked for and cannot be had; the message says why and what to do."""
+GENERIC_ARCHITECTURES = {OQATNet.architecture: OQATNet, OQATSupernet.architecture: OQATSupernet}
 
 
 def parse_model_name(model_name: str) -> tuple[str | None, str]:
@@ -40,11 +46,11 @@ def parse_model_name(model_name: str) -> tuple[str | None, str]:
     if match:
         source = _SOURCES.get(match['source'])
         if source is None:
-            raise ValueError(f'unknown model source {match["source"]!r} in {model_name!r}; '
+            raise InvalidArgumentError(f'unknown model source {match["source"]!r} in {model_name!r}; '
                              'use hf-hub:org/name[@revision] or local-dir:PATH')
         return source, match['rest']
     if '/' in model_name or '\\' in model_name:
-        raise ValueError(f'{model_name!r} looks like a path or a Hub repo; write local-dir:{model_name} '
+        raise InvalidArgumentError(f'{model_name!r} looks like a path or a Hub repo; write local-dir:{model_name} '
                          f'or hf-hub:{model_name}')
     return None, model_name
 
@@ -61,19 +67,24 @@ def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
     return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (trained / in_chans)
 
 
-def _model_class(args: dict[str, Any]) -> type[nn.Module]:
-    return OQATNet if args.get('spec') is not None else OQATSupernet
+_MODEL_ARG_NAMES = {OQATNet: {'spec', 'space', 'num_classes', 'in_chans', 'drop_rate'},
+                    OQATSupernet: {'bits', 'space', 'num_classes', 'in_chans', 'drop_rate'}}
 
 
 def _construct(args: dict[str, Any]) -> nn.Module:
     args = dict(args)
-    cls = _model_class(args)
-    try:
-        if cls is OQATNet:
-            return OQATNet(args.pop('spec'), **args)
-        return OQATSupernet(**args)
-    except TypeError as exc:
-        raise ValueError(f'cannot build {cls.__name__} from model_args {sorted(args)}: {exc}') from None
+    cls = OQATNet if args.get('spec') is not None else OQATSupernet
+    if cls is OQATNet and 'bits' in args:  # bits given beside a spec: the spec at those bits
+        spec, bits = args['spec'], args.pop('bits')
+        spec = SubnetSpec.parse(spec) if isinstance(spec, str) else spec
+        args['spec'] = spec.replace(bits=bits) if bits is not None else spec
+    unknown = sorted(set(args) - _MODEL_ARG_NAMES[cls])
+    if unknown:
+        raise InvalidArgumentError(f'{cls.__name__} takes no argument {", ".join(unknown)}; it takes '
+                                   f'{", ".join(sorted(_MODEL_ARG_NAMES[cls]))}')
+    if cls is OQATNet:
+        return OQATNet(args.pop('spec'), **args)
+    return OQATSupernet(**args)
 
 
 def build_model(model_args: dict[str, Any], *, state_dict: dict[str, torch.Tensor] | None = None,
@@ -98,17 +109,29 @@ def build_model(model_args: dict[str, Any], *, state_dict: dict[str, torch.Tenso
         state[_STEM_KEY] = adapt_input_conv(args['in_chans'], state[_STEM_KEY])
     with torch.device('meta'):
         model = _construct(args)
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in missing if not (reset_head and k in _HEAD_KEYS)]
-    if missing or unexpected:
-        raise ValueError(f'the weights do not fit {type(model).__name__}: {len(missing)} missing keys '
-                         f'(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})')
+    _load_into(model, state, where='the weights', assign=True, allow_missing=_HEAD_KEYS if reset_head else ())
     if reset_head:
         model.reset_classifier(args['num_classes'])
     still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if still_meta:
-        raise ValueError(f'the weights left {still_meta[:3]} uninitialised')
+        raise InvalidFileError(f'the weights left {still_meta[:3]} uninitialised')
     return model
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], *, where: str, assign: bool = False,
+               allow_missing: tuple[str, ...] = ()) -> None:
+    """``load_state_dict`` that names ``where`` and what does not fit instead of a long traceback."""
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise InvalidFileError(f'{where} do not fit {type(model).__name__}: {len(wrong)} tensors have other shapes '
+                               f'(e.g. {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model)')
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=assign)
+    missing = [k for k in missing if k not in allow_missing]
+    if missing or unexpected:
+        raise InvalidFileError(f'{where} do not fit {type(model).__name__}: {len(missing)} missing keys '
+                               f'(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})')
 
 
 def _no_weights_message(cfg: PretrainedCfg, name: str, reasons: list[str]) -> str:
@@ -122,15 +145,14 @@ def _no_weights_message(cfg: PretrainedCfg, name: str, reasons: list[str]) -> st
             f'or cache_dir, or {todo}')
 
 
-def fetch_weights(cfg: PretrainedCfg, *, name: str, cache_dir: 'str | os.PathLike | None' = None
-                  ) -> dict[str, torch.Tensor]:
-    """The state dict ``cfg`` points at: ``file`` first, then its Hub repo (sha256-checked)."""
+def fetch_weights(cfg: PretrainedCfg, *, name: str, cache_dir: 'str | os.PathLike | None' = None) -> WeightsFile:
+    """The weights file ``cfg`` points at: ``file`` first, then its Hub repo (sha256-checked)."""
     if cfg.file:
         path = Path(cfg.file)
         if not path.is_file():
-            raise FileNotFoundError(f'weights file {path} does not exist')
+            raise FileMissingError(f'weights file {path} does not exist')
         verify_sha256(path, cfg.sha256.get(path.name) if cfg.source == 'local-dir' else None)
-        return load_state_dict(path)
+        return read_weights(path)
     reasons: list[str] = []
     if cfg.hf_hub_id:
         repo_id, _, revision = cfg.hf_hub_id.partition('@')
@@ -141,7 +163,7 @@ def fetch_weights(cfg: PretrainedCfg, *, name: str, cache_dir: 'str | os.PathLik
                 reasons.append(f'{filename}: {type(exc).__name__}')
                 continue
             verify_sha256(path, cfg.sha256.get(filename))
-            return load_state_dict(path)
+            return read_weights(path)
         offline = ' with HF_HUB_OFFLINE set' if os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes') else ''
         reasons = [f'hf_hub_download from {repo_id}{offline} failed: {", ".join(reasons)}']
     raise PretrainedWeightsError(_no_weights_message(cfg, name, reasons))
@@ -155,8 +177,13 @@ def _resolve(model_name: str, cache_dir: 'str | os.PathLike | None') -> tuple[Pr
     if source == 'local-dir':
         cfg, args = load_model_config_from_path(name)
         return cfg, args, model_name
+    if name in GENERIC_ARCHITECTURES:
+        return PretrainedCfg(architecture=name, paper_name=None, paper_ids=None), {}, name
     entry = registry.get_entry(name)
     return registry.get_pretrained_cfg(name), entry.model_args(), entry.name
+
+
+_ACCURACY_FIELDS = ('top1', 'top5', 'metrics_source')
 
 
 def create_model(model_name: str, pretrained: bool = False, *, num_classes: int | None = None,
@@ -170,23 +197,49 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
     ``pretrained_cfg_overlay`` replaces cfg fields (``file=`` points at a local weights file);
     ``checkpoint_path`` loads a safetensors state dict after building; ``cache_dir`` is the Hub
     cache. Keyword arguments set to None are dropped; the rest override the ``model_args``
-    (``drop_rate``, ``spec``, ``space``, ``bits``).
+    (``drop_rate``, ``spec``, ``space``, ``bits``). A weights file that records another model
+    than the one being built is refused. A model that differs from the named entry gets a
+    derived ``pretrained_cfg`` (see :meth:`oqatnets.PretrainedCfg.derived`); one built without
+    weights carries no accuracy.
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    cfg, args, display_name = _resolve(model_name, cache_dir)
+    if 'spec' in kwargs and 'bits' in kwargs:
+        spec = SubnetSpec.parse(kwargs['spec']) if isinstance(kwargs['spec'], str) else kwargs['spec']
+        if spec.bits != kwargs['bits']:
+            raise InvalidArgumentError(f'spec is {spec.bits}-bit but bits={kwargs["bits"]}; give one of them')
+    cfg, source_args, display_name = _resolve(model_name, cache_dir)
     if pretrained_cfg_overlay:
         try:
             cfg = cfg.replace(**pretrained_cfg_overlay)
         except TypeError as exc:
-            raise ValueError(f'pretrained_cfg_overlay: {exc}') from None
-    args.update(kwargs)
-    state = fetch_weights(cfg, name=display_name, cache_dir=cache_dir) if pretrained else None
-    model = build_model(args, state_dict=state, num_classes=num_classes, in_chans=in_chans)
+            raise InvalidArgumentError(f'pretrained_cfg_overlay: {exc}') from None
+    args = {**source_args, **kwargs}
+    weights = fetch_weights(cfg, name=display_name, cache_dir=cache_dir) if pretrained else None
+    if weights is not None:
+        check_record(weights.record, args, where=weights.path, adapt_head=True)
+    model = build_model(args, state_dict=weights.state if weights is not None else None, num_classes=num_classes,
+                        in_chans=in_chans)
     if checkpoint_path is not None:
-        model.load_state_dict(load_state_dict(checkpoint_path))
-    input_size = (model.in_chans, *tuple(cfg.input_size)[1:])
-    model.pretrained_cfg = cfg.replace(num_classes=model.num_classes, input_size=input_size).to_dict()
+        checkpoint = read_weights(checkpoint_path)
+        check_record(checkpoint.record, model.model_args(), where=checkpoint.path)
+        _load_into(model, checkpoint.state, where=str(checkpoint.path))
+    if weights is None and checkpoint_path is None:
+        cfg = cfg.replace(**{k: None for k in _ACCURACY_FIELDS})
+    model.set_pretrained_cfg(cfg.replace(num_classes=int(source_args.get('num_classes', cfg.num_classes))),
+                             source_args=canonical_args(source_args))
     return model
+
+
+def load_packed(path: 'str | os.PathLike') -> nn.Module:
+    """Rebuild the model stored in a packed file (architecture from its record) in eval mode."""
+    weights = read_weights(path)
+    if not weights.packed or weights.record is None:
+        raise InvalidFileError(f'{path} is not a packed oqatnets file with a model record; '
+                               "load plain weights with create_model(..., checkpoint_path=PATH)")
+    model = build_model(weights.record, state_dict=weights.state)
+    if weights.pretrained_cfg:
+        model.set_pretrained_cfg(weights.pretrained_cfg, source_args=canonical_args(weights.record))
+    return model.eval()
 
 
 def create_supernet(bits: int = 4, *, space: str = 'imagenet', pretrained: bool = False, **kwargs: Any) -> OQATSupernet:
@@ -197,5 +250,4 @@ def create_supernet(bits: int = 4, *, space: str = 'imagenet', pretrained: bool 
     if pretrained:
         raise PretrainedWeightsError(f'no registered supernet weights for the {space!r} space; train one with '
                                      '`oqat train` and load it with create_model("local-dir:PATH", pretrained=True)')
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return build_model({'space': space, 'bits': bits, **kwargs})
+    return create_model(OQATSupernet.architecture, space=space, bits=bits, **kwargs)

@@ -4,9 +4,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .errors import InvalidArgumentError
 from .quant import QuantConv2d
 
-__all__ = ['create_act', 'SqueezeExcite', 'InvertedResidual', 'BN_EPS', 'BN_MOMENTUM']
+__all__ = ['create_act', 'batch_norm', 'SqueezeExcite', 'DepthwiseSeparable', 'InvertedResidual', 'BN_EPS',
+           'BN_MOMENTUM']
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -18,10 +20,11 @@ def create_act(name: str) -> nn.Module:
         return nn.ReLU(inplace=True)
     if name == 'h_swish':
         return nn.Hardswish()
-    raise ValueError(f'unknown activation {name!r}; use relu or h_swish')
+    raise InvalidArgumentError(f'unknown activation {name!r}; use relu or h_swish')
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm2d with the authors' eps and momentum."""
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
@@ -40,24 +43,44 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(self.conv_expand(self.act(self.conv_reduce(s))))
 
 
-class InvertedResidual(nn.Module):
-    """MBConv: [pw expand → BN → act] → dw k×k → BN → act → [SE] → pw project → BN (+ identity).
+class DepthwiseSeparable(nn.Module):
+    """The network's first block: dw 3×3 → BN → act → pw 1×1 → BN (+ identity when shapes allow).
 
-    With ``expand=False`` it is the first block of the network (dw → BN → act → pw → BN).
-    Every conv is a :class:`QuantConv2d`; BN, activations, SE and the shortcut stay float.
+    Both convs are :class:`QuantConv2d`; the projection reads a fresh tensor, so it may quantize in place.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int, stride: int, act: str,
+                 bits: int = 4):
+        super().__init__()
+        self.has_skip = stride == 1 and in_channels == out_channels
+        self.conv_dw = QuantConv2d(in_channels, in_channels, kernel_size, stride, groups=in_channels, bits=bits)
+        self.bn_dw = batch_norm(in_channels)
+        self.act_dw = create_act(act)
+        self.conv_pwl = QuantConv2d(in_channels, out_channels, 1, bits=bits, inplace=True)
+        self.bn_pwl = batch_norm(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.bn_pwl(self.conv_pwl(self.act_dw(self.bn_dw(self.conv_dw(x)))))
+        return x + shortcut if self.has_skip else x
+
+
+class InvertedResidual(nn.Module):
+    """MBConv: pw expand → BN → act → dw k×k → BN → act → [SE] → pw project → BN (+ identity).
+
+    Every conv is a :class:`QuantConv2d`; BN, activations, SE and the shortcut stay float. The
+    depthwise and projection convs read fresh tensors that nothing else uses, so they quantize in place.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int, stride: int,
-                 mid_channels: int, act: str, se_channels: int = 0, bits: int = 4, expand: bool = True):
+                 mid_channels: int, act: str, se_channels: int = 0, bits: int = 4):
         super().__init__()
         self.has_skip = stride == 1 and in_channels == out_channels
-        if expand:
-            self.conv_pw = QuantConv2d(in_channels, mid_channels, 1, bits=bits)
-            self.bn_pw = batch_norm(mid_channels)
-            self.act_pw = create_act(act)
-        # The depthwise and projection convs read fresh tensors that nothing else uses.
+        self.conv_pw = QuantConv2d(in_channels, mid_channels, 1, bits=bits)
+        self.bn_pw = batch_norm(mid_channels)
+        self.act_pw = create_act(act)
         self.conv_dw = QuantConv2d(mid_channels, mid_channels, kernel_size, stride, groups=mid_channels, bits=bits,
-                                   inplace=expand)
+                                   inplace=True)
         self.bn_dw = batch_norm(mid_channels)
         self.act_dw = create_act(act)
         self.se = SqueezeExcite(mid_channels, se_channels) if se_channels else nn.Identity()
@@ -66,8 +89,7 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
-        if hasattr(self, 'conv_pw'):
-            x = self.act_pw(self.bn_pw(self.conv_pw(x)))
+        x = self.act_pw(self.bn_pw(self.conv_pw(x)))
         x = self.se(self.act_dw(self.bn_dw(self.conv_dw(x))))
         x = self.bn_pwl(self.conv_pwl(x))
         return x + shortcut if self.has_skip else x

@@ -6,8 +6,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .layers import InvertedResidual, batch_norm, create_act
-from .quant import QuantConv2d, set_bits
+from .errors import InvalidArgumentError
+from .layers import DepthwiseSeparable, InvertedResidual, batch_norm, create_act
+from .pretrained import PretrainedCfg
+from .quant import QuantConv2d, get_bits, set_bits, validate_bits
 from .spec import MAX_DEPTH, NUM_STAGES, SearchSpace, SubnetSpec, get_space
 
 __all__ = ['OQATBase', 'OQATNet']
@@ -19,19 +21,28 @@ class OQATBase(nn.Module):
     Float stem conv (3×3, stride) → blocks → quantized 1×1 final expand + BN + h_swish
     (``forward_features`` ends here) → global average pool → quantized 1×1 ``conv_head`` +
     h_swish → float linear ``classifier``.
+
+    The model owns its identity: the bit-width lives in the quantized convs (``bits`` reads it,
+    :meth:`set_bits` writes it), :meth:`model_args` gives the arguments that rebuild the model,
+    and ``pretrained_cfg`` is the cfg it was given while the model still matches it, else a cfg
+    derived from it (data config kept, source identity dropped; see ``PretrainedCfg.derived``).
     """
+
+    architecture = 'oqat_base'  # the generic registry name that builds this class from model_args
 
     def __init__(self, space: 'str | SearchSpace', *, bits: int, num_classes: int, in_chans: int,
                  drop_rate: float):
         super().__init__()
         self.space = get_space(space)
-        self.bits = bits
-        self.num_classes = num_classes
-        self.in_chans = in_chans
+        self._build_bits = validate_bits(bits)
+        self.num_classes = _count('num_classes', num_classes, minimum=0)
+        self.in_chans = _count('in_chans', in_chans, minimum=1)
+        if not 0.0 <= drop_rate < 1.0:
+            raise InvalidArgumentError(f'drop_rate must be in [0, 1), got {drop_rate!r}')
         self.drop_rate = drop_rate
         self.num_features = self.space.final_expand_channels
         self.head_hidden_size = self.space.head_channels
-        self.pretrained_cfg: dict[str, Any] = {}
+        self._pretrained_cfg: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
         s = self.space
         self.conv_stem = nn.Conv2d(in_chans, s.stem_channels, 3, s.stem_stride, 1, bias=False)
         self.bn1 = batch_norm(s.stem_channels)
@@ -39,20 +50,20 @@ class OQATBase(nn.Module):
 
     def _build_head(self) -> None:
         s = self.space
-        self.final_conv = QuantConv2d(s.stage_channels[-1], s.final_expand_channels, 1, bits=self.bits)
+        self.final_conv = QuantConv2d(s.stage_channels[-1], s.final_expand_channels, 1, bits=self._build_bits)
         self.final_bn = batch_norm(s.final_expand_channels)
         self.final_act = create_act('h_swish')
-        self.conv_head = QuantConv2d(s.final_expand_channels, s.head_channels, 1, bits=self.bits, inplace=True)
+        self.conv_head = QuantConv2d(s.final_expand_channels, s.head_channels, 1, bits=self._build_bits, inplace=True)
         self.act2 = create_act('h_swish')
         self.classifier = self._make_classifier(self.num_classes)
 
     def _make_classifier(self, num_classes: int) -> nn.Module:
         return nn.Linear(self.space.head_channels, num_classes) if num_classes > 0 else nn.Identity()
 
-    def _first_block(self) -> InvertedResidual:
+    def _first_block(self) -> DepthwiseSeparable:
         s = self.space
-        return InvertedResidual(s.stem_channels, s.first_block_channels, kernel_size=3, stride=1,
-                                mid_channels=s.stem_channels, act='relu', bits=self.bits, expand=False)
+        return DepthwiseSeparable(s.stem_channels, s.first_block_channels, kernel_size=3, stride=1, act='relu',
+                                  bits=self._build_bits)
 
     @property
     def feature_info(self) -> list[dict[str, Any]]:
@@ -66,12 +77,50 @@ class OQATBase(nn.Module):
         return info
 
     @property
+    def bits(self) -> int:
+        """The network's bit-width, read from its quantized convs (32 when quantization is off)."""
+        return get_bits(self)
+
+    def set_bits(self, bits: int) -> None:
+        """Set the bit-width of every quantized conv (32 turns quantization off); spec, profile and
+        ``pretrained_cfg`` follow."""
+        set_bits(self, bits)
+
+    def model_args(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this model (what ``config.json`` stores as ``model_args``)."""
+        return {'space': self.space.as_arg(), 'num_classes': self.num_classes, 'in_chans': self.in_chans}
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """timm's ``pretrained_cfg``: the cfg this model was given, or one derived from it once the
+        model no longer matches it (other bits, spec, space, classes or input channels)."""
+        cfg, source_args = self._pretrained_cfg
+        if cfg.get('architecture') and source_args == self.model_args():
+            return cfg
+        return PretrainedCfg.from_dict(cfg).derived(
+            architecture=self.architecture, input_size=self.input_size, num_classes=self.num_classes,
+            bits=self.bits, spec=self._spec_str(), space=self.space.as_arg()).to_dict()
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: 'dict[str, Any] | PretrainedCfg') -> None:
+        self.set_pretrained_cfg(cfg)
+
+    def set_pretrained_cfg(self, cfg: 'dict[str, Any] | PretrainedCfg', *,
+                           source_args: dict[str, Any] | None = None) -> None:
+        """Attach ``cfg``, which describes the model built from ``source_args`` (default: this model)."""
+        data = cfg.to_dict() if isinstance(cfg, PretrainedCfg) else dict(cfg)
+        self._pretrained_cfg = (data, self.model_args() if source_args is None else dict(source_args))
+
+    @property
     def default_cfg(self) -> dict[str, Any]:
         return self.pretrained_cfg
 
-    def set_bits(self, bits: int) -> None:
-        """Set the bit-width of every quantized conv (32 turns quantization off)."""
-        set_bits(self, bits)
+    def _spec_str(self) -> str | None:
+        return None
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
@@ -79,7 +128,7 @@ class OQATBase(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str = 'avg') -> None:
         """Replace the float classifier (0 gives pre-logits); every step size is kept."""
         if global_pool not in ('avg', ''):
-            raise ValueError(f"global_pool={global_pool!r} is not supported; OQATNets pool with 'avg'")
+            raise InvalidArgumentError(f"global_pool={global_pool!r} is not supported; OQATNets pool with 'avg'")
         self.num_classes = num_classes
         self.classifier = self._make_classifier(num_classes)
 
@@ -100,6 +149,12 @@ class OQATBase(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def _count(name: str, value: int, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgumentError(f'{name} must be an integer >= {minimum}, got {value!r}')
+    return value
+
+
 class OQATNet(OQATBase):
     """A static quantized OQATNet built from a :class:`SubnetSpec`.
 
@@ -109,13 +164,15 @@ class OQATNet(OQATBase):
     its supernet's keys.
     """
 
+    architecture = 'oqatnet'
+
     def __init__(self, spec: 'SubnetSpec | str', *, space: 'str | SearchSpace' = 'imagenet',
                  num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0):
         spec = SubnetSpec.parse(spec) if isinstance(spec, str) else spec
         space = get_space(space)
         space.check(spec)
         super().__init__(space, bits=spec.bits, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-        self.spec = spec
+        self._spec = spec
         stages: list[nn.Module] = [nn.Sequential(self._first_block())]
         for stage in range(NUM_STAGES):
             blocks = []
@@ -131,9 +188,21 @@ class OQATNet(OQATBase):
         self.blocks = nn.Sequential(*stages)
         self._build_head()
 
-    def set_bits(self, bits: int) -> None:
-        super().set_bits(bits)
-        self.spec = self.spec.replace(bits=bits)
+    @property
+    def spec(self) -> SubnetSpec:
+        """The subnet this net is, at its current bit-width."""
+        bits = self.bits
+        return self._spec if self._spec.bits == bits else self._spec.replace(bits=bits)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return (self.in_chans, self._spec.resolution, self._spec.resolution)
+
+    def model_args(self) -> dict[str, Any]:
+        return {**super().model_args(), 'spec': str(self.spec)}
+
+    def _spec_str(self) -> str | None:
+        return str(self.spec)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_final(self.blocks(self.forward_stem(x)))

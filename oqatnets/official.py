@@ -12,10 +12,12 @@ from pathlib import Path
 
 import torch
 
+from . import registry
+from .errors import FileMissingError, InvalidArgumentError, OfficialCheckpointError
 from .spec import MAX_DEPTH
 from .supernet import OQATSupernet
 
-__all__ = ['load_official_supernet', 'official_to_oqat_key', 'oqat_to_official_key', 'bits_from_official_name',
+__all__ = ['load_official_supernet', 'official_to_oqat_key', 'bits_from_official_name',
            'OfficialCheckpointError']
 
 _STEP_NAMES = {'sa': 'act_step', 'sw': 'weight_step'}
@@ -42,10 +44,6 @@ _BLOCK_RE = re.compile(r'^blocks\.(\d+)\.(.*)$')
 _MATRIX_RE = re.compile(r'^(\d)to(\d)_matrix$')
 
 
-class OfficialCheckpointError(ValueError):
-    """The file is not an OQA supernet checkpoint, or does not match the supernet."""
-
-
 def _rename_leaf(leaf: str) -> str:
     if leaf in _STEP_NAMES:
         return _STEP_NAMES[leaf]
@@ -65,15 +63,7 @@ def official_to_oqat_key(key: str) -> str:
         for theirs, ours in _BLOCK_PARTS:
             if rest.startswith(theirs):
                 return prefix + ours + _rename_leaf(rest[len(theirs):])
-    raise ValueError(f'unrecognised key {key!r} in an OQA checkpoint')
-
-
-def oqat_to_official_key(key: str, supernet_keys: 'set[str] | None' = None) -> str:
-    """Inverse of :func:`official_to_oqat_key` over ``supernet_keys`` (the authors' key list)."""
-    if supernet_keys is None:
-        raise ValueError('pass the authors\' key list (supernet_keys) to invert the mapping')
-    inverse = {official_to_oqat_key(k): k for k in supernet_keys}
-    return inverse[key]
+    raise InvalidArgumentError(f'unrecognised key {key!r} in an OQA checkpoint')
 
 
 def bits_from_official_name(path: 'str | os.PathLike') -> int:
@@ -88,7 +78,7 @@ def bits_from_official_name(path: 'str | os.PathLike') -> int:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise FileNotFoundError(f'no checkpoint at {path}; download the authors\' file and pass its path')
+        raise FileMissingError(f'no checkpoint at {path}; download the authors\' file and pass its path')
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many types for non-pickles and unsafe pickles
@@ -134,6 +124,12 @@ def load_official_supernet(path: 'str | os.PathLike', bits: int | None = None) -
             raise OfficialCheckpointError(
                 f'{path}: {name} has shape {tuple(tensor.shape)}, the supernet expects {tuple(own[name].shape)}')
     supernet.load_state_dict(converted)
-    supernet.pretrained_cfg = {'architecture': f'oqat_supernet_mbv3_w{bits}a{bits}', 'source': 'official',
-                               'file': str(path), 'num_classes': classifier.shape[0]}
+    arch = f'oqat_supernet_mbv3_w{bits}a{bits}'
+    if registry.is_model(arch):  # otherwise the generic supernet cfg is derived
+        cfg = registry.get_pretrained_cfg(arch).replace(
+            source='official', file=str(path), hf_hub_id=None, top1=None, top5=None, metrics_source=None, sha256={},
+            license='other', notes=(f"Converted from the authors' checkpoint {path.name} "
+                                    '(github.com/LaVieEnRoseSMZ/OQA). The authors published no license: '
+                                    'keep these weights private, do not re-host them.',))
+        supernet.set_pretrained_cfg(cfg, source_args=registry.get_entry(arch).model_args())
     return supernet.eval()

@@ -10,25 +10,28 @@ Format ``oqatnets.packed`` version 1 (all of it is described in the file's ``__m
 - every other tensor of the state dict (stem, BN, SE, classifier): as is.
 - metadata: ``format``, ``format_version``, ``bits``, ``weight_signed``, ``code_offset``,
   ``bit_order``, ``shapes`` (JSON: original shape of each packed weight), ``model_args`` and
-  ``pretrained_cfg`` (JSON), so :func:`load_packed` rebuilds the model from the file alone.
+  ``pretrained_cfg`` (JSON, added by :mod:`oqatnets.weights`), so the model can be rebuilt from
+  the file alone (:func:`oqatnets.load_packed`).
 
 Dequantized weight = ``q · |weight_step|``, exactly what :class:`~oqatnets.quant.QuantConv2d`
 computes in its forward, so the unpacked model's outputs equal the fake-quant model's.
+
+This module is the codec only: tensors in, tensors out. Reading and writing files is
+:mod:`oqatnets.weights`; rebuilding the model is :mod:`oqatnets.factory`.
 """
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
-from typing import Any
+import math
 
 import torch
 import torch.nn as nn
 
+from .errors import InvalidArgumentError, InvalidFileError, QuantizationError
 from .quant import QuantConv2d, iter_quant_convs, quant_range
 
-__all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'pack_bits', 'unpack_bits', 'packed_state_dict', 'save_packed',
-           'load_packed_state_dict', 'load_packed', 'is_packed_file']
+__all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'pack_bits', 'unpack_bits', 'packed_state_dict', 'unpack_state_dict',
+           'is_packed_metadata']
 
 FORMAT_NAME = 'oqatnets.packed'
 FORMAT_VERSION = 1
@@ -42,10 +45,10 @@ def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
     64-bit word (value ``j`` at bit ``j·b``) whose low ``b`` bytes are the group's bytes.
     """
     if not 1 <= bits <= 8:
-        raise ValueError(f'pack_bits: bits must be 1 to 8, got {bits}')
+        raise InvalidArgumentError(f'pack_bits: bits must be 1 to 8, got {bits}')
     flat = values.reshape(-1).to(torch.int64)
     if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= 1 << bits):
-        raise ValueError(f'pack_bits: values must lie in [0, {(1 << bits) - 1}] for {bits} bits')
+        raise InvalidArgumentError(f'pack_bits: values must lie in [0, {(1 << bits) - 1}] for {bits} bits')
     n = flat.numel()
     groups = torch.nn.functional.pad(flat, (0, (-n) % 8)).reshape(-1, 8)
     words = (groups << (torch.arange(8, dtype=torch.int64) * bits)).sum(1)
@@ -56,7 +59,7 @@ def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
 def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: the first ``numel`` values, as int64."""
     if packed.numel() * 8 < numel * bits:
-        raise ValueError(f'unpack_bits: {packed.numel()} bytes cannot hold {numel} values of {bits} bits')
+        raise InvalidFileError(f'unpack_bits: {packed.numel()} bytes cannot hold {numel} values of {bits} bits')
     data = packed.reshape(-1).to(torch.int64)
     data = torch.nn.functional.pad(data, (0, (-data.numel()) % bits)).reshape(-1, bits)
     words = (data << (torch.arange(bits, dtype=torch.int64) * 8)).sum(1)
@@ -68,7 +71,7 @@ def _quantized_convs(model: nn.Module) -> list[tuple[str, QuantConv2d]]:
     convs = [(name, m) for name, m in iter_quant_convs(model) if m.quantized]
     for name, m in convs:
         if not bool(m.step_initialized):
-            raise ValueError(f'{name} has no step sizes yet; run one forward pass (or load weights) before packing')
+            raise QuantizationError(f'{name} has no step sizes yet; run one forward pass (or load weights) before packing')
     return convs
 
 
@@ -77,10 +80,10 @@ def packed_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[s
     convs = _quantized_convs(model)
     bits = {m.bits for _, m in convs}
     if len(bits) != 1:
-        raise ValueError(f'packing needs one bit-width across quantized convs, found {sorted(bits) or "none"}')
+        raise InvalidArgumentError(f'packing needs one bit-width across quantized convs, found {sorted(bits) or "none"}')
     (b,) = bits
     if b > 8:
-        raise ValueError(f'{b}-bit weights are not packed; save model.safetensors instead')
+        raise InvalidArgumentError(f'{b}-bit weights are not packed; save model.safetensors instead')
     qn, _ = quant_range(b, signed=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     shapes = {}
@@ -99,58 +102,37 @@ def packed_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[s
     return state, metadata
 
 
-def save_packed(model: nn.Module, path: 'str | os.PathLike', *, model_args: dict[str, Any] | None = None,
-                pretrained_cfg: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s packed weights to ``path`` atomically; returns the path."""
-    from safetensors.torch import save_file
-    from .hub import atomic_path, model_args_of
-    state, metadata = packed_state_dict(model)
-    metadata['model_args'] = json.dumps(model_args if model_args is not None else model_args_of(model))
-    cfg = pretrained_cfg if pretrained_cfg is not None else getattr(model, 'pretrained_cfg', None) or {}
-    metadata['pretrained_cfg'] = json.dumps(cfg, default=str)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-    return path
+def is_packed_metadata(metadata: dict[str, str] | None) -> bool:
+    """Whether a safetensors file's metadata says it holds packed weights."""
+    return (metadata or {}).get('format') == FORMAT_NAME
 
 
-def is_packed_file(path: 'str | os.PathLike') -> bool:
-    """Whether ``path`` is a safetensors file in the packed format (reads only its header)."""
-    from safetensors import safe_open
-    with safe_open(str(path), framework='pt') as f:
-        return (f.metadata() or {}).get('format') == FORMAT_NAME
-
-
-def load_packed_state_dict(path: 'str | os.PathLike') -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A regular (dequantized) state dict and the metadata of a packed file."""
-    from safetensors import safe_open
-    with safe_open(str(path), framework='pt') as f:
-        metadata = dict(f.metadata() or {})
-        if metadata.get('format') != FORMAT_NAME:
-            raise ValueError(f'{path} is not an {FORMAT_NAME} file (its metadata says format='
-                             f'{metadata.get("format")!r}); load it as plain safetensors')
-        if int(metadata.get('format_version', 0)) > FORMAT_VERSION:
-            raise ValueError(f'{path} uses {FORMAT_NAME} version {metadata["format_version"]}; '
-                             f'this oqatnets reads up to {FORMAT_VERSION}: upgrade oqatnets')
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    bits, offset = int(metadata['bits']), int(metadata['code_offset'])
-    for name, shape in json.loads(metadata['shapes']).items():
-        numel = 1
-        for n in shape:
-            numel *= n
-        codes = unpack_bits(state.pop(name + _CODES), bits, numel) + offset
-        step = state[f'{name}.weight_step']
+def unpack_state_dict(tensors: dict[str, torch.Tensor], metadata: dict[str, str], *,
+                      where: str = 'packed weights') -> dict[str, torch.Tensor]:
+    """The regular (dequantized) state dict of packed ``tensors``; ``where`` names them in errors."""
+    if not is_packed_metadata(metadata):
+        raise InvalidFileError(f'{where} is not an {FORMAT_NAME} file (its metadata says format='
+                               f'{metadata.get("format")!r}); load it as plain safetensors')
+    try:
+        version, bits, offset = int(metadata['format_version']), int(metadata['bits']), int(metadata['code_offset'])
+        shapes = json.loads(metadata['shapes'])
+    except (KeyError, ValueError) as exc:
+        raise InvalidFileError(f'{where}: packed metadata is incomplete or malformed ({exc})') from None
+    if version > FORMAT_VERSION:
+        raise InvalidFileError(f'{where} uses {FORMAT_NAME} version {version}; this oqatnets reads up to '
+                               f'{FORMAT_VERSION}: upgrade oqatnets')
+    if not 1 <= bits <= 8 or not isinstance(shapes, dict):
+        raise InvalidFileError(f'{where}: packed metadata declares bits={bits} and shapes of type '
+                               f'{type(shapes).__name__}; the file is corrupt')
+    state = dict(tensors)
+    for name, shape in shapes.items():
+        codes_key, step_key = name + _CODES, f'{name}.weight_step'
+        if codes_key not in state or step_key not in state:
+            raise InvalidFileError(f'{where}: {codes_key} or {step_key} is missing; the file is corrupt')
+        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise InvalidFileError(f'{where}: shape of {name} is {shape!r}; the file is corrupt')
+        codes = unpack_bits(state.pop(codes_key), bits, math.prod(shape)) + offset
+        step = state[step_key]
         state[f'{name}.weight'] = codes.to(step.dtype).reshape(shape) * step.abs()
         state[f'{name}.step_initialized'] = torch.ones((), dtype=torch.bool)
-    return state, metadata
-
-
-def load_packed(path: 'str | os.PathLike') -> nn.Module:
-    """Rebuild the model stored in a packed file (architecture from its metadata) in eval mode."""
-    from .factory import build_model
-    state, metadata = load_packed_state_dict(path)
-    model = build_model(json.loads(metadata['model_args']), state_dict=state)
-    cfg = json.loads(metadata.get('pretrained_cfg') or '{}')
-    if cfg:
-        model.pretrained_cfg = cfg
-    return model.eval()
+    return state

@@ -14,7 +14,8 @@ from typing import Any
 
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ['PretrainedCfg', 'WEIGHTS_FILE', 'PACKED_FILE', 'CONFIG_FILE', 'MODEL_CARD_FILE', 'TIMM_FIELDS']
+__all__ = ['PretrainedCfg', 'WEIGHTS_FILE', 'PACKED_FILE', 'CONFIG_FILE', 'MODEL_CARD_FILE', 'TIMM_FIELDS',
+           'DATA_FIELDS']
 
 WEIGHTS_FILE = 'model.safetensors'
 PACKED_FILE = 'model.packed.safetensors'
@@ -92,6 +93,23 @@ class PretrainedCfg:
     def replace(self, **changes: Any) -> 'PretrainedCfg':
         return dataclasses.replace(self, **changes)
 
+    def derived(self, *, architecture: str, input_size: tuple[int, int, int], num_classes: int, bits: int,
+                spec: str | None, space: 'str | dict') -> 'PretrainedCfg':
+        """The cfg of a model derived from this one (a subnet, other bits, another head or input).
+
+        The data config (interpolation, crop, mean/std, license, parent supernet) is kept; the
+        source's identity (hub id, file, tag, accuracy, aliases, description, hashes, profile) is
+        dropped; architecture, input size, classes, bits, spec and space describe the new model.
+        Label names and the data set stay only while the classes are the same.
+        """
+        same_head = num_classes == self.num_classes
+        kept = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in DATA_FIELDS}
+        if not same_head:
+            kept.pop('label_names', None)
+            kept.pop('dataset', None)
+        return PretrainedCfg(**kept, architecture=architecture, input_size=tuple(input_size),
+                             num_classes=num_classes, bits=bits, spec=spec, space=space)
+
     def to_dict(self, *, remove_source: bool = False, remove_null: bool = True) -> dict[str, Any]:
         """A JSON-ready dict; ``remove_source`` drops the local ``file``/``source``/``url`` keys."""
         out: dict[str, Any] = {}
@@ -113,6 +131,10 @@ class PretrainedCfg:
             kwargs['sha256'] = dict(kwargs['sha256'] or {})
         return cls(**kwargs)
 
+
+# What a derived model keeps of its source's cfg (everything else is identity or set anew).
+DATA_FIELDS = ('interpolation', 'crop_pct', 'crop_mode', 'mean', 'std', 'label_offset', 'label_names', 'pool_size',
+               'first_conv', 'classifier', 'license', 'paper_name', 'paper_ids', 'quantizer', 'supernet', 'dataset')
 
 TIMM_FIELDS = (
     'url', 'file', 'hf_hub_id', 'hf_hub_filename', 'source', 'architecture', 'tag', 'input_size',

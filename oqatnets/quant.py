@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import InvalidArgumentError
+
 __all__ = [
     'SUPPORTED_BITS', 'FLOAT_BITS', 'quant_range', 'validate_bits', 'lsq_quantize', 'quant_codes', 'QuantConv2d',
     'iter_quant_convs', 'set_bits', 'get_bits', 'init_step',
@@ -26,7 +28,7 @@ SUPPORTED_BITS = (1, 2, 3, 4, 8, FLOAT_BITS)
 def validate_bits(bits: int) -> int:
     """Return ``bits`` if it is a supported bit-width, else raise a one-line ValueError."""
     if isinstance(bits, bool) or not isinstance(bits, int) or bits not in SUPPORTED_BITS:
-        raise ValueError(
+        raise InvalidArgumentError(
             f'bits={bits!r} is not supported; use one of {", ".join(map(str, SUPPORTED_BITS))} '
             f'({FLOAT_BITS} turns quantization off)')
     return bits
@@ -224,13 +226,14 @@ def iter_quant_convs(model: nn.Module) -> Iterator[tuple[str, QuantConv2d]]:
 
 
 def set_bits(model: nn.Module, bits: int) -> nn.Module:
-    """Set the bit-width of every quantized conv of ``model`` (32 turns quantization off)."""
+    """Set the bit-width of every quantized conv of ``model`` (32 turns quantization off).
+
+    The convs own the bit-width: an OQATNet's ``bits``, ``spec`` and ``pretrained_cfg`` read it from them.
+    """
     validate_bits(bits)
     for _, module in iter_quant_convs(model):
         module.bits = bits
         module._weight_cache = None
-    if hasattr(model, 'bits'):
-        model.bits = bits
     return model
 
 
@@ -238,5 +241,5 @@ def get_bits(model: nn.Module) -> int:
     """The uniform bit-width of ``model``'s quantized convs (32 when it has none)."""
     bits = {m.bits for _, m in iter_quant_convs(model)}
     if len(bits) > 1:
-        raise ValueError(f'model mixes bit-widths {sorted(bits)}; OQATNets use one bit-width per network')
+        raise InvalidArgumentError(f'model mixes bit-widths {sorted(bits)}; OQATNets use one bit-width per network')
     return bits.pop() if bits else FLOAT_BITS

@@ -34,6 +34,8 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from .costs import profile
+from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, UnknownModelError
 from .pretrained import PretrainedCfg
 from .spec import SearchSpace, SubnetSpec, get_space
 
@@ -47,10 +49,6 @@ ZOO_TABLE_ENV = 'OQATNETS_ZOO_TABLE'
 SCHEMA = 'oqatnets-zoo'
 SCHEMA_VERSION = 1
 _ROW_ONLY_KEYS = {'name', 'in_chans'}
-
-
-class UnknownModelError(RuntimeError):
-    """No registered model has this name (timm raises RuntimeError here too)."""
 
 
 @dataclass(frozen=True)
@@ -68,17 +66,12 @@ class ZooEntry:
     row: Mapping[str, Any]
 
     @property
-    def is_supernet(self) -> bool:
-        return self.spec is None
-
-    @property
     def name(self) -> str:
         return f'{self.arch}.{self.tag}'
 
     def model_args(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this network (what ``config.json`` stores as ``model_args``)."""
-        space: Any = self.space.name if get_space(self.space.name) == self.space else self.space.to_dict()
-        args: dict[str, Any] = {'space': space, 'num_classes': self.num_classes, 'in_chans': self.in_chans}
+        args: dict[str, Any] = {'space': self.space.as_arg(), 'num_classes': self.num_classes, 'in_chans': self.in_chans}
         if self.spec is None:
             args['bits'] = self.bits
         else:
@@ -105,7 +98,7 @@ def zoo_data_file(name: str) -> Path:
         path = Path(folder) / name
         if path.is_file():
             return path
-    raise FileNotFoundError(f'oqatnets.zoo/{name} is missing; reinstall oqatnets (pip install -e .)')
+    raise FileMissingError(f'oqatnets.zoo/{name} is missing; reinstall oqatnets (pip install -e .)')
 
 
 def _read_table(source: 'str | os.PathLike | Mapping[str, Any]') -> tuple[dict[str, Any], str]:
@@ -113,11 +106,11 @@ def _read_table(source: 'str | os.PathLike | Mapping[str, Any]') -> tuple[dict[s
         return dict(source), '<dict>'
     path = Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f'zoo table {path} does not exist (check {ZOO_TABLE_ENV} or the path you passed)')
+        raise FileMissingError(f'zoo table {path} does not exist (check {ZOO_TABLE_ENV} or the path you passed)')
     try:
         return json.loads(path.read_text()), str(path)
     except json.JSONDecodeError as exc:
-        raise ValueError(f'zoo table {path} is not valid JSON: {exc}') from None
+        raise InvalidFileError(f'zoo table {path} is not valid JSON: {exc}') from None
 
 
 def _split_row_name(name: str) -> tuple[str, str]:
@@ -127,12 +120,12 @@ def _split_row_name(name: str) -> tuple[str, str]:
 
 def _entry_from_row(row: dict[str, Any], where: str) -> ZooEntry:
     if 'name' not in row or not isinstance(row['name'], str):
-        raise ValueError(f'{where}: every row needs a "name" ("arch.tag")')
+        raise InvalidArgumentError(f'{where}: every row needs a "name" ("arch.tag")')
     arch, tag = _split_row_name(row['name'])
     if not re.fullmatch(r'[A-Za-z][\w.]*', arch):
-        raise ValueError(f'{where}: model name {arch!r} must start with a letter and use letters, digits, _ or .')
+        raise InvalidArgumentError(f'{where}: model name {arch!r} must start with a letter and use letters, digits, _ or .')
     if not row.get('spec') and row.get('bits') is None:
-        raise ValueError(f'{where}: row {row["name"]!r} needs "spec" (a subnet) or "bits" (a supernet)')
+        raise InvalidArgumentError(f'{where}: row {row["name"]!r} needs "spec" (a subnet) or "bits" (a supernet)')
     space = get_space(row.get('space', 'imagenet'))
     spec = SubnetSpec.parse(row['spec']) if row.get('spec') else None
     if spec is not None:
@@ -147,10 +140,10 @@ def _entry_from_row(row: dict[str, Any], where: str) -> ZooEntry:
     try:
         cfg = PretrainedCfg.from_dict(fields)
     except TypeError as exc:
-        raise ValueError(f'{where}: row {row["name"]!r}: {exc}') from None
+        raise InvalidArgumentError(f'{where}: row {row["name"]!r}: {exc}') from None
     unknown = set(fields) - set(cfg.to_dict(remove_null=False))
     if unknown:
-        raise ValueError(f'{where}: row {row["name"]!r} has unknown fields {sorted(unknown)}; '
+        raise InvalidArgumentError(f'{where}: row {row["name"]!r} has unknown fields {sorted(unknown)}; '
                          'see oqatnets.registry for the schema')
     cfg = cfg.replace(architecture=arch, tag=tag, bits=bits, spec=str(spec) if spec else None,
                       space=fields.get('space', 'imagenet'), aliases=tuple(row.get('aliases', ())))
@@ -171,18 +164,18 @@ def register_zoo_table(source: 'str | os.PathLike | Mapping[str, Any]', *, overr
 def _register(source: 'str | os.PathLike | Mapping[str, Any]', *, override: bool) -> list[str]:
     table, where = _read_table(source)
     if table.get('schema', SCHEMA) != SCHEMA or int(table.get('schema_version', SCHEMA_VERSION)) > SCHEMA_VERSION:
-        raise ValueError(f'{where}: not an {SCHEMA} table of version <= {SCHEMA_VERSION} '
+        raise InvalidArgumentError(f'{where}: not an {SCHEMA} table of version <= {SCHEMA_VERSION} '
                          f'(got schema={table.get("schema")!r}, version={table.get("schema_version")!r})')
     rows = table.get('models')
     if not isinstance(rows, list):
-        raise ValueError(f'{where}: expected a "models" list of rows')
+        raise InvalidArgumentError(f'{where}: expected a "models" list of rows')
     defaults = table.get('defaults', {})
     entries = [_entry_from_row({**copy.deepcopy(defaults), **row}, where) for row in rows]
     added: list[str] = []
     for entry in entries:
         tags = _entries.setdefault(entry.arch, {})
         if entry.tag in tags and not override:
-            raise ValueError(f'{where}: {entry.name} is already registered; pass override=True to replace it')
+            raise InvalidArgumentError(f'{where}: {entry.name} is already registered; pass override=True to replace it')
         tags[entry.tag] = entry
         _profiles.pop(entry.name, None)
         for alias in entry.cfg.aliases:
@@ -261,7 +254,6 @@ def _profile_of(entry: ZooEntry) -> dict[str, Any] | None:
     if entry.spec is None:
         return None
     if entry.name not in _profiles:
-        from .profile import profile
         prof = profile(entry.spec, space=entry.space, num_classes=entry.num_classes, in_chans=entry.in_chans)
         _profiles[entry.name] = {k: round(v, 6) if isinstance(v, float) else v for k, v in prof.to_dict().items()}
     return dict(_profiles[entry.name])

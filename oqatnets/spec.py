@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
+from .errors import InvalidArgumentError
 from .quant import SUPPORTED_BITS, validate_bits
 
 __all__ = ['SearchSpace', 'SubnetSpec', 'make_divisible', 'get_space', 'list_spaces', 'SPACES',
@@ -53,9 +54,9 @@ class SearchSpace:
     def __post_init__(self) -> None:
         for attr in ('stage_channels', 'stage_strides', 'stage_acts', 'stage_se'):
             if len(getattr(self, attr)) != NUM_STAGES:
-                raise ValueError(f'SearchSpace.{attr} needs {NUM_STAGES} entries, got {getattr(self, attr)!r}')
+                raise InvalidArgumentError(f'SearchSpace.{attr} needs {NUM_STAGES} entries, got {getattr(self, attr)!r}')
         if not set(self.kernel_choices) <= {3, 5, 7}:
-            raise ValueError('SearchSpace.kernel_choices must be a subset of (3, 5, 7)')
+            raise InvalidArgumentError('SearchSpace.kernel_choices must be a subset of (3, 5, 7)')
 
     @property
     def max_kernel(self) -> int:
@@ -107,11 +108,15 @@ class SearchSpace:
                                       ('d', spec.d, self.depth_choices)):
             bad = sorted(set(values) - set(allowed))
             if bad:
-                raise ValueError(f'SubnetSpec.{name} uses {bad}, not in the {self.name!r} space; allowed: {list(allowed)}')
+                raise InvalidArgumentError(f'SubnetSpec.{name} uses {bad}, not in the {self.name!r} space; allowed: {list(allowed)}')
         return spec
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def as_arg(self) -> 'str | dict[str, Any]':
+        """How ``model_args`` store this space: its preset name, or the full dict when it is custom."""
+        return self.name if SPACES.get(self.name) == self else self.to_dict()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> 'SearchSpace':
@@ -125,9 +130,9 @@ def _int_tuple(name: str, values: Any, length: int, allowed: Sequence[int]) -> t
     try:
         out = tuple(int(v) for v in values)
     except (TypeError, ValueError):
-        raise ValueError(f'SubnetSpec.{name} must be {length} integers from {list(allowed)}, got {values!r}') from None
+        raise InvalidArgumentError(f'SubnetSpec.{name} must be {length} integers from {list(allowed)}, got {values!r}') from None
     if len(out) != length or any(v not in allowed for v in out):
-        raise ValueError(f'SubnetSpec.{name} must be {length} integers from {list(allowed)}, got {list(out)}')
+        raise InvalidArgumentError(f'SubnetSpec.{name} must be {length} integers from {list(allowed)}, got {list(out)}')
     return out
 
 
@@ -147,14 +152,14 @@ class SubnetSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or not 8 <= self.resolution <= 2048:
-            raise ValueError(f'SubnetSpec.resolution must be an integer from 8 to 2048, got {self.resolution!r}')
+            raise InvalidArgumentError(f'SubnetSpec.resolution must be an integer from 8 to 2048, got {self.resolution!r}')
         object.__setattr__(self, 'ks', _int_tuple('ks', self.ks, NUM_BLOCKS, (3, 5, 7)))
         object.__setattr__(self, 'e', _int_tuple('e', self.e, NUM_BLOCKS, (3, 4, 6)))
         object.__setattr__(self, 'd', _int_tuple('d', self.d, NUM_STAGES, (2, 3, 4)))
         try:
             validate_bits(self.bits)
         except ValueError:
-            raise ValueError(f'SubnetSpec.bits must be one of {list(SUPPORTED_BITS)}, got {self.bits!r}') from None
+            raise InvalidArgumentError(f'SubnetSpec.bits must be one of {list(SUPPORTED_BITS)}, got {self.bits!r}') from None
 
     def __str__(self) -> str:
         join = ''.join
@@ -166,7 +171,7 @@ class SubnetSpec:
         """Read the compact form written by ``str(spec)``."""
         match = _SPEC_RE.match(text.strip())
         if not match:
-            raise ValueError(f'cannot parse subnet spec {text!r}; expected r<res>_k<20 digits>_e<20 digits>'
+            raise InvalidArgumentError(f'cannot parse subnet spec {text!r}; expected r<res>_k<20 digits>_e<20 digits>'
                              f'_d<5 digits>_b<bits>, e.g. r224_k{"7" * 20}_e{"6" * 20}_d44444_b4')
         return cls(int(match['r']), [int(c) for c in match['k']], [int(c) for c in match['e']],
                    [int(c) for c in match['d']], int(match['b']))
@@ -191,7 +196,7 @@ class SubnetSpec:
     def from_dict(cls, data: dict[str, Any]) -> 'SubnetSpec':
         unknown = set(data) - {'resolution', 'ks', 'e', 'd', 'bits'}
         if unknown:
-            raise ValueError(f'unknown SubnetSpec fields {sorted(unknown)}; expected resolution, ks, e, d, bits')
+            raise InvalidArgumentError(f'unknown SubnetSpec fields {sorted(unknown)}; expected resolution, ks, e, d, bits')
         return cls(data['resolution'], data['ks'], data['e'], data['d'], data.get('bits', 4))
 
 
@@ -223,4 +228,4 @@ def get_space(space: 'str | SearchSpace | dict') -> SearchSpace:
     try:
         return SPACES[space]
     except KeyError:
-        raise ValueError(f'unknown search space {space!r}; known: {", ".join(list_spaces())}') from None
+        raise InvalidArgumentError(f'unknown search space {space!r}; known: {", ".join(list_spaces())}') from None

@@ -7,16 +7,17 @@ layer's learned ``7to5`` / ``5to3`` transform (``y = x·Mᵀ``, identity at init
 """
 from __future__ import annotations
 
-import copy
 import random
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import InvalidArgumentError
 from .layers import BN_EPS, BN_MOMENTUM, InvertedResidual, create_act
 from .net import OQATBase, OQATNet
-from .quant import QuantConv2d, validate_bits
+from .quant import QuantConv2d
 from .spec import MAX_DEPTH, NUM_STAGES, SearchSpace, SubnetSpec, get_space
 
 __all__ = ['OQATSupernet', 'ElasticQuantConv2d', 'ElasticDepthwiseQuantConv2d', 'ElasticBatchNorm2d',
@@ -185,23 +186,33 @@ class OQATSupernet(OQATBase):
     the equivalent static :class:`OQATNet` whose outputs equal this dynamic forward.
     """
 
+    architecture = 'oqat_supernet'
+
     def __init__(self, *, space: 'str | SearchSpace' = 'imagenet', bits: int = 4, num_classes: int = 1000,
                  in_chans: int = 3, drop_rate: float = 0.0):
-        super().__init__(get_space(space), bits=validate_bits(bits), num_classes=num_classes,
-                         in_chans=in_chans, drop_rate=drop_rate)
+        super().__init__(get_space(space), bits=bits, num_classes=num_classes, in_chans=in_chans,
+                         drop_rate=drop_rate)
         stages: list[nn.Module] = [nn.Sequential(self._first_block())]
         for stage in range(NUM_STAGES):
-            stages.append(nn.Sequential(*(ElasticInvertedResidual(self.space, stage, index, bits=bits)
+            stages.append(nn.Sequential(*(ElasticInvertedResidual(self.space, stage, index, bits=self._build_bits)
                                           for index in range(MAX_DEPTH))))
         self.blocks = nn.Sequential(*stages)
         self._build_head()
         self.active_depth = [max(self.space.depth_choices)] * NUM_STAGES
         self.active_resolution = max(self.space.resolutions)
 
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        resolution = max(self.space.resolutions)
+        return (self.in_chans, resolution, resolution)
+
+    def model_args(self) -> dict[str, Any]:
+        return {**super().model_args(), 'bits': self.bits}
+
     def _check(self, spec: SubnetSpec) -> SubnetSpec:
         self.space.check(spec)
         if spec.bits != self.bits:
-            raise ValueError(f'spec asks for {spec.bits} bits but this supernet is {self.bits}-bit; '
+            raise InvalidArgumentError(f'spec asks for {spec.bits} bits but this supernet is {self.bits}-bit; '
                              f'use spec.replace(bits={self.bits}) or oqatnets.training.inherit_bits')
         return spec
 
@@ -269,7 +280,9 @@ class OQATSupernet(OQATBase):
                                                         self.blocks[stage + 1][:spec.d[stage]]))
             for name in ('final_conv', 'final_bn', 'conv_head', 'classifier'):
                 getattr(net, name).load_state_dict(getattr(self, name).state_dict())
-            net.pretrained_cfg = copy.deepcopy(self.pretrained_cfg)
+            parent = self.pretrained_cfg
+            net.set_pretrained_cfg({**parent, 'supernet': parent.get('hf_hub_id') or parent.get('architecture')},
+                                   source_args=self.model_args())
             net.train(self.training)
         finally:
             self.set_active_subnet(previous)

@@ -19,6 +19,7 @@ import warnings
 from typing import Any, Callable
 
 from . import registry
+from .factory import GENERIC_ARCHITECTURES, create_model
 from .pretrained import TIMM_FIELDS
 
 __all__ = ['register_with_timm', 'install']
@@ -29,7 +30,6 @@ _registered: set[str] = set()
 
 def _entrypoint(name: str) -> Callable[..., Any]:
     def entrypoint(pretrained: bool = False, **kwargs: Any):
-        from .factory import create_model
         kwargs.pop('pretrained_cfg', None)  # timm passes its own cfg object; ours comes from the registry
         return create_model(name, pretrained=pretrained, **kwargs)
     entrypoint.__name__ = entrypoint.__qualname__ = name

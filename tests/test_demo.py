@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import oqatnets
-from oqatnets.data import DataError
+from oqatnets.errors import DataError
 
 
 @pytest.fixture(scope='module')

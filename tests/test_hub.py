@@ -8,7 +8,8 @@ import torch
 from huggingface_hub import hf_hub_download
 
 import oqatnets
-from oqatnets.hub import ChecksumError, sha256_file
+from oqatnets._io import sha256_file
+from oqatnets.errors import ChecksumError
 from oqatnets.quant import iter_quant_convs
 
 from zoo_helpers import inputs, small_net, small_table
@@ -179,7 +180,7 @@ def test_push_to_hub_uploads_and_keeps_an_existing_card(saved, monkeypatch):
             calls.append(('upload_folder', sorted(os.listdir(kwargs['folder_path'])), kwargs))
             return 'https://hub/commit/1'
 
-    monkeypatch.setattr('huggingface_hub.HfApi', FakeApi)
+    monkeypatch.setattr('oqatnets.hub.HfApi', FakeApi)
     assert oqatnets.push_to_hub(folder, 'me/net', private=True) == 'https://hub/commit/1'
     assert calls[0][1]['library_name'] == 'oqatnets'
     assert calls[1] == ('create_repo', 'me/net', {'private': True, 'exist_ok': True, 'repo_type': 'model'})

@@ -8,7 +8,8 @@ import torch
 from safetensors import safe_open
 
 import oqatnets
-from oqatnets.packing import FORMAT_NAME, load_packed, pack_bits, save_packed, unpack_bits
+from oqatnets import load_packed, save_packed
+from oqatnets.packing import FORMAT_NAME, pack_bits, unpack_bits
 from oqatnets.quant import iter_quant_convs
 
 from zoo_helpers import inputs, small_net

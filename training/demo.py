@@ -128,7 +128,7 @@ def _publish_and_reload(rows: list[dict[str, Any]], *, table_path: Path, cache_d
     """Register the table, publish each entry to the cache, load it back offline and test it."""
     import oqatnets
     from oqatnets.evaluation import evaluate
-    from oqatnets.packing import load_packed
+    from oqatnets.factory import load_packed
 
     oqatnets.register_zoo_table(table_path)
     measured = []

@@ -12,13 +12,10 @@ import copy
 import torch
 import torch.nn as nn
 
+from oqatnets.errors import InvalidArgumentError
 from oqatnets.quant import FLOAT_BITS, get_bits, iter_quant_convs, set_bits, validate_bits
 
 __all__ = ['inherit_bits', 'step_scale']
-
-_PARENT_ONLY = ('architecture', 'tag', 'hf_hub_id', 'hf_hub_filename', 'file', 'url', 'sha256', 'top1', 'top5',
-                'metrics_source', 'bits', 'spec', 'aliases', 'source')
-
 
 def step_scale(from_bits: int, to_bits: int) -> float:
     """The factor every step size is multiplied by: 2 per bit dropped."""
@@ -34,14 +31,14 @@ def inherit_bits(model: nn.Module, bits: int) -> nn.Module:
     validate_bits(bits)
     source_bits = get_bits(model)
     if source_bits >= FLOAT_BITS:
-        raise ValueError('a float (32-bit) model has no step sizes to inherit; train it quantized first '
+        raise InvalidArgumentError('a float (32-bit) model has no step sizes to inherit; train it quantized first '
                          '(oqat train supernet --bits 4)')
     if bits >= source_bits:
-        raise ValueError(f'bit inheritance goes down: the model is {source_bits}-bit, asked for {bits}; '
+        raise InvalidArgumentError(f'bit inheritance goes down: the model is {source_bits}-bit, asked for {bits}; '
                          f'pass --bits below {source_bits}')
     uninitialised = [name for name, conv in iter_quant_convs(model) if not bool(conv.step_initialized)]
     if uninitialised:
-        raise ValueError(f'{len(uninitialised)} quantized convs (e.g. {uninitialised[0]}) have no trained step '
+        raise InvalidArgumentError(f'{len(uninitialised)} quantized convs (e.g. {uninitialised[0]}) have no trained step '
                          f'sizes; train the {source_bits}-bit model before inheriting from it')
     child = copy.deepcopy(model)
     scale = step_scale(source_bits, bits)
@@ -49,10 +46,5 @@ def inherit_bits(model: nn.Module, bits: int) -> nn.Module:
         for _, conv in iter_quant_convs(child):
             conv.act_step.mul_(scale)
             conv.weight_step.mul_(scale)
-    set_bits(child, bits)
-    cfg = getattr(child, 'pretrained_cfg', None)
-    if isinstance(cfg, dict):  # the copy is a new model: drop the parent's identity and scores
-        child.pretrained_cfg = {k: v for k, v in cfg.items() if k not in _PARENT_ONLY}
-    if hasattr(child, 'spec'):  # a static OQATNet records its bits in its spec too
-        child.spec = child.spec.replace(bits=bits)
+    set_bits(child, bits)  # spec and pretrained_cfg follow: the copy's cfg is derived, without the parent's identity
     return child

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from oqatnets.data import ImageData
 from oqatnets.evaluation import evaluate
-from oqatnets.profile import profile
+from oqatnets.costs import profile
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
 

@@ -10,10 +10,11 @@ from typing import Iterable
 
 from torch.utils.data import Dataset, Subset
 
-from oqatnets.data import ImageData, TensorImageDataset, load_image_data
+from oqatnets.data import ImageData, TensorImageDataset
 
 from .datasets import Split, calibration_batches, eval_view, fixed_batches, split_holdout
 from .presets import SPLIT_SEED
+from .sources import load_image_data
 
 __all__ = ['PreparedData', 'prepare_data']
 

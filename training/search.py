@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal
 
-from oqatnets.profile import profile
+from oqatnets.costs import profile
 from oqatnets.spec import SearchSpace, SubnetSpec
 from oqatnets.supernet import OQATSupernet
 

@@ -19,11 +19,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from oqatnets import registry
-from oqatnets.data import CALIBRATION_SEED, ImageData, calibration_subset, load_image_data
+from oqatnets.data import CALIBRATION_SEED, ImageData, calibration_subset
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.factory import create_model
 from oqatnets.hub import atomic_path, save_pretrained
 from oqatnets.supernet import OQATSupernet
+from oqatnets.training.sources import load_image_data
 
 __all__ = ['BuildResult', 'zoo_entries_for', 'build_zoo']
 

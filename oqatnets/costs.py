@@ -19,7 +19,10 @@ from typing import Any, Iterator
 
 import torch.nn as nn
 
+from .errors import InvalidArgumentError, InvalidTypeError
+from .net import OQATNet
 from .spec import NUM_STAGES, SearchSpace, SubnetSpec, get_space
+from .supernet import OQATSupernet
 
 __all__ = ['Profile', 'LayerCost', 'profile', 'layer_costs']
 
@@ -92,13 +95,23 @@ def layer_costs(spec: SubnetSpec, *, space: 'str | SearchSpace' = 'imagenet', nu
 
 def profile(model_or_spec: 'nn.Module | SubnetSpec | str', *, space: 'str | SearchSpace | None' = None,
             num_classes: int | None = None, in_chans: int | None = None) -> Profile:
-    """Costs of an OQATNet, of a supernet's active subnet, or of a spec (string form accepted)."""
+    """Costs of an OQATNet, of a supernet's active subnet, or of a spec (string form accepted).
+
+    A model brings its own space, classes and input channels; ``space`` may only restate its space.
+    """
     if isinstance(model_or_spec, nn.Module):
         model = model_or_spec
-        spec = model.active_spec if hasattr(model, 'active_spec') else getattr(model, 'spec', None)
-        if spec is None:
-            raise TypeError(f'profile() takes an OQATNet, an OQATSupernet or a SubnetSpec, not {type(model).__name__}')
-        space = space or model.space
+        if isinstance(model, OQATSupernet):
+            spec = model.active_spec
+        elif isinstance(model, OQATNet):
+            spec = model.spec
+        else:
+            raise InvalidTypeError(f'profile() takes an OQATNet, an OQATSupernet or a SubnetSpec, '
+                                   f'not {type(model).__name__}')
+        if space is not None and get_space(space) != model.space:
+            raise InvalidArgumentError(f'space={space!r} differs from the model\'s own space {model.space.name!r}; '
+                                       'a model is profiled in the space it was built in')
+        space = model.space
         num_classes = model.num_classes if num_classes is None else num_classes
         in_chans = model.in_chans if in_chans is None else in_chans
     else:

@@ -1,0 +1,134 @@
+"""The one way oqatnets writes outputs: aside, then swapped in whole; and sha256 checks.
+
+A file is written to a temporary sibling and renamed over the target (``os.replace``), so a
+reader sees the old file or the new one, never half of one; a folder is written to a temporary
+sibling folder and swapped in the same way (the old folder is kept until the new one is in
+place). Targets that are not regular files or folders (a device, a FIFO, a socket) are refused;
+a symlinked target is resolved first, so the link keeps pointing at the new content.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ChecksumError, UnsafeOutputError
+
+__all__ = ['atomic_path', 'atomic_dir', 'write_text', 'write_json', 'resolve_output', 'sha256_file',
+           'verify_sha256', 'check_output']
+
+_DEFAULT_FILE_MODE = 0o644
+
+
+def resolve_output(path: 'str | os.PathLike', *, folder: bool = False) -> Path:
+    """The real path an output should be written to, after refusing unsafe targets.
+
+    A symlink resolves to its target; an existing target must be a regular file (or a folder
+    when ``folder``); anything else raises :class:`UnsafeOutputError`.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if os.path.lexists(path):
+        mode = os.stat(path).st_mode
+        ok = stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)
+        if not ok:
+            kind = 'a folder' if stat.S_ISDIR(mode) else 'not a regular file'
+            want = 'a folder' if folder else 'a regular file'
+            raise UnsafeOutputError(f'{path} is {kind}; the output must be {want} path that may be replaced')
+    return path
+
+
+def check_output(path: 'str | os.PathLike', *, folder: bool = False, overwrite: bool = True) -> Path:
+    """:func:`resolve_output`, and refuse an existing target unless ``overwrite``."""
+    real = resolve_output(path, folder=folder)
+    if not overwrite and os.path.lexists(real) and not (folder and real.is_dir() and not any(real.iterdir())):
+        raise UnsafeOutputError(f'{path} already exists; choose another path or allow overwriting')
+    return real
+
+
+def _file_mode() -> int:
+    # Files are published with the usual permissions; reading the umask would have to change it.
+    return _DEFAULT_FILE_MODE
+
+
+@contextlib.contextmanager
+def atomic_path(path: 'str | os.PathLike') -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
+    path = resolve_output(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: 'str | os.PathLike') -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` whole.
+
+    The previous folder (if any) is renamed aside, the new one renamed in, then the old one
+    deleted; on failure the temporary folder is removed and ``path`` is untouched.
+    """
+    path = resolve_output(path, folder=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.old', dir=path.parent))
+            os.replace(path, old / path.name)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old / path.name, path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: 'str | os.PathLike', text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding='utf-8')
+    return Path(path)
+
+
+def write_json(path: 'str | os.PathLike', data: Any) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    return write_text(path, json.dumps(data, indent=2, default=str) + '\n')
+
+
+def sha256_file(path: 'str | os.PathLike') -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: 'str | os.PathLike', expected: str | None) -> None:
+    """Raise :class:`ChecksumError` if ``expected`` is given and ``path`` does not hash to it."""
+    if not expected:
+        return
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise ChecksumError(f'sha256 of {path} is {actual}, the registry expects {expected}: the file is corrupt or not the '
+                            'published one; delete it (from the Hub cache) and download it again')

@@ -1,0 +1,165 @@
+"""What a saved model says about itself: ``config.json`` (timm's schema) and the model card.
+
+``config.json`` holds ``architecture`` (a name :func:`oqatnets.create_model` and timm can
+build), ``num_classes``, ``num_features``, ``model_args`` (the arguments that rebuild the
+model), ``pretrained_cfg`` and a ``quantization`` block. The model card ``README.md`` has Hub
+front matter, the profile computed by :func:`oqatnets.profile` and only accuracies that were
+measured (or reported by a named source, labelled as such).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import torch.nn as nn
+
+from .costs import profile
+from .errors import InvalidFileError
+from .pretrained import PretrainedCfg
+from .quant import FLOAT_BITS, quant_range
+from .registry import DEFAULT_TAG, hub_org, zoo_data_file
+from .supernet import OQATSupernet
+
+__all__ = ['model_config', 'parse_model_config', 'read_model_config', 'render_model_card', 'BITOPS_CONVENTION']
+
+BITOPS_CONVENTION = ('bitops = sum over quantized convs of MACs*b_w*b_a (G); float layers (stem, SE, classifier) '
+                     'are reported apart as float_macs (M); macs_8bit_equiv = float MACs + quantized MACs*b^2/64 '
+                     "(the authors' profile_quant)")
+
+
+def _quantization_block(bits: int) -> dict[str, Any]:
+    block: dict[str, Any] = {'method': 'lsq', 'bits': bits, 'weight_bits': bits, 'activation_bits': bits,
+                             'granularity': 'per_tensor', 'step_parameters': ['weight_step', 'act_step'],
+                             'shared_step_size': True, 'bitops_convention': BITOPS_CONVENTION}
+    if bits < FLOAT_BITS:
+        block['weight'] = dict(zip(('qmin', 'qmax'), quant_range(bits, signed=True)), signed=True)
+        block['activation'] = dict(zip(('qmin', 'qmax'), quant_range(bits, signed=False)), signed=False)
+    block['float_layers'] = ['conv_stem', 'bn', 'se', 'classifier']
+    block['rounding'] = 'half_to_even'
+    block['dequantize'] = 'code * abs(step)'
+    return block
+
+
+def model_config(model: nn.Module, overrides: 'PretrainedCfg | dict[str, Any] | None' = None) -> dict[str, Any]:
+    """``config.json`` content of ``model``; ``overrides`` replace fields of its ``pretrained_cfg``.
+
+    The model's own facts (architecture, bits, spec, space, classes, input size) always come from
+    the model, whatever ``overrides`` say.
+    """
+    if isinstance(overrides, PretrainedCfg):
+        overrides = overrides.to_dict()
+    own = model.pretrained_cfg
+    cfg = {**own, **(overrides or {})}
+    for key in ('architecture', 'bits', 'spec', 'space', 'num_classes', 'input_size'):
+        cfg.pop(key, None)
+        if own.get(key) is not None:
+            cfg[key] = own[key]
+    clean = PretrainedCfg.from_dict(cfg).to_dict(remove_source=True)
+    return {
+        'architecture': clean['architecture'],
+        'num_classes': model.num_classes,
+        'num_features': model.num_features,
+        'global_pool': 'avg',
+        'label_names': clean.get('label_names'),
+        'model_args': model.model_args(),
+        'pretrained_cfg': clean,
+        'quantization': _quantization_block(model.bits),
+    }
+
+
+def parse_model_config(config: Any, *, where: str) -> tuple[PretrainedCfg, dict[str, Any]]:
+    """(pretrained cfg, model_args) of a ``config.json`` dict; ``where`` names the file in errors."""
+    if not isinstance(config, dict) or not isinstance(config.get('model_args'), dict) \
+            or not isinstance(config.get('architecture'), str):
+        raise InvalidFileError(f'{where} is not an oqatnets config.json (no architecture/model_args); '
+                               'write the folder with oqatnets.save_pretrained')
+    pretrained = config.get('pretrained_cfg') or {}
+    if not isinstance(pretrained, dict):
+        raise InvalidFileError(f'{where}: pretrained_cfg must be a JSON object')
+    try:
+        cfg = PretrainedCfg.from_dict({**pretrained, 'architecture': config['architecture']})
+    except TypeError as exc:
+        raise InvalidFileError(f'{where}: pretrained_cfg is malformed ({exc})') from None
+    args = dict(config['model_args'])
+    args.setdefault('num_classes', config.get('num_classes', cfg.num_classes))
+    return cfg, args
+
+
+def read_model_config(path: 'str | Path') -> tuple[PretrainedCfg, dict[str, Any]]:
+    """:func:`parse_model_config` of the JSON file at ``path``."""
+    try:
+        config = json.loads(Path(path).read_text(encoding='utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidFileError(f'{path} is not valid JSON ({exc}); write the folder with oqatnets.save_pretrained') \
+            from None
+    return parse_model_config(config, where=str(path))
+
+
+def _yaml_scalar(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def _hub_id_of(arch: str) -> str:
+    return f'{hub_org()}/{arch}.{DEFAULT_TAG}' if '.' not in arch else f'{hub_org()}/{arch}'
+
+
+def _front_matter(cfg: dict[str, Any], bits: int, has_metrics: bool) -> str:
+    lines = [f'license: {cfg.get("license") or "apache-2.0"}', 'library_name: oqatnets',
+             'pipeline_tag: image-classification', 'tags:']
+    tags = ['image-classification', 'oqatnets', 'quantization', f'{bits}-bit', 'lsq', 'mobilenetv3', 'once-for-all']
+    lines += [f'- {t}' for t in tags]
+    if cfg.get('dataset'):
+        lines += ['datasets:', f'- {cfg["dataset"]}']
+    if has_metrics:
+        lines += ['metrics:', '- accuracy']
+    if cfg.get('supernet'):
+        base = cfg['supernet']
+        lines.append(f'base_model: {_yaml_scalar(base if "/" in base else _hub_id_of(base))}')
+    return '\n'.join(lines)
+
+
+def _rows(items: dict[str, Any]) -> str:
+    return '\n'.join(f'| {k} | {v} |' for k, v in items.items() if v is not None and v != '')
+
+
+def _profile_rows(model: nn.Module) -> dict[str, Any]:
+    if isinstance(model, OQATSupernet):
+        largest = profile(model.space.largest(model.bits), space=model.space, num_classes=model.num_classes)
+        return {'Largest subnet MACs (M)': f'{largest.macs:.3f}'}
+    p = profile(model)
+    return {'MACs (M)': f'{p.macs:.3f}', 'Params (M)': f'{p.params:.3f}', 'BitOPs (G)': f'{p.bitops:.3f}',
+            'Float MACs (M)': f'{p.float_macs:.3f}', '8-bit-equivalent MACs (M)': f'{p.macs_8bit_equiv:.3f}',
+            'Size (Mbit)': f'{p.size_mbit:.3f}', 'Resolution': p.resolution}
+
+
+def render_model_card(model: nn.Module, config: dict[str, Any], *, metrics: dict[str, Any] | None = None,
+                      model_card: dict[str, Any] | None = None) -> str:
+    """A model card ``README.md`` with Hub front matter, the profile and the accuracy."""
+    cfg = config['pretrained_cfg']
+    card = dict(model_card or {})
+    name = card.pop('name', None) or f'{cfg["architecture"]}.{cfg.get("tag") or "custom"}'
+    details = {'Architecture': cfg['architecture'], 'Bits (W/A)': f'{model.bits}/{model.bits}',
+               'Spec': f'`{cfg["spec"]}`' if cfg.get('spec') else 'elastic supernet',
+               'Search space': cfg['space'] if isinstance(cfg['space'], str) else 'custom (see config.json)',
+               'Input size': 'x'.join(map(str, cfg['input_size'])), 'Eval crop': cfg.get('crop_pct'),
+               'Interpolation': cfg.get('interpolation'), 'Classes': model.num_classes,
+               'Dataset': cfg.get('dataset'), 'Parent supernet': cfg.get('supernet'), 'License': cfg.get('license'),
+               'Paper': 'arXiv:2010.04354'}
+    details.update(card.pop('details', {}))
+    if metrics:
+        source = metrics.get('source') or cfg.get('metrics_source') or 'measured'
+        shown = {k: (f'{v:.3f}' if isinstance(v, float) else v) for k, v in metrics.items() if k != 'source'}
+        metrics_text = '| metric | value |\n|---|---|\n' + _rows(shown) + f'\n\nSource: {source}.'
+    elif cfg.get('top1') is not None:
+        metrics_text = (f'Reported top-1: {cfg["top1"]:.3f} % ({cfg.get("metrics_source") or "source not given"}). '
+                        'Not measured on these weights.')
+    else:
+        metrics_text = 'Not evaluated.'
+    template = Template(zoo_data_file('model_card.md').read_text(encoding='utf-8'))
+    return template.substitute(
+        front_matter=_front_matter(cfg, model.bits, bool(metrics)), name=name,
+        description=card.pop('description', None) or cfg.get('description') or '',
+        bits=model.bits, details=_rows(details), profile=_rows(_profile_rows(model)), metrics=metrics_text,
+        load_name=card.pop('load_name', None) or f'hf-hub:{cfg.get("hf_hub_id") or _hub_id_of(name)}')

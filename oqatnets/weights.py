@@ -1,0 +1,158 @@
+"""Weights files: safetensors only, plain or packed, each recording which model it holds.
+
+Every file oqatnets writes carries a record of the model in its metadata, the model's
+``model_args`` (space, spec or bits, classes, input channels) as JSON: ``oqatnets.model_args``
+in a plain file, ``model_args`` in a packed one (see :mod:`oqatnets.packing`). Loading a file
+into a model compares that record with the model (:func:`check_record`) and refuses a
+mismatch with one line naming both sides, so 4-bit weights never load into a 2-bit net.
+Unreadable files (truncated, a broken header, a pickle under a ``.safetensors`` name) are
+refused with one line naming the file; nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ._io import atomic_path
+from .errors import FileMissingError, IncompatibleWeightsError, InvalidFileError
+from .packing import is_packed_metadata, packed_state_dict, unpack_state_dict
+from .spec import SubnetSpec, get_space
+
+__all__ = ['WeightsFile', 'read_weights', 'load_state_dict', 'save_weights', 'save_packed', 'check_record',
+           'canonical_args', 'RECORD_KEY', 'IDENTITY_KEYS']
+
+RECORD_KEY = 'oqatnets.model_args'
+_PACKED_RECORD_KEY = 'model_args'
+IDENTITY_KEYS = ('space', 'spec', 'bits')  # what a file's weights are; classes/channels may be adapted
+
+
+class WeightsFile:
+    """The tensors of one weights file with its metadata and model record (``None`` if it has none)."""
+
+    def __init__(self, path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]):
+        self.path, self.state, self.metadata = path, state, metadata
+
+    @property
+    def packed(self) -> bool:
+        return is_packed_metadata(self.metadata)
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The ``model_args`` of the model these weights belong to, as the file records them."""
+        text = self.metadata.get(_PACKED_RECORD_KEY if self.packed else RECORD_KEY)
+        if not text:
+            return None
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:
+            raise InvalidFileError(f'{self.path}: its model record is not valid JSON; the file is corrupt') from None
+        if not isinstance(record, dict):
+            raise InvalidFileError(f'{self.path}: its model record is not a JSON object; the file is corrupt')
+        return record
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """The pretrained cfg a packed file carries (empty for plain files)."""
+        try:
+            cfg = json.loads(self.metadata.get('pretrained_cfg') or '{}')
+        except json.JSONDecodeError:
+            raise InvalidFileError(f'{self.path}: its pretrained_cfg is not valid JSON; the file is corrupt') from None
+        return cfg if isinstance(cfg, dict) else {}
+
+
+def read_weights(path: 'str | os.PathLike') -> WeightsFile:
+    """Read a plain or packed safetensors file (packed codes are dequantized)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileMissingError(f'no weights file at {path}')
+    if path.suffix != '.safetensors':
+        raise InvalidFileError(f'{path.name}: oqatnets loads .safetensors files only (never pickles); '
+                               "convert the authors' checkpoints with `oqat convert-official`")
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        reason = ' '.join(str(exc).split())[:200]
+        raise InvalidFileError(f'{path} is not a readable safetensors file ({reason}); '
+                               'it is truncated, corrupt or of another format') from None
+    if is_packed_metadata(metadata):
+        tensors = unpack_state_dict(tensors, metadata, where=str(path))
+    return WeightsFile(path, tensors, metadata)
+
+
+def load_state_dict(path: 'str | os.PathLike') -> dict[str, torch.Tensor]:
+    """The tensors of a plain or packed safetensors file (dequantized)."""
+    return read_weights(path).state
+
+
+def canonical_args(args: dict[str, Any]) -> dict[str, Any]:
+    """``model_args`` in the form a model reports them: defaults filled in, the space as a name (or
+    dict), the spec as its string at the given bits; training-only arguments dropped."""
+    out = {'space': 'imagenet', 'num_classes': 1000, 'in_chans': 3, **args}
+    out.pop('drop_rate', None)
+    out['space'] = get_space(out['space']).as_arg()
+    if out.get('spec') is not None:
+        spec = SubnetSpec.parse(out['spec']) if isinstance(out['spec'], str) else out['spec']
+        bits = out.pop('bits', None)
+        out['spec'] = str(spec.replace(bits=bits) if bits is not None else spec)
+    else:
+        out.pop('spec', None)
+    return out
+
+
+def _describe(args: dict[str, Any]) -> str:
+    space = args.get('space', 'imagenet')
+    space = space if isinstance(space, str) else 'custom'
+    what = f'spec {args["spec"]}' if args.get('spec') else f'{args.get("bits")}-bit supernet'
+    return f'{what} in the {space!r} space, {args.get("num_classes")} classes, {args.get("in_chans")} input channels'
+
+
+def check_record(record: dict[str, Any] | None, model_args: dict[str, Any], *, where: 'str | os.PathLike',
+                 adapt_head: bool = False) -> None:
+    """Refuse weights whose record describes another model than ``model_args``.
+
+    Space, spec and bits must agree; classes and input channels too unless ``adapt_head`` (the
+    builder then re-initialises the classifier or adapts the stem). No record: nothing to check.
+    """
+    if record is None:
+        return
+    record, model_args = canonical_args(record), canonical_args(model_args)
+    keys = IDENTITY_KEYS if adapt_head else (*IDENTITY_KEYS, 'num_classes', 'in_chans')
+    differ = [k for k in keys if record.get(k) != model_args.get(k)]
+    if differ:
+        raise IncompatibleWeightsError(
+            f'{where} holds weights of another model ({", ".join(differ)} differ): the file has '
+            f'{_describe(record)}; the model being built has {_describe(model_args)}')
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: nn.Module, path: 'str | os.PathLike') -> Path:
+    """Write ``model``'s state dict as plain safetensors with its model record, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(_cpu_state(model), str(tmp),
+                  metadata={'format': 'pt', RECORD_KEY: json.dumps(model.model_args())})
+    return path
+
+
+def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s packed low-bit weights (an OQATNet with initialised steps) atomically."""
+    state, metadata = packed_state_dict(model)
+    metadata[_PACKED_RECORD_KEY] = json.dumps(model.model_args())
+    cfg = pretrained_cfg if pretrained_cfg is not None else model.pretrained_cfg
+    metadata['pretrained_cfg'] = json.dumps(cfg, default=str)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return path
