@@ -1,56 +1,70 @@
-"""The ``oqat`` click application: one group, commands registered from the modules beside it.
+"""The ``oqat`` click application: the group, its error map, and the commands registered one way.
 
-Every command's expected failures (bad names, specs, files, offline without weights) end with
-exit status 2 and one line on stderr, never a traceback; ``OQAT_DEBUG=1`` shows the traceback.
+Command modules (``models``, ``training``) define plain click commands and never import this
+module; this module imports them and adds them to the group. Exit statuses: 0 success, 1 a
+known error (:class:`oqatnets.OQATNetsError`, or an operating-system error on a named file,
+or a Hub transfer error), 2 bad usage (click's convention; also a bad argument value that the
+library reports as :class:`~oqatnets.errors.InvalidArgumentError`). Each known error prints
+one line, ``Error: ...``; anything else is a bug and keeps its traceback. ``OQAT_DEBUG=1`` shows
+the traceback of known errors too.
 """
 from __future__ import annotations
 
 import os
-import sys
 
 import click
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-from oqatnets import __version__
+from oqatnets.errors import OQATNetsError
 
-# Exceptions that mean "the user's input is wrong or something is missing", not "a bug".
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, RuntimeError,
-                                                 PermissionError, NotADirectoryError, IsADirectoryError)
+from . import models, training
+
+__all__ = ['cli', 'main']
+
+_HUB_ERRORS = (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled)
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    return ' '.join(text.split()) or type(exc).__name__
+    return ' '.join(str(exc).split()) or type(exc).__name__
 
 
 class OqatGroup(click.Group):
-    """A click group that turns user errors into ``Error: <one line>`` and exit status 2."""
+    """A click group that turns known errors into one line on stderr and their exit status."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
-        except USER_ERRORS as exc:
-            if os.environ.get('OQAT_DEBUG'):
+        except OQATNetsError as exc:
+            self._fail(ctx, _one_line(exc), exc.exit_code)
+        except _HUB_ERRORS as exc:
+            self._fail(ctx, f'Hugging Face Hub: {_one_line(exc)}', 1)
+        except OSError as exc:
+            if exc.filename is None:  # not about a file the user named: a bug or the machine, keep the traceback
                 raise
-            click.echo(f'Error: {_one_line(exc)}', err=True)
-            sys.exit(2)
+            self._fail(ctx, f'{exc.filename}: {exc.strerror or _one_line(exc)}', 1)
+
+    @staticmethod
+    def _fail(ctx: click.Context, message: str, code: int) -> None:
+        if os.environ.get('OQAT_DEBUG'):
+            raise
+        click.echo(f'Error: {message}', err=True)
+        ctx.exit(code)
 
 
 @click.group(cls=OqatGroup, context_settings={'help_option_names': ['-h', '--help']})
-@click.version_option(__version__, prog_name='oqat')
+@click.version_option(package_name='oqatnets', prog_name='oqat')
 def cli() -> None:
     """OQATNets: list, profile, evaluate, finetune, export, convert and publish 2/3/4-bit networks."""
 
 
-def _register() -> None:
-    from . import models, training  # noqa: F401  (each module adds its commands to ``cli``)
+for _command in (*models.COMMANDS, *training.COMMANDS):
+    cli.add_command(_command)
 
 
-_register()
+def main() -> None:
+    """Console-script entry point."""
+    cli()
+
 
 if __name__ == '__main__':
-    # Run as ``python -m oqatnets.cli.main`` (e.g. under torchrun) this file is ``__main__``, while the
-    # command modules registered themselves on the importable ``oqatnets.cli.main.cli``: run that one.
-    from oqatnets.cli.main import cli as _registered_cli
-    _registered_cli()
+    main()

@@ -8,7 +8,8 @@ from typing import Any, Sequence
 
 import click
 
-from .main import cli
+from .errors import BadUsage
+
 
 
 def _echo_json(data: Any) -> None:
@@ -41,7 +42,7 @@ def _model_row(name: str) -> dict[str, Any]:
             'size_mbit': prof.get('size_mbit'), 'reported_top1': cfg.top1, 'published': cfg.is_published}
 
 
-@cli.command('list')
+@click.command('list')
 @click.argument('pattern', required=False, default='')
 @click.option('--pretrained', is_flag=True, help='Only entries whose weights are published.')
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
@@ -53,7 +54,7 @@ def list_cmd(pattern: str, pretrained: bool, as_json: bool) -> None:
                  'published'], as_json)
 
 
-@cli.command('info')
+@click.command('info')
 @click.argument('name')
 @click.option('--json', 'as_json', is_flag=True)
 def info_cmd(name: str, as_json: bool) -> None:
@@ -67,7 +68,7 @@ def info_cmd(name: str, as_json: bool) -> None:
         click.echo(f'{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}')
 
 
-@cli.command('profile')
+@click.command('profile')
 @click.argument('target')
 @click.option('--space', default=None, help="Search space of a SPEC (default 'imagenet').")
 @click.option('--num-classes', type=int, default=None)
@@ -82,7 +83,7 @@ def profile_cmd(target: str, space: str | None, num_classes: int | None, as_json
     else:
         entry = registry.get_entry(target)
         if entry.spec is None:
-            raise ValueError(f'{target} is a supernet; profile one of its subnets by SPEC')
+            raise BadUsage(f'{target} is a supernet; profile one of its subnets by SPEC')
         spec, space_arg, classes = entry.spec, space or entry.space, num_classes or entry.num_classes
     row = {'target': target, **profile(spec, space=space_arg, num_classes=classes).to_dict()}
     _emit([row], ['target', 'bits', 'resolution', 'macs', 'params', 'bitops', 'float_macs', 'macs_8bit_equiv',
@@ -94,7 +95,7 @@ def _load(name: str, cache_dir: str | None = None):
     return oqatnets.create_model(name, pretrained=True, cache_dir=cache_dir).eval()
 
 
-@cli.command('eval')
+@click.command('eval')
 @click.argument('name')
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
 @click.option('--recalibrate-bn', 'recalibrate', type=int, default=0, show_default=True,
@@ -115,7 +116,7 @@ def eval_cmd(name: str, data: str, recalibrate: int, batch_size: int, workers: i
     resolution = int(model.pretrained_cfg['input_size'][-1])
     images = load_image_data(data, resolution=resolution)
     if images.num_classes != model.num_classes:
-        raise ValueError(f'{data} has {images.num_classes} classes but {name} predicts {model.num_classes}')
+        raise BadUsage(f'{data} has {images.num_classes} classes but {name} predicts {model.num_classes}')
     if recalibrate:
         torch.manual_seed(CALIBRATION_SEED)
         recalibrate_bn(model, DataLoader(calibration_subset(images.train, recalibrate), batch_size=batch_size,
@@ -137,7 +138,7 @@ def _label_names(model) -> list[str]:
     return [str(i) for i in range(model.num_classes)]
 
 
-@cli.command('predict')
+@click.command('predict')
 @click.argument('name')
 @click.argument('images', nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option('--top', type=int, default=5, show_default=True)
@@ -159,7 +160,7 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
             with Image.open(path) as image:
                 x = transform(image)[None]
         except OSError as exc:
-            raise ValueError(f'cannot read image {path}: {exc}') from None
+            raise BadUsage(f'cannot read image {path}: {exc}') from None
         if model.in_chans != x.shape[1]:
             x = x.mean(1, keepdim=True).expand(-1, model.in_chans, -1, -1)
         with torch.no_grad():
@@ -170,7 +171,7 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
     _emit(rows, ['image', 'rank', 'class', 'label', 'probability'], as_json)
 
 
-@cli.command('export')
+@click.command('export')
 @click.argument('name')
 @click.argument('out', type=click.Path(dir_okay=False))
 @click.option('--format', 'fmt', type=click.Choice(['onnx', 'packed']), required=True)
@@ -192,7 +193,7 @@ def export_cmd(name: str, out: str, fmt: str, check: bool, cache_dir: str | None
     click.echo(f'wrote {path} ({Path(path).stat().st_size / 1e6:.3f} MB)')
 
 
-@cli.command('push')
+@click.command('push')
 @click.argument('source')
 @click.argument('repo_id')
 @click.option('--cache-dir', default=None, help='Publish into this local Hugging Face cache instead of the network.')
@@ -215,7 +216,7 @@ def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | N
             click.echo(f'pushed {repo_id}: {url}')
 
 
-@cli.command('convert-official')
+@click.command('convert-official')
 @click.argument('src', type=click.Path(exists=True, dir_okay=False))
 @click.argument('dst', type=click.Path(file_okay=False))
 @click.option('--bits', type=int, default=None, help='Bit-width (default: read from the file name, ..._b2).')
@@ -228,12 +229,12 @@ def convert_official_cmd(src: str, dst: str, bits: int | None) -> None:
                f"oqatnets.create_model('local-dir:{folder}', pretrained=True)")
 
 
-@cli.group('zoo')
+@click.group('zoo')
 def zoo_group() -> None:
     """Build the named zoo from supernet weights."""
 
 
-@zoo_group.command('build')
+@click.command('build')
 @click.argument('supernet')
 @click.argument('out', type=click.Path(file_okay=False))
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
@@ -255,3 +256,9 @@ def zoo_build_cmd(supernet: str, out: str, data: str, calib_images: int, calib_b
     _emit(rows, ['name', 'top1', 'top5', 'images', 'folder'], as_json)
     if not as_json:
         click.echo(f'publish each folder with `oqat push FOLDER REPO_ID`; {Path(out) / "zoo.json"} registers them')
+
+
+zoo_group.add_command(zoo_build_cmd)
+
+COMMANDS = (list_cmd, info_cmd, profile_cmd, eval_cmd, predict_cmd, export_cmd, push_cmd, convert_official_cmd,
+            zoo_group)

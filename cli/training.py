@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from .main import cli
+from .errors import BadUsage
+
 
 
 def _recipe(name: str, **overrides: Any):
@@ -54,12 +55,12 @@ def _split_of(source: str, holdout: int | None, recipe) -> tuple[int, int]:
     return (default if holdout is None else holdout), run.get('split_seed', SPLIT_SEED)
 
 
-@cli.group('train')
+@click.group('train')
 def train_group() -> None:
     """Joint training of quantized supernets."""
 
 
-@train_group.command('supernet')
+@click.command('supernet')
 @_data
 @click.option('--space', type=click.Choice(['small', 'imagenet']), default='small', show_default=True)
 @click.option('--recipe', 'recipe_name', default=None, help='Recipe preset (default: the space name).')
@@ -104,7 +105,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
         supernet = load_supernet(init_source)
         source_bits = get_bits(supernet)
         if source_bits not in (bits, FLOAT_BITS):
-            raise ValueError(f'--init {init_source} is {source_bits}-bit but --bits is {bits}; run '
+            raise BadUsage(f'--init {init_source} is {source_bits}-bit but --bits is {bits}; run '
                              f'`oqat inherit {init_source} DST --bits {bits}` first and --init from DST')
         if supernet.num_classes != data.num_classes:
             supernet.reset_classifier(data.num_classes)
@@ -128,7 +129,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     _finish(ctx)
 
 
-@cli.command('inherit')
+@click.command('inherit')
 @click.argument('src')
 @click.argument('dst', type=click.Path(file_okay=False))
 @click.option('--bits', type=int, required=True, help='Target bit-width, below the source\'s.')
@@ -144,7 +145,7 @@ def inherit_cmd(src: str, dst: str, bits: int) -> None:
     click.echo(f'wrote {dst}: {bits}-bit, step sizes x{2 ** (get_bits(model) - bits)}')
 
 
-@cli.command('calibrate')
+@click.command('calibrate')
 @click.argument('model_source')
 @_data
 @click.option('--out', required=True, type=click.Path(file_okay=False))
@@ -175,7 +176,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
             net = calibrated_subnet(model, chosen, calib_batches=prepared.calib)
         else:
             if spec:
-                raise ValueError(f'{model_source} is a static network; --spec only applies to supernets')
+                raise BadUsage(f'{model_source} is a static network; --spec only applies to supernets')
             net = calibrate_model(model, calib_batches=prepared.calib, resolution=model.spec.resolution).eval()
         metrics = None
         if do_eval:
@@ -187,7 +188,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
     _finish(ctx)
 
 
-@cli.command('search')
+@click.command('search')
 @click.argument('supernets', nargs=-1, required=True)
 @_data
 @click.option('--budgets', default='auto:3', show_default=True,
@@ -216,7 +217,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
         models = [load_supernet(s).to(ctx.device) for s in supernets]
         bits = [m.bits for m in models]
         if len(set(bits)) != len(bits):
-            raise ValueError(f'give one supernet per bit-width; got bit-widths {bits}')
+            raise BadUsage(f'give one supernet per bit-width; got bit-widths {bits}')
         recipe = _recipe(models[0].space.name if models[0].space.name in ('small', 'imagenet') else 'imagenet',
                          population=population, generations=generations, calib_images=calib_images)
         holdout_images, split_seed = _split_of(supernets[0], holdout, recipe)
@@ -238,7 +239,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
     _finish(ctx)
 
 
-@cli.command('finetune')
+@click.command('finetune')
 @click.argument('model_source')
 @_data
 @click.option('--out', required=True, type=click.Path(file_okay=False))
@@ -286,7 +287,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
     _finish(ctx)
 
 
-@cli.command('demo')
+@click.command('demo')
 @click.option('--preset', type=click.Choice(['tiny', 'default', 'full']), default='default', show_default=True,
               help='tiny: a test-sized run; default: 2 CPU cores in under 20 minutes; full: for a GPU.')
 @click.option('--out', default='runs/demo', show_default=True, type=click.Path(file_okay=False))
@@ -303,3 +304,8 @@ def demo_cmd(preset: str, out: str, overwrite: bool, seed: int, device: str | No
     total = sum(stage['seconds'] for stage in timing.values())
     click.echo(f"\ntotal {total / 60:.1f} min; report: {Path(out) / 'report.json'}, "
                f"Pareto plot: {Path(out) / 'pareto.png'}, zoo table: {Path(out) / 'zoo.json'}")
+
+
+train_group.add_command(train_supernet_cmd)
+
+COMMANDS = (train_group, inherit_cmd, calibrate_cmd, search_cmd, finetune_cmd, demo_cmd)

@@ -48,17 +48,18 @@ def test_info_and_profile():
     assert small[0]['resolution'] == 32
 
 
-@pytest.mark.parametrize('args, message', [
-    (('info', 'oqat_2bit_mm'), "unknown model 'oqat_2bit_mm'; did you mean"),
-    (('profile', 'r220_k123'), 'cannot parse subnet spec'),
-    (('profile', 'oqat_supernet_mbv3_w2a2'), 'is a supernet'),
-    (('export', 'oqat_2bit_m', '--format', 'packed', 'x.safetensors'), 'not published'),
-    (('export', 'local-dir:/no/such/dir', '--format', 'onnx', 'x.onnx'), 'is not a folder'),
-    (('convert-official', __file__, 'out'), 'cannot read the bit-width'),
+@pytest.mark.parametrize('args, message, code', [
+    (('info', 'oqat_2bit_mm'), "unknown model 'oqat_2bit_mm'; did you mean", 2),
+    (('profile', 'r220_k123'), 'cannot parse subnet spec', 2),
+    (('profile', 'oqat_supernet_mbv3_w2a2'), 'is a supernet', 2),
+    (('export', 'oqat_2bit_m', '--format', 'packed', 'x.safetensors'), 'not published', 1),
+    (('export', 'local-dir:/no/such/dir', '--format', 'onnx', 'x.onnx'), 'is not a folder', 1),
+    (('convert-official', __file__, 'out'), 'cannot read the bit-width', 1),
 ])
-def test_bad_input_exits_2_with_one_line(args, message):
+def test_bad_input_exits_with_one_line(args, message, code):
+    """Usage errors (bad names, specs, combinations) exit 2; known errors (files, weights) exit 1."""
     result = run(*args)
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == code, result.output
     assert message in result.output and 'Traceback' not in result.output
     assert len(result.output.strip().splitlines()) == 1
 
