@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo demo-full test test-fast bench bench-quick clean
+.PHONY: setup data lint demo demo-full test test-fast bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,13 +16,23 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+# Fashion-MNIST from Debian's package (the library never runs a package manager; see training/sources.py).
+FMNIST := /usr/share/datasets/fashion-mnist
+data:
+	@test -d $(FMNIST) || apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } \
+		|| echo "note: could not install dataset-fashion-mnist (needs root); real-data tests and the demo need it"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+demo: $(STAMP) data
 	$(BIN)/oqat demo --out runs/demo --overwrite
 
-demo-full: $(STAMP)
+demo-full: $(STAMP) data
 	$(BIN)/oqat demo --preset full --out runs/demo-full --overwrite
 
-test: $(STAMP)
+test: $(STAMP) data lint
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

@@ -7,6 +7,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .errors import InvalidArgumentError
 
@@ -98,7 +99,6 @@ def evaluate(model: nn.Module, loader: Iterable, *, resolution: int | None = Non
     start = time.perf_counter()
     iterator = loader
     if progress:
-        from tqdm.auto import tqdm
         iterator = tqdm(loader, desc=desc, leave=False)
     try:
         for images, target in iterator:

@@ -145,7 +145,8 @@ def _no_weights_message(cfg: PretrainedCfg, name: str, reasons: list[str]) -> st
             f'or cache_dir, or {todo}')
 
 
-def fetch_weights(cfg: PretrainedCfg, *, name: str, cache_dir: 'str | os.PathLike | None' = None) -> WeightsFile:
+def fetch_weights(cfg: PretrainedCfg, *, name: str, cache_dir: 'str | os.PathLike | None' = None,
+                  local_files_only: bool = False) -> WeightsFile:
     """The weights file ``cfg`` points at: ``file`` first, then its Hub repo (sha256-checked)."""
     if cfg.file:
         path = Path(cfg.file)
@@ -158,7 +159,8 @@ def fetch_weights(cfg: PretrainedCfg, *, name: str, cache_dir: 'str | os.PathLik
         repo_id, _, revision = cfg.hf_hub_id.partition('@')
         for filename in cfg.weight_files:
             try:
-                path = download(repo_id, filename, revision=revision or None, cache_dir=cache_dir)
+                path = download(repo_id, filename, revision=revision or None, cache_dir=cache_dir,
+                                local_files_only=local_files_only)
             except Exception as exc:  # offline, not cached, no such repo/file, network: all mean "not here"
                 reasons.append(f'{filename}: {type(exc).__name__}')
                 continue
@@ -169,10 +171,11 @@ def fetch_weights(cfg: PretrainedCfg, *, name: str, cache_dir: 'str | os.PathLik
     raise PretrainedWeightsError(_no_weights_message(cfg, name, reasons))
 
 
-def _resolve(model_name: str, cache_dir: 'str | os.PathLike | None') -> tuple[PretrainedCfg, dict[str, Any], str]:
+def _resolve(model_name: str, cache_dir: 'str | os.PathLike | None',
+             local_files_only: bool) -> tuple[PretrainedCfg, dict[str, Any], str]:
     source, name = parse_model_name(model_name)
     if source == 'hf-hub':
-        cfg, args = load_model_config_from_hf(name, cache_dir=cache_dir)
+        cfg, args = load_model_config_from_hf(name, cache_dir=cache_dir, local_files_only=local_files_only)
         return cfg, args, model_name
     if source == 'local-dir':
         cfg, args = load_model_config_from_path(name)
@@ -189,14 +192,14 @@ _ACCURACY_FIELDS = ('top1', 'top5', 'metrics_source')
 def create_model(model_name: str, pretrained: bool = False, *, num_classes: int | None = None,
                  in_chans: int | None = None, checkpoint_path: 'str | os.PathLike | None' = None,
                  pretrained_cfg_overlay: dict[str, Any] | None = None, cache_dir: 'str | os.PathLike | None' = None,
-                 **kwargs: Any) -> nn.Module:
+                 local_files_only: bool = False, **kwargs: Any) -> nn.Module:
     """Create a registered model (``arch[.tag]``), one from ``hf-hub:org/name[@rev]`` or ``local-dir:PATH``.
 
     ``pretrained`` loads the weights (safetensors, plain or packed); ``num_classes``/``in_chans``
     different from them reset the classifier / adapt the stem and keep every step size;
     ``pretrained_cfg_overlay`` replaces cfg fields (``file=`` points at a local weights file);
     ``checkpoint_path`` loads a safetensors state dict after building; ``cache_dir`` is the Hub
-    cache. Keyword arguments set to None are dropped; the rest override the ``model_args``
+    cache and ``local_files_only`` reads only from it (no network request). Keyword arguments set to None are dropped; the rest override the ``model_args``
     (``drop_rate``, ``spec``, ``space``, ``bits``). A weights file that records another model
     than the one being built is refused. A model that differs from the named entry gets a
     derived ``pretrained_cfg`` (see :meth:`oqatnets.PretrainedCfg.derived`); one built without
@@ -207,14 +210,15 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
         spec = SubnetSpec.parse(kwargs['spec']) if isinstance(kwargs['spec'], str) else kwargs['spec']
         if spec.bits != kwargs['bits']:
             raise InvalidArgumentError(f'spec is {spec.bits}-bit but bits={kwargs["bits"]}; give one of them')
-    cfg, source_args, display_name = _resolve(model_name, cache_dir)
+    cfg, source_args, display_name = _resolve(model_name, cache_dir, local_files_only)
     if pretrained_cfg_overlay:
         try:
             cfg = cfg.replace(**pretrained_cfg_overlay)
         except TypeError as exc:
             raise InvalidArgumentError(f'pretrained_cfg_overlay: {exc}') from None
     args = {**source_args, **kwargs}
-    weights = fetch_weights(cfg, name=display_name, cache_dir=cache_dir) if pretrained else None
+    weights = fetch_weights(cfg, name=display_name, cache_dir=cache_dir,
+                            local_files_only=local_files_only) if pretrained else None
     if weights is not None:
         check_record(weights.record, args, where=weights.path, adapt_head=True)
     model = build_model(args, state_dict=weights.state if weights is not None else None, num_classes=num_classes,

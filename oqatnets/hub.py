@@ -168,19 +168,21 @@ def split_revision(repo_id: str) -> tuple[str, str | None]:
 
 
 def download(repo_id: str, filename: str, *, revision: str | None = None,
-             cache_dir: 'str | os.PathLike | None' = None) -> Path:
-    """``hf_hub_download`` tagged with ``library_name='oqatnets'`` (honours ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE``)."""
+             cache_dir: 'str | os.PathLike | None' = None, local_files_only: bool = False) -> Path:
+    """``hf_hub_download`` tagged with ``library_name='oqatnets'`` (honours ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE``;
+    ``local_files_only`` reads the cache without any network request)."""
     if cache_dir is None:
         cache_dir = os.environ.get('HF_HUB_CACHE') or None  # read now: huggingface_hub reads it at import
     return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
-                                library_name='oqatnets', library_version=__version__))
+                                local_files_only=local_files_only, library_name='oqatnets',
+                                library_version=__version__))
 
 
-def load_model_config_from_hf(model_id: str, *, cache_dir: 'str | os.PathLike | None' = None
-                              ) -> tuple[PretrainedCfg, dict[str, Any]]:
+def load_model_config_from_hf(model_id: str, *, cache_dir: 'str | os.PathLike | None' = None,
+                              local_files_only: bool = False) -> tuple[PretrainedCfg, dict[str, Any]]:
     """(pretrained cfg, model_args) from ``config.json`` of ``org/name[@revision]`` on the Hub."""
     repo_id, revision = split_revision(model_id)
-    path = download(repo_id, CONFIG_FILE, revision=revision, cache_dir=cache_dir)
+    path = download(repo_id, CONFIG_FILE, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     cfg, args = read_model_config(path)
     return cfg.replace(hf_hub_id=model_id, source='hf-hub'), args
 

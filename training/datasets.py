@@ -72,6 +72,9 @@ def fixed_batches(dataset: Dataset, *, batch_size: int, in_memory: bool, num_wor
     return [(x, y) for x, y in loader] if in_memory else loader
 
 
-def calibration_batches(train_view: Dataset, *, num_images: int, batch_size: int, in_memory: bool):
-    """The fixed BN-calibration images (a seeded subset of the training part, eval transform)."""
-    return fixed_batches(calibration_subset(train_view, num_images), batch_size=batch_size, in_memory=in_memory)
+def calibration_batches(train_view: Dataset, *, num_images: int, batch_size: int, in_memory: bool,
+                        num_workers: int = 0):
+    """The fixed BN-calibration images (a seeded subset of the training part, eval transform): the one
+    calibration pipeline of training, search, ``oqat calibrate`` and ``oqat zoo build``."""
+    return fixed_batches(calibration_subset(train_view, num_images), batch_size=batch_size, in_memory=in_memory,
+                         num_workers=num_workers)

@@ -38,7 +38,7 @@ BUILTIN_DATASETS = {
                 't10k-images-idx3-ubyte': '8181f5470baa50b63fa0f6fddb340f0a',
                 't10k-labels-idx1-ubyte': '15d484375f8d13e6eb1aabb0c3f46965'},
         'system_dir': '/usr/share/datasets/fashion-mnist',
-        'install_hint': 'install it with `make data` (Debian: apt-get install dataset-fashion-mnist)',
+        'install_hint': 'install the Debian package dataset-fashion-mnist (`make data` does)',
     },
     'mnist': {
         'torchvision': 'MNIST', 'mean': 0.1307, 'std': 0.3081,

@@ -1,8 +1,9 @@
 """Build the named zoo from supernet weights (``oqat zoo build``).
 
 For every registered subnet entry of the supernet's bit-width and search space: extract the
-subnet (step sizes shared), recalibrate BN on a fixed subset of training images (the authors
-used 2000 images in batches of 100), evaluate top-1/top-5 on the validation split, and write a
+subnet (step sizes shared), recalibrate BN on a fixed subset of training images with the evaluation
+transform (the one calibration pipeline of :mod:`oqatnets.training`; the authors used 2000 images
+in batches of 100), evaluate top-1/top-5 on the validation split, and write a
 Hub-ready folder (``save_pretrained``) whose config and model card carry the measured accuracy.
 A ``zoo.json`` beside the folders is a zoo table (with the files' sha256) that
 ``oqatnets.register_zoo_table`` accepts once the folders are published.
@@ -15,15 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from oqatnets import registry
-from oqatnets.data import CALIBRATION_SEED, ImageData, calibration_subset
+from oqatnets._io import write_json
+from oqatnets.data import ImageData
+from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.factory import create_model
-from oqatnets.hub import atomic_path, save_pretrained
+from oqatnets.hub import save_pretrained
 from oqatnets.supernet import OQATSupernet
+from oqatnets.training.datasets import calibration_batches, eval_view
 from oqatnets.training.sources import load_image_data
 
 __all__ = ['BuildResult', 'zoo_entries_for', 'build_zoo']
@@ -61,10 +65,10 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
     """Extract, recalibrate, evaluate and save every zoo entry of ``supernet_name``'s bit-width."""
     supernet = create_model(supernet_name, pretrained=True, cache_dir=cache_dir)
     if not isinstance(supernet, OQATSupernet):
-        raise ValueError(f'{supernet_name} is not a supernet (its config has a spec); pass a supernet name or folder')
+        raise InvalidArgumentError(f'{supernet_name} is not a supernet (its config has a spec); pass a supernet name or folder')
     entries = zoo_entries_for(supernet)
     if not entries:
-        raise ValueError(f'no registered zoo entries for a {supernet.bits}-bit supernet of the '
+        raise InvalidArgumentError(f'no registered zoo entries for a {supernet.bits}-bit supernet of the '
                          f'{supernet.space.name!r} space with {supernet.num_classes} classes; register a zoo table first')
     supernet.eval()
     out = Path(out)
@@ -72,7 +76,6 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
     datasets: dict[int, ImageData] = {}
     iterator: Any = entries
     if progress:
-        from tqdm.auto import tqdm
         iterator = tqdm(entries, desc='zoo build', unit='model')
     for entry in iterator:
         r = entry.spec.resolution
@@ -80,10 +83,10 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
             datasets[r] = load_image_data(data, resolution=r)
         images = datasets[r]
         if images.num_classes != supernet.num_classes:
-            raise ValueError(f'{data} has {images.num_classes} classes, the supernet {supernet.num_classes}')
+            raise InvalidArgumentError(f'{data} has {images.num_classes} classes, the supernet {supernet.num_classes}')
         subnet = supernet.get_subnet(entry.spec)
-        torch.manual_seed(CALIBRATION_SEED)  # the calibration crops are random: fix them
-        calib = _loader(calibration_subset(images.train, calib_images), calib_batch, workers)
+        calib = calibration_batches(eval_view(images.train, resolution=r), num_images=calib_images,
+                                    batch_size=calib_batch, in_memory=False, num_workers=workers)
         recalibrate_bn(subnet, calib, resolution=r)
         metrics = evaluate(subnet, _loader(images.val, batch_size, workers), resolution=r, progress=progress,
                            desc=entry.arch)
@@ -108,5 +111,4 @@ def _write_table(path: Path, results: list[BuildResult]) -> None:
                      'top1': round(result.top1, 3), 'top5': round(result.top5, 3),
                      'metrics_source': 'measured by oqat zoo build', 'sha256': result.sha256})
     table = {'schema': registry.SCHEMA, 'schema_version': registry.SCHEMA_VERSION, 'models': rows}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(table, indent=1) + '\n')
+    write_json(path, table)
