@@ -84,7 +84,10 @@ def profile_cmd(target: str, space: str | None, num_classes: int | None, as_json
         entry = registry.get_entry(target)
         if entry.spec is None:
             raise BadUsage(f'{target} is a supernet; profile one of its subnets by SPEC')
-        spec, space_arg, classes = entry.spec, space or entry.space, num_classes or entry.num_classes
+        if space is not None or num_classes is not None:
+            raise BadUsage(f'--space and --num-classes describe a SPEC; {target} has its own '
+                           f'({entry.space.name!r} space, {entry.num_classes} classes): profile its spec instead')
+        spec, space_arg, classes = entry.spec, entry.space, entry.num_classes
     row = {'target': target, **profile(spec, space=space_arg, num_classes=classes).to_dict()}
     _emit([row], ['target', 'bits', 'resolution', 'macs', 'params', 'bitops', 'float_macs', 'macs_8bit_equiv',
                   'size_mbit'], as_json)

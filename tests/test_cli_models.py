@@ -52,6 +52,7 @@ def test_info_and_profile():
     (('info', 'oqat_2bit_mm'), "unknown model 'oqat_2bit_mm'; did you mean", 2),
     (('profile', 'r220_k123'), 'cannot parse subnet spec', 2),
     (('profile', 'oqat_supernet_mbv3_w2a2'), 'is a supernet', 2),
+    (('profile', 'oqat_2bit_m', '--space', 'small'), 'has its own', 2),
     (('export', 'oqat_2bit_m', '--format', 'packed', 'x.safetensors'), 'not published', 1),
     (('export', 'local-dir:/no/such/dir', '--format', 'onnx', 'x.onnx'), 'is not a folder', 1),
     (('convert-official', __file__, 'out'), 'cannot read the bit-width', 1),
