@@ -177,18 +177,23 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
 @click.command('export')
 @click.argument('name')
 @click.argument('out', type=click.Path(dir_okay=False))
-@click.option('--format', 'fmt', type=click.Choice(['onnx', 'packed']), required=True)
+@click.option('--format', 'fmt', type=click.Choice(['onnx', 'qcdq', 'packed']), required=True,
+              help='onnx: fast exact ONNX (plain ops, runs at float speed in onnxruntime); qcdq: ONNX in '
+                   'QuantizeLinear/Clip/DequantizeLinear form for QDQ toolchains; packed: low-bit safetensors.')
+@click.option('--int4', is_flag=True, help='With --format onnx: store the weight codes as INT4 (opset 21).')
 @click.option('--check/--no-check', default=True, show_default=True, help='Compare onnxruntime with PyTorch.')
 @click.option('--cache-dir', default=None)
-def export_cmd(name: str, out: str, fmt: str, check: bool, cache_dir: str | None) -> None:
-    """Write NAME's weights as ONNX (QCDQ) or as the packed low-bit safetensors file."""
+def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir: str | None) -> None:
+    """Write NAME's weights as ONNX (fast exact or QCDQ) or as the packed low-bit safetensors file."""
+    if int4 and fmt != 'onnx':
+        raise click.BadParameter('--int4 goes with --format onnx', param_hint='--int4')
     model = _load(name, cache_dir)
     if fmt == 'packed':
         from oqatnets.weights import save_packed
         path = save_packed(model, out)
     else:
         from oqatnets.export import check_onnx, export_onnx
-        path = export_onnx(model, out)
+        path = export_onnx(model, out, format=fmt, int4=int4)
         if check:
             result = check_onnx(model, path)
             click.echo(f'onnxruntime check: max |diff| {result["max_abs_diff"]:.3g}, '

@@ -1,20 +1,37 @@
-"""ONNX export of a static OQATNet in QCDQ form, and its check in onnxruntime.
+"""ONNX export of a static OQATNet, and its check in onnxruntime; two forms.
 
-Every quantized conv becomes::
+``format='onnx'`` (the default) is the fast exact form: plain operators onnxruntime folds at
+session start, so it runs at float speed. Every quantized conv with its BN becomes::
+
+    x ─ Div(|s_a|) ─ Clip(0, 2^b−1) ─ Round ─────────────────────────────────┐
+    weight codes (int8, or int4 at opset 21) ─ Cast(float) ─ Mul(scale[c]) ─ Conv(+ bias[c])
+
+with ``scale[c] = |s_w|·|s_a|·γ[c]/σ[c]`` and ``bias[c] = β[c] − μ[c]·γ[c]/σ[c]``: the activation
+step is folded into the weight (convolution is linear: ``conv(codes·s_a, Q(w)) = conv(codes,
+Q(w)·s_a)``, as :meth:`QuantConv2d._inference_weight` does) and BN into per-channel scales. The
+file stores only the integer weight codes; Cast → Mul has constant inputs, so onnxruntime folds
+it into an fp32 weight when the session starts and runs a float Conv. Div → Clip → Round is
+exactly LSQ's ``round(clamp(x/|s|, 0, Qp))`` (ONNX Round is round-half-even, like torch.round);
+a ReLU whose only reader is a quantized conv is left out, since the Clip at 0 does its work. A
+network with quantization off (``set_bits(32)``) exports as the plain float graph (BN folded).
+
+``format='qcdq'`` keeps the QDQ form for toolchains that consume it (onnxruntime runs it 4–8×
+slower than the float graph; see docs/BENCHMARKS.md)::
 
     x ─ QuantizeLinear(|s_a|, uint8 0) ─ Clip(0, 2^b−1) ─ DequantizeLinear ─┐
     int8 weight codes ─ DequantizeLinear(|s_w|, int8 0) ──────────────────── Conv
 
-so 2-, 3- and 4-bit ranges survive in standard 8-bit containers (ONNX has no 3-bit type) and
-the weights are stored as their integer codes. Stem, BN, SE and classifier stay float. The graph
-is written with ``onnx.helper`` from the module tree (no tracing), opset 17.
+so 2-, 3- and 4-bit ranges survive in standard 8-bit containers and BN stays a separate node.
+Stem, SE and classifier stay float in both forms. The graph is written with ``onnx.helper`` from
+the module tree (no tracing), opset 17 (21 with int4 codes).
 
-Tolerance of :func:`check_onnx`: onnxruntime's QuantizeLinear may compute ``x · (1/s)`` where
-PyTorch computes ``x / s``, and its BatchNormalization/HardSigmoid evaluate in a different
-order; an activation lying within an ulp of a rounding tie can then land one step apart, and
-that step propagates. Outputs therefore agree to float precision almost everywhere, with rare
-larger differences; the check bounds the mean absolute difference by ``atol`` relative to the
-logits' scale and requires the top-1 predictions to agree on ``min_top1_agreement`` of inputs.
+Tolerance of :func:`check_onnx`: onnxruntime may compute ``x · (1/s)`` where PyTorch computes
+``x / s`` (QuantizeLinear), and folding BN or the activation step into the weights changes the
+float summation order; an activation lying within an ulp of a rounding tie can then land one
+step apart, and that step propagates. Outputs therefore agree to float precision almost
+everywhere, with rare larger differences; the check bounds the mean absolute difference by
+``atol`` relative to the logits' scale and requires the top-1 predictions to agree on
+``min_top1_agreement`` of inputs.
 """
 from __future__ import annotations
 
@@ -22,6 +39,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -29,17 +47,21 @@ from .layers import InvertedResidual, SqueezeExcite
 from .net import OQATNet
 from .quant import QuantConv2d, quant_range
 
-__all__ = ['export_onnx', 'check_onnx', 'OPSET']
+__all__ = ['export_onnx', 'check_onnx', 'FORMATS', 'OPSET', 'INT4_OPSET']
 
+FORMATS = ('onnx', 'qcdq')
 OPSET = 17
+INT4_OPSET = 21  # the first opset whose Cast takes INT4
 
 
 class _GraphBuilder:
-    """Accumulates ONNX nodes and initializers with unique names."""
+    """Accumulates ONNX nodes and initializers with unique names; ``fast`` selects the form."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fast: bool, int4: bool) -> None:
         import onnx
         self.onnx = onnx
+        self.fast = fast
+        self.int4 = int4
         self.nodes: list = []
         self.initializers: list = []
         self._count = 0
@@ -49,9 +71,19 @@ class _GraphBuilder:
         return f'{hint}_{self._count}'
 
     def const(self, hint: str, array: Any) -> str:
-        import numpy as np
         name = self.name(hint)
         self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def codes(self, hint: str, codes: np.ndarray) -> str:
+        """Signed integer weight codes as an INT4 (when ``int4``) or INT8 initializer."""
+        name = self.name(hint)
+        if self.int4:
+            tensor = self.onnx.helper.make_tensor(name, self.onnx.TensorProto.INT4, codes.shape,
+                                                  codes.astype(np.int8).flatten().tolist())
+        else:
+            tensor = self.onnx.numpy_helper.from_array(codes.astype(np.int8), name)
+        self.initializers.append(tensor)
         return name
 
     def tensor(self, hint: str, tensor: torch.Tensor) -> str:
@@ -63,8 +95,15 @@ class _GraphBuilder:
         return out
 
 
-def _act(g: _GraphBuilder, x: str, module: nn.Module, hint: str) -> str:
+def _feeds_quant(g: _GraphBuilder, conv: QuantConv2d) -> bool:
+    """True when the fast form may drop a ReLU read only by ``conv`` (its Clip at 0 does the work)."""
+    return g.fast and conv.quantized
+
+
+def _act(g: _GraphBuilder, x: str, module: nn.Module, hint: str, *, read_by: QuantConv2d | None = None) -> str:
     if isinstance(module, nn.ReLU):
+        if read_by is not None and _feeds_quant(g, read_by):
+            return x
         return g.op('Relu', [x], f'{hint}_relu')
     if isinstance(module, nn.Hardswish):
         return g.op('HardSwish', [x], f'{hint}_hswish')
@@ -76,12 +115,29 @@ def _bn(g: _GraphBuilder, x: str, bn: nn.BatchNorm2d, hint: str) -> str:
     return g.op('BatchNormalization', inputs, f'{hint}_bn', epsilon=float(bn.eps))
 
 
-def _quant_conv(g: _GraphBuilder, x: str, conv: QuantConv2d, hint: str) -> str:
-    import numpy as np
+def _bn_affine(bn: nn.BatchNorm2d | None, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (scale, bias) of an eval-mode BN, in float64 (identity without one)."""
+    if bn is None:
+        return np.ones(channels), np.zeros(channels)
+    f = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    return f.numpy(), (bn.bias.double() - bn.running_mean.double() * f).numpy()
+
+
+def _check_quantizable(conv: QuantConv2d, hint: str) -> None:
     if not 2 <= conv.bits <= 8:
         raise ValueError(f'{hint}: ONNX export supports 2- to 8-bit convs, this one is {conv.bits}-bit')
     if not bool(conv.step_initialized):
         raise ValueError(f'{hint} has no step sizes yet; run one forward pass (or load weights) before exporting')
+
+
+def _conv_node(g: _GraphBuilder, inputs: list[str], conv: nn.Conv2d, hint: str) -> str:
+    k = conv.kernel_size[0]
+    return g.op('Conv', inputs, f'{hint}_conv', kernel_shape=[k, k], strides=list(conv.stride),
+                pads=[k // 2] * 4, group=conv.groups)
+
+
+def _qcdq_conv(g: _GraphBuilder, x: str, conv: QuantConv2d, hint: str) -> str:
+    _check_quantizable(conv, hint)
     _, qp = quant_range(conv.bits, signed=False)
     a_scale = g.const(f'{hint}_act_scale', np.float32(conv.act_step.detach().abs().item()))
     a_zero = g.const(f'{hint}_act_zero', np.uint8(0))
@@ -91,9 +147,57 @@ def _quant_conv(g: _GraphBuilder, x: str, conv: QuantConv2d, hint: str) -> str:
     codes = g.tensor(f'{hint}_weight_codes', conv.weight_codes())
     w_scale = g.const(f'{hint}_weight_scale', np.float32(conv.weight_step.detach().abs().item()))
     weight = g.op('DequantizeLinear', [codes, w_scale, g.const(f'{hint}_weight_zero', np.int8(0))], f'{hint}_w')
-    k = conv.kernel_size[0]
-    return g.op('Conv', [xq, weight], f'{hint}_conv', kernel_shape=[k, k], strides=list(conv.stride),
-                pads=[k // 2] * 4, group=conv.groups)
+    return _conv_node(g, [xq, weight], conv, hint)
+
+
+_ROUNDER = 1.5 * 2 ** 23  # adding it to a float32 in [-2^22, 2^22] rounds to an integer, half to even
+
+
+def _round_clip_dw(g: _GraphBuilder, x: str, step: float, qp: int, channels: int, hint: str) -> str:
+    """``clamp(round(x / step), 0, qp)`` (= round(clamp(…)), the bounds being integers) as two 1×1 depthwise convs.
+
+    The first computes ``x·(1/step) + 1.5·2^23`` (float32 rounds the sum to an integer, half to even);
+    the second subtracts ``1.5·2^23`` exactly and clips with a fused Clip activation. onnxruntime keeps
+    both in its blocked NCHWc layout, so no reorder passes surround them.
+    """
+    x = g.op('Conv', [x, g.const(f'{hint}_round_w', np.full((channels, 1, 1, 1), 1.0 / step, np.float32)),
+                      g.const(f'{hint}_round_b', np.full((channels,), _ROUNDER, np.float32))],
+             f'{hint}_round', kernel_shape=[1, 1], group=channels)
+    x = g.op('Conv', [x, g.const(f'{hint}_unround_w', np.ones((channels, 1, 1, 1), np.float32)),
+                      g.const(f'{hint}_unround_b', np.full((channels,), -_ROUNDER, np.float32))],
+             f'{hint}_unround', kernel_shape=[1, 1], group=channels)
+    return g.op('Clip', [x, g.const(f'{hint}_act_qmin', np.float32(0)), g.const(f'{hint}_act_qmax', np.float32(qp))],
+                f'{hint}_clip')
+
+
+def _fast_conv(g: _GraphBuilder, x: str, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, hint: str) -> str:
+    """Conv (+ BN folded into per-channel scale and bias) on the quantization codes of ``x``."""
+    scale, bias = _bn_affine(bn, conv.out_channels)
+    if isinstance(conv, QuantConv2d) and conv.quantized:
+        _check_quantizable(conv, hint)
+        _, qp = quant_range(conv.bits, signed=False)
+        s_a = conv.act_step.detach().abs().float()
+        x = _round_clip_dw(g, x, float(s_a.item()), qp, conv.in_channels, hint)
+        # (|s_w|·|s_a|) in float32 as QuantConv2d._inference_weight forms it, then BN's factor.
+        step = (conv.weight_step.detach().abs().float() * s_a).double().numpy()
+        codes = g.codes(f'{hint}_weight_codes', conv.weight_codes().numpy())
+        w_scale = g.const(f'{hint}_weight_scale', (scale * step).astype(np.float32).reshape(-1, 1, 1, 1))
+        weight = g.op('Mul', [g.op('Cast', [codes], f'{hint}_cast', to=g.onnx.TensorProto.FLOAT), w_scale], f'{hint}_w')
+    else:
+        folded = conv.weight.detach().double() * torch.from_numpy(scale).reshape(-1, 1, 1, 1)
+        weight = g.tensor(f'{hint}_weight', folded.float())
+    return _conv_node(g, [x, weight, g.const(f'{hint}_bias', bias.astype(np.float32))], conv, hint)
+
+
+def _conv_bn(g: _GraphBuilder, x: str, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, hint: str) -> str:
+    """A conv and its BN (if any) in the builder's form."""
+    if g.fast:
+        return _fast_conv(g, x, conv, bn, hint)
+    if isinstance(conv, QuantConv2d):
+        x = _qcdq_conv(g, x, conv, hint)
+    else:
+        x = _conv_node(g, [x, g.tensor(f'{hint}_w', conv.weight)], conv, hint)
+    return x if bn is None else _bn(g, x, bn, f'{hint}.bn')
 
 
 def _se(g: _GraphBuilder, x: str, se: SqueezeExcite, hint: str) -> str:
@@ -109,30 +213,27 @@ def _se(g: _GraphBuilder, x: str, se: SqueezeExcite, hint: str) -> str:
 
 def _block(g: _GraphBuilder, x: str, block: InvertedResidual, hint: str) -> str:
     shortcut = x
+    has_se = isinstance(getattr(block, 'se', None), SqueezeExcite)
     if hasattr(block, 'conv_pw'):
-        x = _act(g, _bn(g, _quant_conv(g, x, block.conv_pw, f'{hint}.conv_pw'), block.bn_pw, f'{hint}.bn_pw'),
-                 block.act_pw, f'{hint}.act_pw')
-    x = _act(g, _bn(g, _quant_conv(g, x, block.conv_dw, f'{hint}.conv_dw'), block.bn_dw, f'{hint}.bn_dw'),
-             block.act_dw, f'{hint}.act_dw')
-    if isinstance(getattr(block, 'se', None), SqueezeExcite):
+        x = _act(g, _conv_bn(g, x, block.conv_pw, block.bn_pw, f'{hint}.conv_pw'), block.act_pw, f'{hint}.act_pw',
+                 read_by=block.conv_dw)
+    x = _act(g, _conv_bn(g, x, block.conv_dw, block.bn_dw, f'{hint}.conv_dw'), block.act_dw, f'{hint}.act_dw',
+             read_by=None if has_se else block.conv_pwl)
+    if has_se:
         x = _se(g, x, block.se, f'{hint}.se')
-    x = _bn(g, _quant_conv(g, x, block.conv_pwl, f'{hint}.conv_pwl'), block.bn_pwl, f'{hint}.bn_pwl')
+    x = _conv_bn(g, x, block.conv_pwl, block.bn_pwl, f'{hint}.conv_pwl')
     return g.op('Add', [x, shortcut], f'{hint}_add') if block.has_skip else x
 
 
-def _graph(model: OQATNet) -> tuple[_GraphBuilder, str]:
-    g = _GraphBuilder()
-    stem = model.conv_stem
-    x = g.op('Conv', ['input', g.tensor('conv_stem_w', stem.weight)], 'conv_stem', kernel_shape=[3, 3],
-             strides=list(stem.stride), pads=[1, 1, 1, 1])
-    x = _act(g, _bn(g, x, model.bn1, 'bn1'), model.act1, 'act1')
+def _graph(model: OQATNet, *, fast: bool, int4: bool) -> tuple[_GraphBuilder, str]:
+    g = _GraphBuilder(fast=fast, int4=int4)
+    x = _act(g, _conv_bn(g, 'input', model.conv_stem, model.bn1, 'conv_stem'), model.act1, 'act1')
     for s, stage in enumerate(model.blocks):
         for i, block in enumerate(stage):
             x = _block(g, x, block, f'blocks.{s}.{i}')
-    x = _act(g, _bn(g, _quant_conv(g, x, model.final_conv, 'final_conv'), model.final_bn, 'final_bn'),
-             model.final_act, 'final_act')
+    x = _act(g, _conv_bn(g, x, model.final_conv, model.final_bn, 'final_conv'), model.final_act, 'final_act')
     x = g.op('GlobalAveragePool', [x], 'global_pool')
-    x = _act(g, _quant_conv(g, x, model.conv_head, 'conv_head'), model.act2, 'act2')
+    x = _act(g, _conv_bn(g, x, model.conv_head, None, 'conv_head'), model.act2, 'act2')
     x = g.op('Flatten', [x], 'flatten', axis=1)
     if isinstance(model.classifier, nn.Linear):
         fc = model.classifier
@@ -142,18 +243,25 @@ def _graph(model: OQATNet) -> tuple[_GraphBuilder, str]:
 
 
 @torch.no_grad()
-def export_onnx(model: nn.Module, path: 'str | os.PathLike', *, check: bool = True) -> Path:
-    """Write ``model`` (a static :class:`OQATNet` with step sizes) as ONNX QCDQ; returns the path.
+def export_onnx(model: nn.Module, path: 'str | os.PathLike', *, format: str = 'onnx', int4: bool = False,
+                check: bool = True) -> Path:
+    """Write ``model`` (a static :class:`OQATNet` with step sizes) as ONNX; returns the path.
 
-    The input is ``input`` (``batch × C × r × r``, dynamic batch), the output ``logits``. With
-    ``check`` the model is validated with ``onnx.checker``.
+    ``format`` is ``'onnx'`` (fast exact plain-op form, the default) or ``'qcdq'`` (QDQ form);
+    see the module doc. ``int4`` stores the fast form's weight codes as INT4 at opset 21 (bits
+    ≤ 4; half the bytes of INT8). The input is ``input`` (``batch × C × r × r``, dynamic batch),
+    the output ``logits``. With ``check`` the model is validated with ``onnx.checker``.
     """
     import onnx
     from ._io import atomic_path
+    if format not in FORMATS:
+        raise ValueError(f'format={format!r} is not an ONNX export format; use one of {", ".join(FORMATS)}')
     if not isinstance(model, OQATNet):
         raise ValueError(f'ONNX export takes a static OQATNet, not {type(model).__name__}; '
                          'extract a subnet with supernet.get_subnet(spec) first')
-    g, out = _graph(model)
+    if int4 and (format != 'onnx' or model.bits > 4):
+        raise ValueError(f'int4=True needs format onnx and at most 4 bits, not format {format} at {model.bits} bits')
+    g, out = _graph(model, fast=format == 'onnx', int4=int4)
     g.nodes.append(onnx.helper.make_node('Identity', [out], ['logits'], name='logits'))
     r = model.spec.resolution
     graph = onnx.helper.make_graph(
@@ -162,10 +270,11 @@ def export_onnx(model: nn.Module, path: 'str | os.PathLike', *, check: bool = Tr
         [onnx.helper.make_tensor_value_info('logits', onnx.TensorProto.FLOAT,
                                             ['batch', model.num_classes or model.head_hidden_size])],
         g.initializers)
-    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid('', OPSET)],
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid('', INT4_OPSET if int4 else OPSET)],
                                    producer_name='oqatnets')
     proto.metadata_props.add(key='spec', value=str(model.spec))
     proto.metadata_props.add(key='bits', value=str(model.bits))
+    proto.metadata_props.add(key='format', value=format)
     if check:
         onnx.checker.check_model(proto)
     path = Path(path)

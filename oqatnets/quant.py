@@ -8,7 +8,7 @@ whole tensor used (the batch included for activations).
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ from .errors import InvalidArgumentError
 
 __all__ = [
     'SUPPORTED_BITS', 'FLOAT_BITS', 'quant_range', 'validate_bits', 'lsq_quantize', 'quant_codes', 'QuantConv2d',
-    'iter_quant_convs', 'set_bits', 'get_bits', 'init_step',
+    'iter_quant_convs', 'set_bits', 'get_bits', 'init_step', 'set_fused_quantizer', 'fused_quantizer_enabled',
 ]
 
 FLOAT_BITS = 32
@@ -93,6 +93,88 @@ class _LSQ(torch.autograd.Function):
         return (grad_x if ctx.needs_input_grad[0] else None), grad_step, None, None, None
 
 
+def _fused_forward(x: torch.Tensor, s: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.minimum(x / s, hi), lo).round() * s
+
+
+def _fused_backward(grad_out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, lo: torch.Tensor,
+                    hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, Σ g·(q − v·inside)): ``v`` and ``q`` recomputed from ``x`` as the forward made them."""
+    v = x / s
+    inside = (v > lo) & (v < hi)
+    grad_x = torch.where(inside, grad_out, 0.0)
+    return grad_x, (grad_out * (torch.maximum(torch.minimum(v, hi), lo).round() - torch.where(inside, v, 0.0))).sum()
+
+
+def _flat_view(t: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """``t``'s elements as a 1-D view in memory order (copying only a tensor in neither layout),
+    and the function that gives a flat result ``t``'s shape and layout back.
+
+    Flat 1-D inputs let one compiled kernel serve every shape and layout (no recompiles).
+    """
+    if _is_channels_last(t):
+        n, c, h, w = t.shape
+        return _flat_channels_last(t), lambda f: f.view(n, h, w, c).permute(0, 3, 1, 2)
+    shape = t.shape
+    return t.contiguous().view(-1), lambda f: f.view(shape)
+
+
+def _bounds(qn: int, qp: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Qn and Qp as 0-dim tensors, so the compiled kernels do not specialise on them."""
+    return torch.tensor(qn, dtype=like.dtype, device=like.device), torch.tensor(qp, dtype=like.dtype, device=like.device)
+
+
+_FUSED: dict[str, object] = {}  # the compiled kernels, made on first use
+_FUSED_ON = False
+
+
+def set_fused_quantizer(enabled: bool) -> None:
+    """Train with ``torch.compile``d (inductor) LSQ kernels: one pass forward, one backward.
+
+    Eager LSQ runs divide, clamp, round and multiply as separate passes; in channels-last that is
+    a large part of a CPU training step. The fused kernels compute the same values (the step
+    gradient summed in another order). Compiling takes tens of seconds per layout and dtype on
+    first use, so it is opt-in (``--compile`` of ``oqat train``/``finetune``). Inference is unaffected.
+    """
+    global _FUSED_ON
+    if enabled and not _FUSED:
+        _FUSED['forward'] = torch.compile(_fused_forward, dynamic=True, fullgraph=True)
+        _FUSED['backward'] = torch.compile(_fused_backward, dynamic=True, fullgraph=True)
+    _FUSED_ON = bool(enabled)
+
+
+def fused_quantizer_enabled() -> bool:
+    """Whether training uses the compiled LSQ kernels (see :func:`set_fused_quantizer`)."""
+    return _FUSED_ON
+
+
+class _FusedLSQ(torch.autograd.Function):
+    """:class:`_LSQ` with compiled one-pass kernels; saves only ``x`` (the backward recomputes ``v``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float):
+        ctx.save_for_backward(x, step)
+        ctx.grad_scale = grad_scale
+        ctx.bounds = (qn, qp)
+        s = step.abs()
+        flat, restore = _flat_view(x.detach())
+        return restore(_FUSED['forward'](flat, s, *_bounds(qn, qp, s)))
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, step = ctx.saved_tensors
+        qn, qp = ctx.bounds
+        s = step.abs()
+        flat, restore = _flat_view(x.detach())
+        layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+        grad_flat, _ = _flat_view(grad_out.contiguous(memory_format=layout))
+        grad_x, d_step = _FUSED['backward'](grad_flat, flat, s, *_bounds(qn, qp, s))
+        grad_step = None
+        if ctx.needs_input_grad[1]:
+            grad_step = (d_step * (ctx.grad_scale * torch.sign(step))).reshape(step.shape)
+        return (restore(grad_x) if ctx.needs_input_grad[0] else None), grad_step, None, None, None
+
+
 def _binary_quantize(x: torch.Tensor, step: torch.Tensor, grad_scale: float) -> torch.Tensor:
     """The authors' 1-bit signed quantizer: sign() instead of round, straight-through."""
     scaled = step * grad_scale
@@ -110,7 +192,7 @@ def lsq_quantize(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool
     if bits == 1 and signed:
         return _binary_quantize(x, step, grad_scale)
     if torch.is_grad_enabled() and (x.requires_grad or step.requires_grad):
-        return _LSQ.apply(x, step, qn, qp, grad_scale)
+        return (_FusedLSQ if _FUSED_ON else _LSQ).apply(x, step, qn, qp, grad_scale)
     return quant_codes(x, step, bits, signed=signed).mul_(step.abs())
 
 

@@ -1,0 +1,157 @@
+"""Deployed speed: onnxruntime and PyTorch, quantized vs float, batch 1 and 32, per bit-width (CPU).
+
+For the M entry of each bit-width (``oqat_{2,3,4}bit_m``, random weights with BN statistics
+measured on random inputs; speed does not depend on the values) it times, in interleaved rounds
+in one process (ratio of medians, so a busy machine slows numerator and denominator alike):
+
+- onnxruntime, one intra-op thread, otherwise default session options: the float graph (the
+  same network with quantization off, BN folded, what ``torch.onnx.export`` gives after ORT's
+  Conv+BN fusion) vs our fast exact export (``--format onnx``; INT8 and INT4 weight codes) and
+  the QCDQ export (``--format qcdq``);
+- PyTorch eval (``torch.inference_mode``, one thread): quantized vs ``set_bits(32)``;
+
+and reports the ONNX file sizes and the top-1 agreement of each ONNX file with the PyTorch
+fake-quant model on random inputs. Targets: fast export ≤ 1.3× float.
+
+    python benchmarks/bench_deploy.py [--quick] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+import oqatnets
+from oqatnets.export import export_onnx
+
+ENTRIES = {2: 'oqat_2bit_m', 3: 'oqat_3bit_m', 4: 'oqat_4bit_m'}
+FORMS = ('float', 'onnx', 'onnx_int4', 'qcdq')
+
+
+def _median_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _model(name: str) -> oqatnets.OQATNet:
+    """``name``'s architecture with random weights, LSQ steps and BN statistics from random inputs."""
+    torch.manual_seed(0)
+    model = oqatnets.create_model(name)
+    r = model.spec.resolution
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, r, r))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        model(torch.randn(16, 3, r, r))
+    return model.eval()
+
+
+def _random_images(n: int, r: int) -> torch.Tensor:
+    """Noise images with a random contrast and per-channel offset each, so predictions vary."""
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, r, r, generator=g) * torch.rand(n, 1, 1, 1, generator=g) * 2 + torch.randn(n, 3, 1, 1, generator=g)
+
+
+def bench_bits(bits: int, *, out: Path, rounds: dict[int, int], agreement_images: int) -> dict:
+    import onnxruntime as ort
+    model = _model(ENTRIES[bits])
+    r = model.spec.resolution
+    fp = copy.deepcopy(model)
+    fp.set_bits(32)
+    paths = {'float': export_onnx(fp, out / f'{bits}_float.onnx'),
+             'onnx': export_onnx(model, out / f'{bits}_onnx.onnx'),
+             'onnx_int4': export_onnx(model, out / f'{bits}_onnx_int4.onnx', int4=True),
+             'qcdq': export_onnx(model, out / f'{bits}_qcdq.onnx', format='qcdq')}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    sessions = {k: ort.InferenceSession(str(p), options, providers=['CPUExecutionProvider']) for k, p in paths.items()}
+    result: dict = {'bits': bits, 'entry': ENTRIES[bits], 'spec': str(model.spec), 'resolution': r,
+                    'size_mb': {k: p.stat().st_size / 1e6 for k, p in paths.items()}}
+    x = _random_images(agreement_images, r)
+    with torch.inference_mode():
+        expected = model(x).argmax(1).numpy()
+    result['top1_agreement'] = {k: float((sessions[k].run(None, {'input': x.numpy()})[0].argmax(1) == expected).mean())
+                                for k in FORMS if k != 'float'}
+    for batch, n in rounds.items():
+        xb = np.random.default_rng(batch).standard_normal((batch, 3, r, r), dtype=np.float32)
+        tb = torch.from_numpy(xb)
+
+        def ort_run(s):
+            return lambda: s.run(None, {'input': xb})
+
+        def torch_run(m):
+            def fn():
+                with torch.inference_mode():
+                    m(tb)
+            return fn
+
+        fns = {f'ort_{k}': ort_run(s) for k, s in sessions.items()}
+        fns.update(torch_quant=torch_run(model), torch_float=torch_run(fp))
+        t = _median_times(fns, n)
+        result[f'batch{batch}'] = {'seconds': t, 'ratio': {
+            **{k: t[f'ort_{k}'] / t['ort_float'] for k in FORMS if k != 'float'},
+            'torch': t['torch_quant'] / t['torch_float'], 'torch_float_vs_ort_float': t['torch_float'] / t['ort_float']}}
+    return result
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ['| bits (entry, px) | batch | ORT float (ms) | ORT onnx int8 | ORT onnx int4 | ORT qcdq | '
+             'PyTorch quant / float | PyTorch float / ORT float |', '|---|---|---|---|---|---|---|---|']
+    for res in results:
+        for batch in (1, 32):
+            b = res.get(f'batch{batch}')
+            if b is None:
+                continue
+            q = b['ratio']
+            lines.append(f"| {res['bits']} ({res['entry']}, {res['resolution']}) | {batch} | "
+                         f"{b['seconds']['ort_float'] * 1e3:.1f} | **{q['onnx']:.2f}×** | {q['onnx_int4']:.2f}× | "
+                         f"{q['qcdq']:.2f}× | {q['torch']:.2f}× | {q['torch_float_vs_ort_float']:.2f}× |")
+    lines += ['', '| bits | float .onnx (MB) | onnx int8 (MB) | onnx int4 (MB) | qcdq (MB) | '
+              'top-1 agreement with PyTorch, random inputs: onnx / int4 / qcdq |', '|---|---|---|---|---|---|']
+    for res in results:
+        s, a = res['size_mb'], res['top1_agreement']
+        lines.append(f"| {res['bits']} | {s['float']:.2f} | {s['onnx']:.2f} | {s['onnx_int4']:.2f} | {s['qcdq']:.2f} | "
+                     f"{a['onnx']:.1%} / {a['onnx_int4']:.1%} / {a['qcdq']:.1%} |")
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true', help='fewer rounds and agreement images')
+    parser.add_argument('--json', help='also write the results as JSON to this file')
+    args = parser.parse_args(argv)
+    import onnxruntime as ort
+    torch.set_num_threads(1)
+    rounds = {1: 10, 32: 2} if args.quick else {1: 30, 32: 5}
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [bench_bits(bits, out=Path(tmp), rounds=rounds, agreement_images=32 if args.quick else 256)
+                   for bits in ENTRIES]
+    print(f'torch {torch.__version__}, onnxruntime {ort.__version__}, 1 thread each, oqatnets {oqatnets.__version__}')
+    print(markdown(results))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == '__main__':
+    main()

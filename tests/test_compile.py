@@ -1,0 +1,71 @@
+"""The compiled (fused) LSQ quantizer computes what the eager one does, forward and backward."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from oqatnets.quant import fused_quantizer_enabled, lsq_quantize, set_fused_quantizer
+
+from test_quant import _reference_lsq
+from zoo_helpers import inputs, small_net
+
+
+@pytest.fixture
+def fused():
+    set_fused_quantizer(True)
+    yield
+    set_fused_quantizer(False)
+
+
+def _grads(x, s, bits, signed, g):
+    x, s = x.detach().clone().requires_grad_(), s.detach().clone().requires_grad_()
+    out = lsq_quantize(x, s, bits, signed=signed)
+    return (out, *torch.autograd.grad(out, (x, s), g))
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('bits,signed', [(2, False), (4, False), (3, True)])
+def test_fused_quantizer_matches_eager_in_float32(bits, signed, channels_last, fused):
+    torch.manual_seed(bits)
+    x = torch.randn(4, 6, 5, 7) * 2
+    x[0, 0, 0, :4] = torch.tensor([0.5, 1.5, -0.5, 2.5]) * 0.25  # exact ties: round half to even
+    s = torch.tensor([-0.25])  # negative: its magnitude is used and sign() enters the gradient
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(x.shape).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    out, gx, gs = _grads(x, s, bits, signed, g)
+    set_fused_quantizer(False)
+    e_out, e_gx, e_gs = _grads(x, s, bits, signed, g)
+    assert torch.equal(out, e_out) and torch.equal(gx, e_gx)
+    assert torch.allclose(gs, e_gs, rtol=1e-5, atol=1e-7)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+@pytest.mark.parametrize('bits,signed', [(2, True), (4, False), (8, True)])
+def test_fused_quantizer_matches_autograd_reference_in_float64(bits, signed, fused):
+    torch.manual_seed(bits)
+    x = (torch.randn(4, 3, 5, 5, dtype=torch.float64) * 2)
+    s = torch.tensor([0.37], dtype=torch.float64)
+    g = torch.randn_like(x)
+    out, gx, gs = _grads(x, s, bits, signed, g)
+    x2, s2 = x.clone().requires_grad_(), s.clone().requires_grad_()
+    ref = _reference_lsq(x2, s2, bits, signed)
+    rx, rs = torch.autograd.grad(ref, (x2, s2), g)
+    assert torch.allclose(out, ref, rtol=0, atol=1e-12)
+    assert torch.allclose(gx, rx, rtol=1e-12, atol=0)
+    assert torch.allclose(gs, rs, rtol=1e-10)
+
+
+def test_fused_training_step_matches_eager(fused):
+    x, y = inputs(8).contiguous(memory_format=torch.channels_last), torch.arange(8) % 10
+    grads = []
+    for enabled in (True, False):
+        set_fused_quantizer(enabled)
+        assert fused_quantizer_enabled() == enabled
+        model = small_net(2, seed=4).train().to(memory_format=torch.channels_last)
+        F.cross_entropy(model(x), y).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-6), name
