@@ -18,6 +18,7 @@ logits' scale and requires the top-1 predictions to agree on ``min_top1_agreemen
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ._io import atomic_path, resolve_output
+from .errors import InvalidArgumentError, MissingDependencyError
 from .layers import InvertedResidual, SqueezeExcite
 from .net import OQATNet
 from .quant import QuantConv2d, quant_range
@@ -34,12 +37,20 @@ __all__ = ['export_onnx', 'check_onnx', 'OPSET']
 OPSET = 17
 
 
+def _optional(module: str) -> Any:
+    """Import an optional ONNX dependency, or say how to install it (one line, no traceback)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f'{module} is not installed; ONNX export and its check need it: '
+                                     'pip install "oqatnets[onnx]"') from None
+
+
 class _GraphBuilder:
     """Accumulates ONNX nodes and initializers with unique names."""
 
     def __init__(self) -> None:
-        import onnx
-        self.onnx = onnx
+        self.onnx = _optional('onnx')
         self.nodes: list = []
         self.initializers: list = []
         self._count = 0
@@ -148,10 +159,9 @@ def export_onnx(model: nn.Module, path: 'str | os.PathLike', *, check: bool = Tr
     The input is ``input`` (``batch × C × r × r``, dynamic batch), the output ``logits``. With
     ``check`` the model is validated with ``onnx.checker``.
     """
-    import onnx
-    from ._io import atomic_path
+    onnx = _optional('onnx')
     if not isinstance(model, OQATNet):
-        raise ValueError(f'ONNX export takes a static OQATNet, not {type(model).__name__}; '
+        raise InvalidArgumentError(f'ONNX export takes a static OQATNet, not {type(model).__name__}; '
                          'extract a subnet with supernet.get_subnet(spec) first')
     g, out = _graph(model)
     g.nodes.append(onnx.helper.make_node('Identity', [out], ['logits'], name='logits'))
@@ -168,7 +178,7 @@ def export_onnx(model: nn.Module, path: 'str | os.PathLike', *, check: bool = Tr
     proto.metadata_props.add(key='bits', value=str(model.bits))
     if check:
         onnx.checker.check_model(proto)
-    path = Path(path)
+    path = resolve_output(path)
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
     return path
@@ -179,7 +189,7 @@ def check_onnx(model: nn.Module, path: 'str | os.PathLike', *, inputs: torch.Ten
                batch_size: int = 4, seed: int = 0, atol: float = 1e-3,
                min_top1_agreement: float = 0.75) -> dict[str, float]:
     """Run the ONNX file in onnxruntime and compare with ``model``'s eval outputs (see the module doc)."""
-    import onnxruntime as ort
+    ort = _optional('onnxruntime')
     model = model.eval()
     if inputs is None:
         r = model.spec.resolution
