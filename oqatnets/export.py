@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from ._io import atomic_path, resolve_output
-from .errors import InvalidArgumentError, MissingDependencyError
+from .errors import InvalidArgumentError, MissingDependencyError, QuantizationError
 from .layers import InvertedResidual, SqueezeExcite
 from .net import OQATNet
 from .quant import QuantConv2d, quant_range
@@ -79,7 +79,7 @@ def _act(g: _GraphBuilder, x: str, module: nn.Module, hint: str) -> str:
         return g.op('Relu', [x], f'{hint}_relu')
     if isinstance(module, nn.Hardswish):
         return g.op('HardSwish', [x], f'{hint}_hswish')
-    raise ValueError(f'{hint}: cannot export activation {type(module).__name__}')
+    raise InvalidArgumentError(f'{hint}: cannot export activation {type(module).__name__}')
 
 
 def _bn(g: _GraphBuilder, x: str, bn: nn.BatchNorm2d, hint: str) -> str:
@@ -90,9 +90,9 @@ def _bn(g: _GraphBuilder, x: str, bn: nn.BatchNorm2d, hint: str) -> str:
 def _quant_conv(g: _GraphBuilder, x: str, conv: QuantConv2d, hint: str) -> str:
     import numpy as np
     if not 2 <= conv.bits <= 8:
-        raise ValueError(f'{hint}: ONNX export supports 2- to 8-bit convs, this one is {conv.bits}-bit')
+        raise InvalidArgumentError(f'{hint}: ONNX export supports 2- to 8-bit convs, this one is {conv.bits}-bit')
     if not bool(conv.step_initialized):
-        raise ValueError(f'{hint} has no step sizes yet; run one forward pass (or load weights) before exporting')
+        raise QuantizationError(f'{hint} has no step sizes yet; run one forward pass (or load weights) before exporting')
     _, qp = quant_range(conv.bits, signed=False)
     a_scale = g.const(f'{hint}_act_scale', np.float32(conv.act_step.detach().abs().item()))
     a_zero = g.const(f'{hint}_act_zero', np.uint8(0))

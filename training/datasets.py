@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from oqatnets.data import TensorImageDataset, calibration_subset, eval_transform
-from oqatnets.errors import InvalidArgumentError
+from oqatnets.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ['Split', 'split_holdout', 'eval_view', 'epoch_order', 'batches_from', 'fixed_batches',
            'calibration_batches']
@@ -46,7 +46,7 @@ def eval_view(dataset: Dataset, *, resolution: int) -> Dataset:
     from torchvision.datasets import ImageFolder
     if isinstance(dataset, ImageFolder):
         return ImageFolder(dataset.root, transform=eval_transform(resolution), loader=dataset.loader)
-    raise TypeError(f'no evaluation view for {type(dataset).__name__}; use a builtin data set or an ImageFolder')
+    raise InvalidTypeError(f'no evaluation view for {type(dataset).__name__}; use a builtin data set or an ImageFolder')
 
 
 def epoch_order(num_images: int, *, epoch: int, seed: int, rank: int, world_size: int) -> list[int]:
