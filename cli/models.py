@@ -71,7 +71,7 @@ def info_cmd(name: str, as_json: bool) -> None:
 @click.command('profile')
 @click.argument('target')
 @click.option('--space', default=None, help="Search space of a SPEC (default 'imagenet').")
-@click.option('--num-classes', type=int, default=None)
+@click.option('--num-classes', type=click.IntRange(min=0), default=None)
 @click.option('--json', 'as_json', is_flag=True)
 def profile_cmd(target: str, space: str | None, num_classes: int | None, as_json: bool) -> None:
     """MACs, params, BitOPs and size of a model NAME or a SPEC (r<res>_k<20>_e<20>_d<5>_b<bits>)."""
@@ -101,10 +101,10 @@ def _load(name: str, cache_dir: str | None = None):
 @click.command('eval')
 @click.argument('name')
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
-@click.option('--recalibrate-bn', 'recalibrate', type=int, default=0, show_default=True,
+@click.option('--recalibrate-bn', 'recalibrate', type=click.IntRange(min=0), default=0, show_default=True,
               help='Recalibrate BN on this many training images first (0: no).')
-@click.option('--batch-size', type=int, default=100, show_default=True)
-@click.option('--workers', type=int, default=0, show_default=True)
+@click.option('--batch-size', type=click.IntRange(min=1), default=100, show_default=True)
+@click.option('--workers', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
 @click.option('--json', 'as_json', is_flag=True)
 def eval_cmd(name: str, data: str, recalibrate: int, batch_size: int, workers: int, cache_dir: str | None,
@@ -144,14 +144,18 @@ def _label_names(model) -> list[str]:
 @click.command('predict')
 @click.argument('name')
 @click.argument('images', nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option('--top', type=int, default=5, show_default=True)
+@click.option('--top', type=click.IntRange(min=1), default=5, show_default=True)
 @click.option('--cache-dir', default=None)
 @click.option('--json', 'as_json', is_flag=True)
 def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | None, as_json: bool) -> None:
     """Top-k classes of each IMAGE (ImageNet class names, or the model's own label names)."""
     import torch
-    from PIL import Image
+
     from oqatnets.data import eval_transform
+    from oqatnets.training.sources import load_image
+    for path in images:  # before loading anything: a FIFO or device would block the read
+        if not Path(path).is_file():
+            raise BadUsage(f'{path} is not a regular file; pass image files')
     model = _load(name, cache_dir)
     cfg = model.pretrained_cfg
     transform = eval_transform(int(cfg['input_size'][-1]), crop_pct=cfg.get('crop_pct', 0.875), mean=cfg['mean'],
@@ -159,11 +163,7 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
     labels = _label_names(model)
     rows = []
     for path in images:
-        try:
-            with Image.open(path) as image:
-                x = transform(image)[None]
-        except OSError as exc:
-            raise BadUsage(f'cannot read image {path}: {exc}') from None
+        x = transform(load_image(path))[None]
         if model.in_chans != x.shape[1]:
             x = x.mean(1, keepdim=True).expand(-1, model.in_chans, -1, -1)
         with torch.no_grad():
@@ -185,8 +185,10 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
 @click.option('--cache-dir', default=None)
 def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir: str | None) -> None:
     """Write NAME's weights as ONNX (fast exact or QCDQ) or as the packed low-bit safetensors file."""
+    from oqatnets._io import check_output
     if int4 and fmt != 'onnx':
         raise click.BadParameter('--int4 goes with --format onnx', param_hint='--int4')
+    check_output(out)  # refuse a device, FIFO or folder before loading anything
     model = _load(name, cache_dir)
     if fmt == 'packed':
         from oqatnets.weights import save_packed
@@ -231,6 +233,8 @@ def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | N
 def convert_official_cmd(src: str, dst: str, bits: int | None) -> None:
     """Convert an authors' OQA supernet checkpoint to a safetensors folder (config.json + weights)."""
     import oqatnets
+    from oqatnets._io import check_output
+    check_output(dst, folder=True)
     supernet = oqatnets.load_official_supernet(src, bits=bits)
     folder = oqatnets.save_pretrained(supernet, dst, packed=False)
     click.echo(f'wrote {folder} ({supernet.bits}-bit supernet); load it with '
@@ -246,10 +250,10 @@ def zoo_group() -> None:
 @click.argument('supernet')
 @click.argument('out', type=click.Path(file_okay=False))
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
-@click.option('--calib-images', type=int, default=2000, show_default=True)
-@click.option('--calib-batch', type=int, default=100, show_default=True)
-@click.option('--batch-size', type=int, default=100, show_default=True)
-@click.option('--workers', type=int, default=0, show_default=True)
+@click.option('--calib-images', type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option('--calib-batch', type=click.IntRange(min=1), default=100, show_default=True)
+@click.option('--batch-size', type=click.IntRange(min=1), default=100, show_default=True)
+@click.option('--workers', type=click.IntRange(min=0), default=0, show_default=True)
 @click.option('--cache-dir', default=None)
 @click.option('--json', 'as_json', is_flag=True)
 def zoo_build_cmd(supernet: str, out: str, data: str, calib_images: int, calib_batch: int, batch_size: int,

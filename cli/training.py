@@ -54,12 +54,22 @@ def _use_compile(compile_quantizer: bool) -> None:
         set_fused_quantizer(True)
 
 
+def _check_fresh_out(out: str, resume: bool) -> None:
+    """Refuse, before anything is written, an --out that cannot take a new run (or has none to resume)."""
+    from oqatnets._io import check_output
+    from oqatnets.training.checkpoint import CHECKPOINT_NAME
+    check_output(out, folder=True)
+    if not resume and (Path(out) / CHECKPOINT_NAME).exists():
+        raise BadUsage(f'{out} already holds a checkpoint; pass --resume to continue it or choose another --out')
+    if resume and not (Path(out) / CHECKPOINT_NAME).is_file():
+        raise BadUsage(f'{out} holds no checkpoint to resume; drop --resume to start a new run there')
+
+
 def _split_of(source: str, holdout: int | None, recipe) -> tuple[int, int]:
     """(holdout images, split seed): explicit, else the training run's, else the recipe's."""
-    from oqatnets.training.artifacts import RUN_FILE
+    from oqatnets.training.artifacts import RUN_FILE, read_run_file
     from oqatnets.training.presets import SPLIT_SEED
-    run_file = Path(source) / RUN_FILE
-    run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    run = read_run_file(source) if (Path(source) / RUN_FILE).is_file() else {}
     default = run.get('holdout_images', recipe.holdout_images)
     return (default if holdout is None else holdout), run.get('split_seed', SPLIT_SEED)
 
@@ -74,19 +84,22 @@ def train_group() -> None:
 @click.option('--space', type=click.Choice(['small', 'imagenet']), default='small', show_default=True)
 @click.option('--recipe', 'recipe_name', default=None, help='Recipe preset (default: the space name).')
 @click.option('--bits', type=int, default=4, show_default=True, help='Bit-width (32 = float).')
-@click.option('--epochs', type=int, default=None, help='Quantized epochs (default: the recipe\'s).')
-@click.option('--float-epochs', type=int, default=None, help='Float epochs before quantization starts.')
-@click.option('--batch-size', type=int, default=None, help='Global batch size (all ranks).')
-@click.option('--lr', type=float, default=None)
-@click.option('--num-random', type=int, default=None, help='Random subnets per sandwich step.')
-@click.option('--holdout', type=int, default=None, help='Training images held out for the search.')
-@click.option('--train-images', type=int, default=None, help='Train on only the first N training images.')
-@click.option('--eval-images', type=int, default=2000, show_default=True,
+@click.option('--epochs', type=click.IntRange(min=0), default=None, help='Quantized epochs (default: the recipe\'s).')
+@click.option('--float-epochs', type=click.IntRange(min=0), default=None,
+              help='Float epochs before quantization starts.')
+@click.option('--batch-size', type=click.IntRange(min=1), default=None, help='Global batch size (all ranks).')
+@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option('--num-random', type=click.IntRange(min=0), default=None, help='Random subnets per sandwich step.')
+@click.option('--holdout', type=click.IntRange(min=0), default=None, help='Training images held out for the search.')
+@click.option('--train-images', type=click.IntRange(min=1), default=None,
+              help='Train on only the first N training images.')
+@click.option('--eval-images', type=click.IntRange(min=0), default=2000, show_default=True,
               help='Validation images for the per-epoch check of the largest/smallest subnet (0: none).')
 @click.option('--init', 'init_source', default=None, help='Start from this model (e.g. local-dir:PATH or a run folder).')
 @click.option('--out', required=True, type=click.Path(file_okay=False))
 @click.option('--resume', is_flag=True, help='Continue the run in --out exactly where it stopped.')
-@click.option('--checkpoint-every', type=int, default=50, show_default=True, help='Steps between checkpoints.')
+@click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True,
+              help='Steps between checkpoints.')
 @click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.')
 @_compile
 @_seed
@@ -97,6 +110,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                        out: str, resume: bool, checkpoint_every: int, no_amp: bool, compile_quantizer: bool, seed: int,
                        device: str | None) -> None:
     """Jointly train a quantized supernet with the sandwich rule; exports OUT/supernet at the end."""
+    import torch
+
     from oqatnets.quant import FLOAT_BITS, get_bits, set_bits, validate_bits
     from oqatnets.supernet import OQATSupernet
     from oqatnets.training.artifacts import export_trained_supernet, load_supernet, write_run_file
@@ -109,6 +124,10 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     recipe = _recipe(recipe_name or space, batch_size=batch_size, lr=lr, num_random_subnets=num_random,
                      holdout_images=holdout, float_epochs=float_epochs)
     epochs = recipe.epochs if epochs is None else epochs
+    if epochs + recipe.float_epochs < 1:
+        raise BadUsage(f'nothing to train: --epochs {epochs} and --float-epochs {recipe.float_epochs}; '
+                       'give at least one epoch')
+    _check_fresh_out(out, resume)  # validate everything before run.json is written
     ctx = _ctx(device)
     prepared = prepare_data(data_source, holdout_images=recipe.holdout_images, calib_images=recipe.calib_images,
                             calib_batch_size=recipe.calib_batch_size, train_images=train_images)
@@ -123,7 +142,9 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
             supernet.reset_classifier(data.num_classes)
         set_bits(supernet, bits)
     else:
-        supernet = OQATSupernet(space=space, bits=bits, num_classes=data.num_classes)
+        with torch.random.fork_rng(devices=[]):  # --seed fixes the initial weights; the global stream is left as it was
+            torch.manual_seed(seed)
+            supernet = OQATSupernet(space=space, bits=bits, num_classes=data.num_classes)
     run_info = {'data': data_source, 'init': init_source, 'holdout_images': recipe.holdout_images,
                 'split_seed': SPLIT_SEED, 'train_images_limit': train_images}
     out_dir = Path(out)
@@ -162,9 +183,10 @@ def inherit_cmd(src: str, dst: str, bits: int) -> None:
 @_data
 @click.option('--out', required=True, type=click.Path(file_okay=False))
 @click.option('--spec', default=None, help='Subnet of a supernet to extract (default: the largest).')
-@click.option('--calib-images', type=int, default=2000, show_default=True)
-@click.option('--batch-size', type=int, default=250, show_default=True)
-@click.option('--holdout', type=int, default=None, help='Held-out images to exclude (default: the recipe\'s).')
+@click.option('--calib-images', type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option('--batch-size', type=click.IntRange(min=1), default=250, show_default=True)
+@click.option('--holdout', type=click.IntRange(min=0), default=None,
+              help='Held-out images to exclude (default: the recipe\'s).')
 @click.option('--eval/--no-eval', 'do_eval', default=True, help='Evaluate on the validation split afterwards.')
 @_device
 def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | None, calib_images: int,
@@ -207,11 +229,13 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
               help='Comma-separated budgets (G BitOPs or M MACs), or auto:N spread over each space\'s range.')
 @click.option('--budget-metric', type=click.Choice(['bitops', 'macs']), default='bitops', show_default=True)
 @click.option('--out', required=True, type=click.Path(file_okay=False))
-@click.option('--population', type=int, default=None)
-@click.option('--generations', type=int, default=None)
-@click.option('--holdout', type=int, default=None, help='Held-out images (default: the training run\'s).')
-@click.option('--holdout-eval', type=int, default=None, help='Use only the first N held-out images as fitness.')
-@click.option('--calib-images', type=int, default=None)
+@click.option('--population', type=click.IntRange(min=2), default=None)
+@click.option('--generations', type=click.IntRange(min=0), default=None)
+@click.option('--holdout', type=click.IntRange(min=1), default=None,
+              help='Held-out images (default: the training run\'s).')
+@click.option('--holdout-eval', type=click.IntRange(min=1), default=None,
+              help='Use only the first N held-out images as fitness.')
+@click.option('--calib-images', type=click.IntRange(min=1), default=None)
 @click.option('--export/--no-export', default=True, help='Export each chosen subnet as a zoo entry folder.')
 @click.option('--test-eval/--no-test-eval', default=True, help='Evaluate chosen subnets on the val/test split.')
 @_seed
@@ -255,15 +279,15 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
 @click.argument('model_source')
 @_data
 @click.option('--out', required=True, type=click.Path(file_okay=False))
-@click.option('--epochs', type=int, default=None)
-@click.option('--lr', type=float, default=None)
-@click.option('--batch-size', type=int, default=None)
-@click.option('--resolution', type=int, default=None, help='Input size (default: the model\'s).')
+@click.option('--epochs', type=click.IntRange(min=1), default=None)
+@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option('--batch-size', type=click.IntRange(min=1), default=None)
+@click.option('--resolution', type=click.IntRange(min=8), default=None, help='Input size (default: the model\'s).')
 @click.option('--teacher', default=None, help='Distil from this model (same inputs).')
-@click.option('--kd-ratio', type=float, default=1.0, show_default=True)
-@click.option('--train-images', type=int, default=None)
+@click.option('--kd-ratio', type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option('--train-images', type=click.IntRange(min=1), default=None)
 @click.option('--resume', is_flag=True)
-@click.option('--checkpoint-every', type=int, default=50, show_default=True)
+@click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True)
 @click.option('--no-amp', is_flag=True)
 @_compile
 @_seed
@@ -277,16 +301,20 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
     from oqatnets.training.artifacts import export_model, load_model
     from oqatnets.training.finetune import finetune
     from oqatnets.training.prepare import prepare_data
+    _check_fresh_out(out, resume)
     ctx = _ctx(device)
     prepared = prepare_data(data_source, holdout_images=0, calib_images=1, calib_batch_size=1,
                             train_images=train_images)
     data = prepared.data
     model = load_model(model_source, num_classes=data.num_classes)
+    if hasattr(model, 'active_spec'):
+        raise BadUsage(f'{model_source} is a supernet; finetune takes a static subnet: pick one with `oqat search` '
+                       'or `oqat calibrate --spec SPEC`, and finetune its folder')
     recipe = _recipe(model.space.name if model.space.name in ('small', 'imagenet') else 'imagenet',
                      batch_size=batch_size)
     resolution = resolution or model.spec.resolution
     result = finetune(model=model, train_set=prepared.train_set, recipe=recipe,
-                      epochs=epochs or recipe.finetune_epochs, resolution=resolution, out_dir=out, ctx=ctx, lr=lr,
+                      epochs=recipe.finetune_epochs if epochs is None else epochs, resolution=resolution, out_dir=out, ctx=ctx, lr=lr,
                       teacher=load_model(teacher, num_classes=data.num_classes) if teacher else None,
                       kd_ratio=kd_ratio, resume=resume, seed=seed, checkpoint_every=checkpoint_every,
                       amp=not no_amp, eval_batches=prepared.val_batches(batch_size=recipe.calib_batch_size),

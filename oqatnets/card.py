@@ -83,6 +83,9 @@ def parse_model_config(config: Any, *, where: str) -> tuple[PretrainedCfg, dict[
     except TypeError as exc:
         raise InvalidFileError(f'{where}: pretrained_cfg is malformed ({exc})') from None
     args = dict(config['model_args'])
+    if args.get('spec') is None and args.get('bits') is None:  # else a None-bit supernet would be built
+        raise InvalidFileError(f'{where}: model_args has neither a spec (a subnet) nor bits (a supernet); '
+                               'write the folder with oqatnets.save_pretrained')
     args.setdefault('num_classes', config.get('num_classes', cfg.num_classes))
     return cfg, args
 

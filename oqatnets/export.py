@@ -35,6 +35,7 @@ everywhere, with rare larger differences; the check bounds the mean absolute dif
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ._io import atomic_path, resolve_output
+from .errors import InvalidArgumentError, MissingDependencyError, QuantizationError
 from .layers import InvertedResidual, SqueezeExcite
 from .net import OQATNet
 from .quant import QuantConv2d, quant_range
@@ -54,12 +57,20 @@ OPSET = 17
 INT4_OPSET = 21  # the first opset whose Cast takes INT4
 
 
+def _optional(module: str) -> Any:
+    """Import an optional ONNX dependency, or say how to install it (one line, no traceback)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f'{module} is not installed; ONNX export and its check need it: '
+                                     'pip install "oqatnets[onnx]"') from None
+
+
 class _GraphBuilder:
     """Accumulates ONNX nodes and initializers with unique names; ``fast`` selects the form."""
 
     def __init__(self, *, fast: bool, int4: bool) -> None:
-        import onnx
-        self.onnx = onnx
+        self.onnx = _optional('onnx')
         self.fast = fast
         self.int4 = int4
         self.nodes: list = []
@@ -107,7 +118,7 @@ def _act(g: _GraphBuilder, x: str, module: nn.Module, hint: str, *, read_by: Qua
         return g.op('Relu', [x], f'{hint}_relu')
     if isinstance(module, nn.Hardswish):
         return g.op('HardSwish', [x], f'{hint}_hswish')
-    raise ValueError(f'{hint}: cannot export activation {type(module).__name__}')
+    raise InvalidArgumentError(f'{hint}: cannot export activation {type(module).__name__}')
 
 
 def _bn(g: _GraphBuilder, x: str, bn: nn.BatchNorm2d, hint: str) -> str:
@@ -125,9 +136,9 @@ def _bn_affine(bn: nn.BatchNorm2d | None, channels: int) -> tuple[np.ndarray, np
 
 def _check_quantizable(conv: QuantConv2d, hint: str) -> None:
     if not 2 <= conv.bits <= 8:
-        raise ValueError(f'{hint}: ONNX export supports 2- to 8-bit convs, this one is {conv.bits}-bit')
+        raise InvalidArgumentError(f'{hint}: ONNX export supports 2- to 8-bit convs, this one is {conv.bits}-bit')
     if not bool(conv.step_initialized):
-        raise ValueError(f'{hint} has no step sizes yet; run one forward pass (or load weights) before exporting')
+        raise QuantizationError(f'{hint} has no step sizes yet; run one forward pass (or load weights) before exporting')
 
 
 def _conv_node(g: _GraphBuilder, inputs: list[str], conv: nn.Conv2d, hint: str) -> str:
@@ -252,15 +263,14 @@ def export_onnx(model: nn.Module, path: 'str | os.PathLike', *, format: str = 'o
     ≤ 4; half the bytes of INT8). The input is ``input`` (``batch × C × r × r``, dynamic batch),
     the output ``logits``. With ``check`` the model is validated with ``onnx.checker``.
     """
-    import onnx
-    from ._io import atomic_path
+    onnx = _optional('onnx')
     if format not in FORMATS:
-        raise ValueError(f'format={format!r} is not an ONNX export format; use one of {", ".join(FORMATS)}')
+        raise InvalidArgumentError(f'format={format!r} is not an ONNX export format; use one of {", ".join(FORMATS)}')
     if not isinstance(model, OQATNet):
-        raise ValueError(f'ONNX export takes a static OQATNet, not {type(model).__name__}; '
+        raise InvalidArgumentError(f'ONNX export takes a static OQATNet, not {type(model).__name__}; '
                          'extract a subnet with supernet.get_subnet(spec) first')
     if int4 and (format != 'onnx' or model.bits > 4):
-        raise ValueError(f'int4=True needs format onnx and at most 4 bits, not format {format} at {model.bits} bits')
+        raise InvalidArgumentError(f'int4=True needs format onnx and at most 4 bits, not format {format} at {model.bits} bits')
     g, out = _graph(model, fast=format == 'onnx', int4=int4)
     g.nodes.append(onnx.helper.make_node('Identity', [out], ['logits'], name='logits'))
     r = model.spec.resolution
@@ -277,7 +287,7 @@ def export_onnx(model: nn.Module, path: 'str | os.PathLike', *, format: str = 'o
     proto.metadata_props.add(key='format', value=format)
     if check:
         onnx.checker.check_model(proto)
-    path = Path(path)
+    path = resolve_output(path)
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
     return path
@@ -288,7 +298,7 @@ def check_onnx(model: nn.Module, path: 'str | os.PathLike', *, inputs: torch.Ten
                batch_size: int = 4, seed: int = 0, atol: float = 1e-3,
                min_top1_agreement: float = 0.75) -> dict[str, float]:
     """Run the ONNX file in onnxruntime and compare with ``model``'s eval outputs (see the module doc)."""
-    import onnxruntime as ort
+    ort = _optional('onnxruntime')
     model = model.eval()
     if inputs is None:
         r = model.spec.resolution

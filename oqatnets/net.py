@@ -6,7 +6,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, InvalidTypeError
 from .layers import DepthwiseSeparable, InvertedResidual, batch_norm, create_act
 from .pretrained import PretrainedCfg
 from .quant import QuantConv2d, get_bits, set_bits, validate_bits
@@ -168,6 +168,9 @@ class OQATNet(OQATBase):
 
     def __init__(self, spec: 'SubnetSpec | str', *, space: 'str | SearchSpace' = 'imagenet',
                  num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0):
+        if not isinstance(spec, (SubnetSpec, str)):
+            raise InvalidTypeError(f'spec must be a SubnetSpec or its string (r<res>_k<20>_e<20>_d<5>_b<bits>), '
+                                   f'got {type(spec).__name__}')
         spec = SubnetSpec.parse(spec) if isinstance(spec, str) else spec
         space = get_space(space)
         space.check(spec)

@@ -76,15 +76,29 @@ def bits_from_official_name(path: 'str | os.PathLike') -> int:
     return int(match[1])
 
 
+def _refusal(path: Path, exc: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` refused ``path``, keeping torch's warning.
+
+    For a pickle that holds more than tensors the line says what torch found and that loading it
+    any other way can run arbitrary code (never just "set weights_only=False").
+    """
+    text = ' '.join(str(exc).split())
+    if 'Weights only load failed' in text:
+        found = text.split('WeightsUnpickler error:', 1)[-1].split('Check the documentation', 1)[0].strip()
+        return (f'{path} is not a loadable OQA checkpoint: it holds Python objects besides tensors '
+                f'({found[:160] or "unsupported content"}); oqatnets loads checkpoints with weights_only=True only, '
+                'because loading this file with weights_only=False can run arbitrary code: do that only for a '
+                'file from a trusted source')
+    return f'{path} is not a loadable OQA checkpoint ({type(exc).__name__}: {text[:200]})'
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileMissingError(f'no checkpoint at {path}; download the authors\' file and pass its path')
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many types for non-pickles and unsafe pickles
-        raise OfficialCheckpointError(
-            f'{path} is not a loadable OQA checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})'
-        ) from None
+        raise OfficialCheckpointError(_refusal(path, exc)) from None
     state = obj.get('state_dict', obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise OfficialCheckpointError(f'{path} holds no state_dict of tensors; is it an OQA supernet checkpoint?')

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, QuantizationError
 
 __all__ = [
     'SUPPORTED_BITS', 'FLOAT_BITS', 'quant_range', 'validate_bits', 'lsq_quantize', 'quant_codes', 'QuantConv2d',
@@ -242,12 +242,27 @@ class QuantConv2d(nn.Conv2d):
         return self.bits < FLOAT_BITS
 
     def maybe_init_steps(self, x: torch.Tensor, weight: torch.Tensor) -> None:
-        """LSQ init of both steps from this input and weight, once per layer."""
+        """LSQ init of both steps from this input and weight, once per layer.
+
+        A step that would be zero or not finite (an all-zero or NaN first batch) is refused with
+        :class:`QuantizationError` and nothing is stored, so one bad batch cannot freeze the layer.
+        """
         if not self.quantized or bool(self.step_initialized):
             return
         with torch.no_grad():
+            act = 2 * x.detach().abs().mean() / math.sqrt(quant_range(self.bits, signed=False)[1])
+            if not bool(torch.isfinite(act)) or float(act) <= 0:
+                what = 'is all zeros' if bool(torch.isfinite(act)) else 'holds NaN or infinite values'
+                raise QuantizationError(
+                    f'the first batch this {self.bits}-bit layer sees {what}, so its activation step size cannot be '
+                    'initialised from it; nothing was stored: run the first forward pass on real, finite images '
+                    '(or load trained weights)')
+            w = init_step(weight, self.bits, signed=True)
+            if not bool(torch.isfinite(w).all()) or float(w) <= torch.finfo(w.dtype).tiny:
+                raise QuantizationError(f'this {self.bits}-bit layer\'s weights are all zero or not finite; its weight '
+                                        'step size cannot be initialised; nothing was stored')
             self.act_step.copy_(init_step(x, self.bits, signed=False))
-            self.weight_step.copy_(init_step(weight, self.bits, signed=True))
+            self.weight_step.copy_(w)
             self.step_initialized.fill_(True)
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,27 +8,42 @@ exported ``supernet/`` preferred once written), a folder with ``config.json`` (w
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
 from oqatnets.data import ImageData
+from oqatnets.errors import CheckpointError, FileMissingError, InvalidArgumentError
 from oqatnets.supernet import OQATSupernet
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 
-__all__ = ['RUN_FILE', 'SUPERNET_DIR', 'load_model', 'load_supernet', 'data_cfg', 'export_model']
+__all__ = ['RUN_FILE', 'SUPERNET_DIR', 'read_run_file', 'load_model', 'load_supernet', 'data_cfg', 'export_model']
 
 RUN_FILE = 'run.json'
 SUPERNET_DIR = 'supernet'
 
 
+def read_run_file(folder: 'str | Path') -> dict[str, Any]:
+    """The ``run.json`` of a training run folder, or :class:`CheckpointError` naming it when unreadable."""
+    path = Path(folder) / RUN_FILE
+    try:
+        run = json.loads(path.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f'{path} is not valid JSON ({exc}); restore it or start a new run in another --out') from None
+    if not isinstance(run, dict) or not isinstance(run.get('model_args', {}), dict):
+        raise CheckpointError(f'{path} is not a run file of `oqat train supernet`; restore it or start a new run')
+    return run
+
+
 def _from_run_dir(path: Path) -> nn.Module:
-    import json
     if (path / SUPERNET_DIR / 'config.json').is_file():
         return load_model(str(path / SUPERNET_DIR))
-    run = json.loads((path / RUN_FILE).read_text())
+    run = read_run_file(path)
+    if 'model_args' not in run:
+        raise CheckpointError(f'{path / RUN_FILE} has no model_args; it was not written by `oqat train supernet`')
     supernet = OQATSupernet(**run['model_args'])
     supernet.load_state_dict(load_checkpoint(path / CHECKPOINT_NAME).model)
     supernet.pretrained_cfg = dict(run.get('pretrained_cfg') or {})
@@ -46,7 +61,7 @@ def load_model(source: str, *, num_classes: int | None = None) -> nn.Module:
     import oqatnets
     name = f'local-dir:{path}' if path.is_dir() and (path / 'config.json').is_file() else source
     if path.is_dir() and name == source:
-        raise FileNotFoundError(f'{path} has neither config.json nor {RUN_FILE}; pass an exported model folder, '
+        raise FileMissingError(f'{path} has neither config.json nor {RUN_FILE}; pass an exported model folder, '
                                 f'a training run folder or a zoo model name')
     return oqatnets.create_model(name, pretrained=True, num_classes=num_classes)
 
@@ -55,7 +70,7 @@ def load_supernet(source: str) -> OQATSupernet:
     """Like :func:`load_model`, refusing anything that is not an elastic supernet."""
     model = load_model(source)
     if not isinstance(model, OQATSupernet):
-        raise ValueError(f'{source} is a static {type(model).__name__}, not a supernet; pass the output of '
+        raise InvalidArgumentError(f'{source} is a static {type(model).__name__}, not a supernet; pass the output of '
                          f'`oqat train supernet` or `oqat inherit`')
     return model
 

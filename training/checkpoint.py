@@ -22,16 +22,15 @@ from typing import Any
 
 import torch
 
+from oqatnets._io import resolve_output
+from oqatnets.errors import CheckpointError
+
 __all__ = ['CheckpointError', 'TrainState', 'save_checkpoint', 'load_checkpoint', 'capture_rng',
            'restore_rng', 'CHECKPOINT_NAME', 'fingerprint_diff']
 
 CHECKPOINT_NAME = 'checkpoint.pt'
 _FORMAT = 'oqatnets-train-checkpoint'
 _VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt or belongs to another run; the message says what to do."""
 
 
 @dataclass
@@ -73,7 +72,7 @@ def restore_rng(state: dict[str, Any], streams: dict[str, random.Random]) -> Non
 
 def save_checkpoint(path: 'str | Path', state: TrainState) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
+    path = resolve_output(path)  # a symlinked checkpoint keeps its link; a device or FIFO is refused
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {'format': _FORMAT, 'version': _VERSION, 'step': state.step, 'epoch': state.epoch,
                'model': state.model, 'optimizer': state.optimizer, 'scheduler': state.scheduler,

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from oqatnets.data import TensorImageDataset, calibration_subset, eval_transform
+from oqatnets.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ['Split', 'split_holdout', 'eval_view', 'epoch_order', 'batches_from', 'fixed_batches',
            'calibration_batches']
@@ -28,7 +29,7 @@ class Split:
 def split_holdout(num_images: int, *, holdout_images: int, seed: int) -> Split:
     """A seeded random split of ``range(num_images)``; ``holdout_images`` go to the held-out part."""
     if not 0 <= holdout_images < num_images:
-        raise ValueError(f'cannot hold out {holdout_images} of {num_images} training images; '
+        raise InvalidArgumentError(f'cannot hold out {holdout_images} of {num_images} training images; '
                          f'pass --holdout between 0 and {num_images - 1}')
     order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed)).tolist()
     return Split(train=sorted(order[holdout_images:]), holdout=sorted(order[:holdout_images]))
@@ -44,8 +45,8 @@ def eval_view(dataset: Dataset, *, resolution: int) -> Dataset:
         return view
     from torchvision.datasets import ImageFolder
     if isinstance(dataset, ImageFolder):
-        return ImageFolder(dataset.root, transform=eval_transform(resolution))
-    raise TypeError(f'no evaluation view for {type(dataset).__name__}; use a builtin data set or an ImageFolder')
+        return ImageFolder(dataset.root, transform=eval_transform(resolution), loader=dataset.loader)
+    raise InvalidTypeError(f'no evaluation view for {type(dataset).__name__}; use a builtin data set or an ImageFolder')
 
 
 def epoch_order(num_images: int, *, epoch: int, seed: int, rank: int, world_size: int) -> list[int]:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from torch.utils.data import Dataset, Subset
 
+from oqatnets.errors import InvalidArgumentError
+
 from .artifacts import export_trained_supernet, write_run_file
 from .datasets import fixed_batches
 from .metrics import write_json
@@ -188,7 +190,7 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
     out = Path(out)
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise ValueError(f'{out} already holds a run; pass --overwrite to replace it or choose another --out')
+            raise InvalidArgumentError(f'{out} already holds a run; pass --overwrite to replace it or choose another --out')
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()

@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from oqatnets.errors import InvalidArgumentError
+
 __all__ = ['DistContext', 'init_distributed', 'all_reduce_gradients', 'broadcast_buffers', 'all_reduce_sum']
 
 
@@ -55,7 +57,7 @@ def init_distributed(*, device: 'str | None' = None) -> DistContext:
     rank, local_rank = int(os.environ.get('RANK', '0')), int(os.environ.get('LOCAL_RANK', '0'))
     use_cuda = torch.cuda.is_available() if device is None else device.startswith('cuda')
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError('--device cuda was asked for but CUDA is not available; use --device cpu')
+        raise InvalidArgumentError('--device cuda was asked for but CUDA is not available; use --device cpu')
     if use_cuda:
         torch.cuda.set_device(local_rank)
         dev = torch.device('cuda', local_rank)

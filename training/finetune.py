@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from oqatnets.evaluation import evaluate, resize_batch
+from oqatnets.errors import InvalidArgumentError
 
 from .distributed import DistContext
 from .losses import soft_target_loss
@@ -37,13 +38,15 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
     ``metrics.jsonl`` and ``summary.json`` under ``out_dir`` on the main rank.
     """
     if epochs < 1:
-        raise ValueError(f'finetuning needs --epochs 1 or more, got {epochs}')
+        raise InvalidArgumentError(f'finetuning needs --epochs 1 or more, got {epochs}')
     if hasattr(model, 'active_spec'):
-        raise ValueError('finetune takes a static subnet; extract one first (supernet.get_subnet(spec)) '
+        raise InvalidArgumentError('finetune takes a static subnet; extract one first (supernet.get_subnet(spec)) '
                          'or search the supernet with `oqat search`')
     if recipe.batch_size % ctx.world_size:
-        raise ValueError(f'batch size {recipe.batch_size} does not split over {ctx.world_size} ranks')
-    lr = lr or recipe.finetune_lr
+        raise InvalidArgumentError(f'batch size {recipe.batch_size} does not split over {ctx.world_size} ranks')
+    lr = recipe.finetune_lr if lr is None else lr
+    if not lr > 0:
+        raise InvalidArgumentError(f'lr must be positive, got {lr}')
     settings = LoopSettings(epochs=epochs, batch_size=recipe.batch_size // ctx.world_size,
                             checkpoint_every=checkpoint_every, log_every=log_every, data_seed=seed, desc='finetune')
     spe = settings.steps_per_epoch(len(train_set), ctx.world_size)

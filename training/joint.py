@@ -23,6 +23,7 @@ from oqatnets.evaluation import resize_batch
 from oqatnets.quant import FLOAT_BITS, set_bits, validate_bits
 from oqatnets.spec import SearchSpace, SubnetSpec
 from oqatnets.supernet import OQATSupernet
+from oqatnets.errors import InvalidArgumentError
 
 from .calibrate import evaluate_subnet
 from .distributed import DistContext
@@ -78,9 +79,9 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
     """
     validate_bits(bits)
     if epochs < 0 or float_epochs < 0 or epochs + float_epochs == 0:
-        raise ValueError(f'nothing to train: epochs={epochs}, float_epochs={float_epochs}; pass --epochs 1 or more')
+        raise InvalidArgumentError(f'nothing to train: epochs={epochs}, float_epochs={float_epochs}; pass --epochs 1 or more')
     if recipe.batch_size % ctx.world_size:
-        raise ValueError(f'batch size {recipe.batch_size} does not split over {ctx.world_size} ranks; '
+        raise InvalidArgumentError(f'batch size {recipe.batch_size} does not split over {ctx.world_size} ranks; '
                          f'pass a multiple of {ctx.world_size}')
     settings = LoopSettings(epochs=float_epochs + epochs, batch_size=recipe.batch_size // ctx.world_size,
                             checkpoint_every=checkpoint_every, log_every=log_every, data_seed=seed,

@@ -23,6 +23,8 @@ from .datasets import batches_from, epoch_order
 from .distributed import DistContext, all_reduce_gradients, broadcast_buffers
 from .metrics import MetricsLog, StageTimer, progress, write_json
 
+from oqatnets.errors import InvalidArgumentError
+
 __all__ = ['Amp', 'LoopSettings', 'LoopResult', 'TrainResult', 'run_loop', 'finish_run', 'StepFn']
 
 
@@ -71,7 +73,7 @@ class LoopSettings:
     def steps_per_epoch(self, num_images: int, world_size: int) -> int:
         steps = (num_images // world_size) // self.batch_size
         if steps < 1:
-            raise ValueError(f'{num_images} training images give no full batch of {self.batch_size} per rank; '
+            raise InvalidArgumentError(f'{num_images} training images give no full batch of {self.batch_size} per rank; '
                              f'lower --batch-size')
         return steps
 

@@ -12,23 +12,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from oqatnets._io import write_json
+
 __all__ = ['write_json', 'MetricsLog', 'StageTimer', 'progress']
-
-
-def write_json(path: 'str | Path', data: Any) -> Path:
-    """Write ``data`` as indented JSON atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write('\n')
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def progress(iterable: Iterable, *, enabled: bool, total: int | None = None, desc: str = '',

@@ -11,6 +11,7 @@ from typing import Iterable
 from torch.utils.data import Dataset, Subset
 
 from oqatnets.data import ImageData, TensorImageDataset
+from oqatnets.errors import InvalidArgumentError
 
 from .datasets import Split, calibration_batches, eval_view, fixed_batches, split_holdout
 from .presets import SPLIT_SEED
@@ -33,7 +34,7 @@ class PreparedData:
 
     def holdout_batches(self, *, batch_size: int) -> Iterable:
         if not len(self.holdout_set):
-            raise ValueError('no held-out images to search on; train and search with --holdout above 0')
+            raise InvalidArgumentError('no held-out images to search on; train and search with --holdout above 0')
         return fixed_batches(self.holdout_set, batch_size=batch_size, in_memory=self.in_memory,
                              num_workers=self.num_workers)
 
@@ -53,7 +54,7 @@ def prepare_data(source: str, *, holdout_images: int, calib_images: int, calib_b
     split = split_holdout(len(data.train), holdout_images=holdout_images, seed=split_seed)
     train_idx = split.train if train_images is None else split.train[:train_images]
     if not train_idx:
-        raise ValueError('no training images left; lower --holdout or raise --train-images')
+        raise InvalidArgumentError('no training images left; lower --holdout or raise --train-images')
     in_memory = isinstance(data.train, TensorImageDataset)
     view = eval_view(data.train, resolution=data.resolution)
     calib = calibration_batches(Subset(view, train_idx), num_images=calib_images, batch_size=calib_batch_size,

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from oqatnets.errors import InvalidArgumentError
+
 __all__ = ['Recipe', 'RECIPES', 'get_recipe', 'list_recipes', 'SPLIT_SEED']
 
 SPLIT_SEED = 20210401  # fixes which training images are held out for the search, across commands
@@ -48,19 +50,19 @@ class Recipe:
     def __post_init__(self) -> None:
         for name in ('batch_size', 'epochs', 'population', 'calib_images', 'calib_batch_size'):
             if getattr(self, name) < 1:
-                raise ValueError(f'Recipe.{name} must be at least 1, got {getattr(self, name)}')
+                raise InvalidArgumentError(f'Recipe.{name} must be at least 1, got {getattr(self, name)}')
         for name in ('float_epochs', 'inherit_epochs', 'holdout_images', 'num_random_subnets', 'generations'):
             if getattr(self, name) < 0:
-                raise ValueError(f'Recipe.{name} must not be negative, got {getattr(self, name)}')
+                raise InvalidArgumentError(f'Recipe.{name} must not be negative, got {getattr(self, name)}')
         if self.lr <= 0:
-            raise ValueError(f'Recipe.lr must be positive, got {self.lr}')
+            raise InvalidArgumentError(f'Recipe.lr must be positive, got {self.lr}')
 
     def override(self, **changes: Any) -> 'Recipe':
         """A copy with the given fields changed; ``None`` values mean "keep the preset's"."""
         known = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise ValueError(f'unknown recipe fields {unknown}; known: {", ".join(sorted(known))}')
+            raise InvalidArgumentError(f'unknown recipe fields {unknown}; known: {", ".join(sorted(known))}')
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,4 +95,4 @@ def get_recipe(name: str) -> Recipe:
     try:
         return RECIPES[name]
     except KeyError:
-        raise ValueError(f'unknown recipe {name!r}; known: {", ".join(list_recipes())}') from None
+        raise InvalidArgumentError(f'unknown recipe {name!r}; known: {", ".join(list_recipes())}') from None

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Literal
 from oqatnets.costs import profile
 from oqatnets.spec import SearchSpace, SubnetSpec
 from oqatnets.supernet import OQATSupernet
+from oqatnets.errors import InvalidArgumentError
 
 from .calibrate import evaluate_subnet
 
@@ -31,7 +32,7 @@ _MAX_TRIES = 200
 def cost_of(spec: SubnetSpec, *, space: SearchSpace, metric: BudgetMetric, num_classes: int) -> float:
     """The budgeted cost of ``spec``: BitOPs in G or MACs in M (``oqatnets.profile`` conventions)."""
     if metric not in ('bitops', 'macs'):
-        raise ValueError(f'unknown budget metric {metric!r}; use bitops or macs')
+        raise InvalidArgumentError(f'unknown budget metric {metric!r}; use bitops or macs')
     p = profile(spec, space=space, num_classes=num_classes)
     return p.bitops if metric == 'bitops' else p.macs
 
@@ -43,7 +44,7 @@ class ConstrainedSampler:
         self.space, self.bits, self.budget, self.metric, self.num_classes = space, bits, budget, metric, num_classes
         floor = self.cost(space.smallest(bits))
         if floor > budget:
-            raise ValueError(f'budget {budget:g} {metric} is below the smallest {bits}-bit subnet ({floor:.4g}); '
+            raise InvalidArgumentError(f'budget {budget:g} {metric} is below the smallest {bits}-bit subnet ({floor:.4g}); '
                              f'raise the budget')
 
     def cost(self, spec: SubnetSpec) -> float:
@@ -162,7 +163,7 @@ def evolutionary_search(*, sampler: ConstrainedSampler, fitness: Callable[[Subne
                         parent_ratio: float = 0.25, mutation_ratio: float = 0.5) -> SearchResult:
     """OFA-style evolution: keep the top ``parent_ratio``, refill with mutants and crossovers."""
     if population < 2:
-        raise ValueError(f'population must be at least 2, got {population}')
+        raise InvalidArgumentError(f'population must be at least 2, got {population}')
     scored: dict[str, tuple[SubnetSpec, float]] = {}
 
     def score(spec: SubnetSpec) -> float:
@@ -215,16 +216,16 @@ def resolve_budgets(text: str, *, space: SearchSpace, bits: int, metric: BudgetM
         except ValueError:
             n = 0
         if n < 1:
-            raise ValueError(f'--budgets {text!r}: write auto:N with N ≥ 1, e.g. auto:3')
+            raise InvalidArgumentError(f'--budgets {text!r}: write auto:N with N ≥ 1, e.g. auto:3')
         lo = cost_of(space.smallest(bits), space=space, metric=metric, num_classes=num_classes)
         hi = cost_of(space.largest(bits), space=space, metric=metric, num_classes=num_classes)
         return [round(math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * (i + 1) / (n + 1)), 6) for i in range(n)]
     try:
         budgets = [float(b) for b in text.split(',') if b.strip()]
     except ValueError:
-        raise ValueError(f'--budgets {text!r}: give numbers separated by commas (e.g. 0.05,0.1) or auto:N') from None
+        raise InvalidArgumentError(f'--budgets {text!r}: give numbers separated by commas (e.g. 0.05,0.1) or auto:N') from None
     if not budgets or any(b <= 0 for b in budgets):
-        raise ValueError(f'--budgets {text!r}: give positive numbers separated by commas, or auto:N')
+        raise InvalidArgumentError(f'--budgets {text!r}: give positive numbers separated by commas, or auto:N')
     return budgets
 
 

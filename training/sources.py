@@ -19,12 +19,14 @@ import urllib.request
 from pathlib import Path
 
 import torchvision.datasets as tvd
+from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from oqatnets.data import IMAGENET_MEAN, IMAGENET_STD, ImageData, TensorImageDataset, eval_transform, train_transform
 from oqatnets.errors import DataError
 
-__all__ = ['BUILTIN_DATASETS', 'load_image_data', 'prepare_idx_dataset', 'default_data_root', 'DOWNLOAD_TIMEOUT_S']
+__all__ = ['BUILTIN_DATASETS', 'load_image_data', 'load_image', 'prepare_idx_dataset', 'default_data_root',
+           'DOWNLOAD_TIMEOUT_S']
 
 DOWNLOAD_TIMEOUT_S = 20.0
 _IDX_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
@@ -126,17 +128,33 @@ def _builtin_data(name: str, root: 'str | Path | None', size: int) -> ImageData:
         class_names=info['classes'])
 
 
+def load_image(path: str) -> Image.Image:
+    """An image file as RGB, or :class:`DataError` naming the file (not an image, truncated, a
+    decompression bomb): one bad file in a data folder must not end a run with a traceback."""
+    if not os.path.isfile(path):  # a FIFO or device would block or never end
+        raise DataError(f'{path} is not a regular file; image paths must name image files')
+    try:
+        with Image.open(path) as image:
+            return image.convert('RGB')
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f'cannot read image {path} ({" ".join(str(exc).split())[:160]}); '
+                        'remove or replace the file') from None
+
+
 def _folder_data(path: Path, resolution: int) -> ImageData:
     val_dir = next((path / d for d in ('val', 'validation', 'test') if (path / d).is_dir()), None)
     if not (path / 'train').is_dir() or val_dir is None:
         raise DataError(f'{path} is not a data folder: expected train/ and val/ (or test/) ImageFolder sub-folders')
     try:
-        train = ImageFolder(str(path / 'train'), transform=train_transform(resolution))
-        val = ImageFolder(str(val_dir), transform=eval_transform(resolution))
+        train = ImageFolder(str(path / 'train'), transform=train_transform(resolution), loader=load_image)
+        val = ImageFolder(str(val_dir), transform=eval_transform(resolution), loader=load_image)
     except FileNotFoundError as exc:  # ImageFolder's "found no valid file for the classes ..."
         raise DataError(f'{path}: {exc}') from None
     if train.classes != val.classes:
         raise DataError(f'{path}: train/ and {val_dir.name}/ have different class folders')
+    if len(train.classes) < 2:
+        raise DataError(f'{path / "train"} has {len(train.classes)} class folder; a classifier needs at least 2 '
+                        '(one sub-folder of images per class)')
     return ImageData(name=path.name, train=train, val=val, num_classes=len(train.classes), resolution=resolution,
                      mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names=tuple(train.classes), crop_pct=0.875)
 
