@@ -1,7 +1,9 @@
 """What a saved model says about itself: ``config.json`` (timm's schema) and the model card.
 
-``config.json`` holds ``architecture`` (a name :func:`oqatnets.create_model` and timm can
-build), ``num_classes``, ``num_features``, ``model_args`` (the arguments that rebuild the
+``config.json`` holds ``architecture`` (``oqatnet`` or ``oqat_supernet``: generic names that
+:func:`oqatnets.create_model` and timm build from ``model_args`` alone; the registry entry the
+weights came from stays in ``pretrained_cfg``), ``num_classes``, ``num_features``,
+``model_args`` (the arguments that rebuild the
 model), ``pretrained_cfg`` and a ``quantization`` block. The model card ``README.md`` has Hub
 front matter, the profile computed by :func:`oqatnets.profile` and only accuracies that were
 measured (or reported by a named source, labelled as such).
@@ -58,7 +60,7 @@ def model_config(model: nn.Module, overrides: 'PretrainedCfg | dict[str, Any] | 
             cfg[key] = own[key]
     clean = PretrainedCfg.from_dict(cfg).to_dict(remove_source=True)
     return {
-        'architecture': clean['architecture'],
+        'architecture': model.architecture,  # generic: timm and oqatnets build it from model_args alone
         'num_classes': model.num_classes,
         'num_features': model.num_features,
         'global_pool': 'avg',
@@ -79,7 +81,7 @@ def parse_model_config(config: Any, *, where: str) -> tuple[PretrainedCfg, dict[
     if not isinstance(pretrained, dict):
         raise InvalidFileError(f'{where}: pretrained_cfg must be a JSON object')
     try:
-        cfg = PretrainedCfg.from_dict({**pretrained, 'architecture': config['architecture']})
+        cfg = PretrainedCfg.from_dict({'architecture': config['architecture'], **pretrained})
     except TypeError as exc:
         raise InvalidFileError(f'{where}: pretrained_cfg is malformed ({exc})') from None
     args = dict(config['model_args'])

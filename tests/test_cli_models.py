@@ -118,7 +118,7 @@ def test_convert_official_writes_a_loadable_folder(tmp_path):
     result = run('convert-official', OFFICIAL_B2, tmp_path / 'b2')
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / 'b2' / 'config.json').read_text())
-    assert config['architecture'] == 'oqat_supernet_mbv3_w2a2' and config['model_args']['bits'] == 2
+    assert config['architecture'] == 'oqat_supernet' and config['model_args']['bits'] == 2
     assert config['pretrained_cfg']['license'] == 'other'
     supernet = oqatnets.create_model(f'local-dir:{tmp_path / "b2"}', pretrained=True)
     reference = oqatnets.load_official_supernet(OFFICIAL_B2)
