@@ -1,7 +1,8 @@
 """The ``oqat`` click application: the group, its error map, and the commands registered one way.
 
 Command modules (``models``, ``training``) define plain click commands and never import this
-module; this module imports them and adds them to the group. Exit statuses: 0 success, 1 a
+module; the group imports them and adds their commands on first need (not for ``--version``,
+so ``oqat --version`` starts without torch). Exit statuses: 0 success, 1 a
 known error (:class:`oqatnets.OQATNetsError`, or an operating-system error on a named file,
 or a Hub transfer error), 2 bad usage (click's convention; also a bad argument value that the
 library reports as :class:`~oqatnets.errors.InvalidArgumentError`). Each known error prints
@@ -17,8 +18,6 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, Offl
 
 from oqatnets.errors import OQATNetsError
 
-from . import models, training
-
 __all__ = ['cli', 'main']
 
 _HUB_ERRORS = (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled)
@@ -29,7 +28,26 @@ def _one_line(exc: BaseException) -> str:
 
 
 class OqatGroup(click.Group):
-    """A click group that turns known errors into one line on stderr and their exit status."""
+    """A click group that turns known errors into one line on stderr and their exit status, and loads
+    its command modules when a command is listed or looked up."""
+
+    _loaded = False
+
+    def _load_commands(self) -> None:
+        if self._loaded:
+            return
+        from . import models, training  # here, not at the top: they import torch, --version must not
+        for command in (*models.COMMANDS, *training.COMMANDS):
+            self.add_command(command)
+        self._loaded = True
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> 'click.Command | None':
+        self._load_commands()
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -55,10 +73,6 @@ class OqatGroup(click.Group):
 @click.version_option(package_name='oqatnets', prog_name='oqat')
 def cli() -> None:
     """OQATNets: list, profile, evaluate, finetune, export, convert and publish 2/3/4-bit networks."""
-
-
-for _command in (*models.COMMANDS, *training.COMMANDS):
-    cli.add_command(_command)
 
 
 def main() -> None:

@@ -9,15 +9,11 @@ here and registered with timm's own ``register_model``, which reads this module'
 ``local-dir:`` source loads from there, not from the registry entry), so weights, tags and
 ``pretrained_cfg`` behave the same in both. Only entries with published weights advertise an ``hf_hub_id`` to timm.
 
-timm is imported lazily: if it is already imported, registration happens now; otherwise a
-one-shot import hook registers right after ``import timm`` finishes, so ``import oqatnets``
-stays fast.
+When this happens is decided by :mod:`oqatnets._timm_hook` (right after ``import timm``, so
+``import oqatnets`` stays fast).
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +24,7 @@ from . import registry
 from .factory import GENERIC_ARCHITECTURES, create_model
 from .pretrained import TIMM_FIELDS
 
-__all__ = ['register_with_timm', 'install', 'resolve_source']
+__all__ = ['register_with_timm', 'subscribe', 'resolve_source']
 
 default_cfgs: dict[str, Any] = {}  # read by timm's register_model
 _registered: set[str] = set()
@@ -130,34 +126,6 @@ def register_with_timm(names: list[str] | None = None) -> list[str]:
     return added
 
 
-class _TimmImportHook(importlib.abc.MetaPathFinder):
-    """Wraps timm's loader once so registration runs right after ``import timm`` completes."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != 'timm':
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
-        original = loader.exec_module
-
-        def exec_module(module):
-            original(module)
-            _subscribe()
-        loader.exec_module = exec_module
-        return spec
-
-
-def _subscribe() -> None:
+def subscribe() -> None:
+    """Register every table's names with timm, now and whenever a table is registered later."""
     registry.on_register(lambda names: register_with_timm(names) if names else None)
-
-
-def install() -> None:
-    """Register now if timm is imported, else once it is (idempotent)."""
-    if 'timm' in sys.modules:
-        if not _registered:
-            _subscribe()
-    elif not any(isinstance(f, _TimmImportHook) for f in sys.meta_path):
-        sys.meta_path.insert(0, _TimmImportHook())
