@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from oqatnets import registry
 from oqatnets.data import CALIBRATION_SEED, ImageData, calibration_subset
+from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.factory import create_model
 from oqatnets.hub import atomic_path, save_pretrained
@@ -61,7 +62,7 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
     """Extract, recalibrate, evaluate and save every zoo entry of ``supernet_name``'s bit-width."""
     supernet = create_model(supernet_name, pretrained=True, cache_dir=cache_dir)
     if not isinstance(supernet, OQATSupernet):
-        raise ValueError(f'{supernet_name} is not a supernet (its config has a spec); pass a supernet name or folder')
+        raise InvalidArgumentError(f'{supernet_name} is not a supernet (its config has a spec); pass a supernet name or folder')
     entries = zoo_entries_for(supernet)
     if not entries:
         raise ValueError(f'no registered zoo entries for a {supernet.bits}-bit supernet of the '
@@ -92,7 +93,8 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
         cfg = registry.get_pretrained_cfg(entry.name).replace(supernet=entry.cfg.supernet or supernet_name)
         subnet.pretrained_cfg = cfg.to_dict()
         folder = save_pretrained(subnet, out / entry.name, dataset=images.name, pretrained_cfg=cfg,
-                                 metrics={'top1': metrics['top1'], 'top5': metrics['top5'], 'source': source})
+                                 metrics={'top1': metrics['top1'], 'top5': metrics['top5'], 'images': metrics['images'],
+                                          'split': 'validation', 'source': source})
         sha256 = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['sha256']
         results.append(BuildResult(entry.name, folder, metrics['top1'], metrics['top5'], metrics['images'], sha256))
         log(f'{entry.name}: top-1 {metrics["top1"]:.2f} %, top-5 {metrics["top5"]:.2f} % -> {folder}')
