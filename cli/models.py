@@ -8,9 +8,8 @@ from typing import Any, Sequence
 
 import click
 
+from .completion import complete_model_name
 from .errors import BadUsage
-
-
 
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
@@ -55,7 +54,7 @@ def list_cmd(pattern: str, pretrained: bool, as_json: bool) -> None:
 
 
 @click.command('info')
-@click.argument('name')
+@click.argument('name', shell_complete=complete_model_name)
 @click.option('--json', 'as_json', is_flag=True)
 def info_cmd(name: str, as_json: bool) -> None:
     """Show a registered model's pretrained cfg: spec, transform, profile, accuracy, hub id, sha256."""
@@ -69,7 +68,7 @@ def info_cmd(name: str, as_json: bool) -> None:
 
 
 @click.command('profile')
-@click.argument('target')
+@click.argument('target', shell_complete=complete_model_name)
 @click.option('--space', default=None, help="Search space of a SPEC (default 'imagenet').")
 @click.option('--num-classes', type=int, default=None)
 @click.option('--json', 'as_json', is_flag=True)
@@ -96,7 +95,7 @@ def _load(name: str, cache_dir: str | None = None):
 
 
 @click.command('eval')
-@click.argument('name')
+@click.argument('name', shell_complete=complete_model_name)
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
 @click.option('--recalibrate-bn', 'recalibrate', type=int, default=0, show_default=True,
               help='Recalibrate BN on this many training images first (0: no).')
@@ -132,14 +131,14 @@ def _label_names(model) -> list[str]:
     names = model.pretrained_cfg.get('label_names')
     if names:
         return list(names)
-    if model.num_classes == 1000:
-        from torchvision.models._meta import _IMAGENET_CATEGORIES
-        return list(_IMAGENET_CATEGORIES)
+    if model.num_classes == 1000:  # ImageNet-1k: torchvision's public weights metadata
+        from torchvision.models import MobileNet_V3_Large_Weights
+        return list(MobileNet_V3_Large_Weights.IMAGENET1K_V1.meta['categories'])
     return [str(i) for i in range(model.num_classes)]
 
 
 @click.command('predict')
-@click.argument('name')
+@click.argument('name', shell_complete=complete_model_name)
 @click.argument('images', nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option('--top', type=int, default=5, show_default=True)
 @click.option('--cache-dir', default=None)
@@ -172,14 +171,16 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
 
 
 @click.command('export')
-@click.argument('name')
+@click.argument('name', shell_complete=complete_model_name)
 @click.argument('out', type=click.Path(dir_okay=False))
 @click.option('--format', 'fmt', type=click.Choice(['onnx', 'packed']), required=True)
 @click.option('--check/--no-check', default=True, show_default=True, help='Compare onnxruntime with PyTorch.')
 @click.option('--cache-dir', default=None)
-def export_cmd(name: str, out: str, fmt: str, check: bool, cache_dir: str | None) -> None:
+@click.option('--json', 'as_json', is_flag=True)
+def export_cmd(name: str, out: str, fmt: str, check: bool, cache_dir: str | None, as_json: bool) -> None:
     """Write NAME's weights as ONNX (QCDQ) or as the packed low-bit safetensors file."""
     model = _load(name, cache_dir)
+    result: dict[str, Any] = {}
     if fmt == 'packed':
         from oqatnets.weights import save_packed
         path = save_packed(model, out)
@@ -188,20 +189,26 @@ def export_cmd(name: str, out: str, fmt: str, check: bool, cache_dir: str | None
         path = export_onnx(model, out)
         if check:
             result = check_onnx(model, path)
-            click.echo(f'onnxruntime check: max |diff| {result["max_abs_diff"]:.3g}, '
-                       f'top-1 agreement {result["top1_agreement"]:.0%}')
-    click.echo(f'wrote {path} ({Path(path).stat().st_size / 1e6:.3f} MB)')
+            if not as_json:
+                click.echo(f'onnxruntime check: max |diff| {result["max_abs_diff"]:.3g}, '
+                           f'top-1 agreement {result["top1_agreement"]:.0%}')
+    size = Path(path).stat().st_size
+    if as_json:
+        _echo_json({'model': name, 'format': fmt, 'path': str(path), 'bytes': size, 'check': result or None})
+    else:
+        click.echo(f'wrote {path} ({size / 1e6:.3f} MB)')
 
 
 @click.command('push')
-@click.argument('source')
+@click.argument('source', shell_complete=complete_model_name)
 @click.argument('repo_id')
 @click.option('--cache-dir', default=None, help='Publish into this local Hugging Face cache instead of the network.')
 @click.option('--revision', default=None)
 @click.option('--private', is_flag=True)
 @click.option('--token', default=None, envvar='HF_TOKEN')
+@click.option('--json', 'as_json', is_flag=True)
 def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | None, private: bool,
-             token: str | None) -> None:
+             token: str | None, as_json: bool) -> None:
     """Publish a saved folder (or a model NAME's weights) to the Hub as REPO_ID."""
     import oqatnets
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,21 +217,28 @@ def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | N
             folder = oqatnets.save_pretrained(_load(source), Path(tmp) / 'model')
         if cache_dir:
             snapshot = oqatnets.publish_to_cache(folder, repo_id, cache_dir=cache_dir, revision=revision or 'main')
-            click.echo(f'published {repo_id} into the local Hub cache: {snapshot}')
+            row = {'repo_id': repo_id, 'revision': revision or 'main', 'snapshot': str(snapshot), 'url': None}
+            message = f'published {repo_id} into the local Hub cache: {snapshot}'
         else:
             url = oqatnets.push_to_hub(folder, repo_id, token=token, revision=revision, private=private)
-            click.echo(f'pushed {repo_id}: {url}')
+            row = {'repo_id': repo_id, 'revision': revision, 'snapshot': None, 'url': url}
+            message = f'pushed {repo_id}: {url}'
+    _echo_json(row) if as_json else click.echo(message)
 
 
 @click.command('convert-official')
 @click.argument('src', type=click.Path(exists=True, dir_okay=False))
 @click.argument('dst', type=click.Path(file_okay=False))
 @click.option('--bits', type=int, default=None, help='Bit-width (default: read from the file name, ..._b2).')
-def convert_official_cmd(src: str, dst: str, bits: int | None) -> None:
+@click.option('--json', 'as_json', is_flag=True)
+def convert_official_cmd(src: str, dst: str, bits: int | None, as_json: bool) -> None:
     """Convert an authors' OQA supernet checkpoint to a safetensors folder (config.json + weights)."""
     import oqatnets
     supernet = oqatnets.load_official_supernet(src, bits=bits)
     folder = oqatnets.save_pretrained(supernet, dst, packed=False)
+    if as_json:
+        _echo_json({'folder': str(folder), 'bits': supernet.bits, 'load_name': f'local-dir:{folder}'})
+        return
     click.echo(f'wrote {folder} ({supernet.bits}-bit supernet); load it with '
                f"oqatnets.create_model('local-dir:{folder}', pretrained=True)")
 
@@ -235,7 +249,7 @@ def zoo_group() -> None:
 
 
 @click.command('build')
-@click.argument('supernet')
+@click.argument('supernet', shell_complete=complete_model_name)
 @click.argument('out', type=click.Path(file_okay=False))
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
 @click.option('--calib-images', type=int, default=2000, show_default=True)

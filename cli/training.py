@@ -133,7 +133,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
 @click.argument('src')
 @click.argument('dst', type=click.Path(file_okay=False))
 @click.option('--bits', type=int, required=True, help='Target bit-width, below the source\'s.')
-def inherit_cmd(src: str, dst: str, bits: int) -> None:
+@click.option('--json', 'as_json', is_flag=True, help='Print the result as JSON.')
+def inherit_cmd(src: str, dst: str, bits: int, as_json: bool) -> None:
     """Bit inheritance: write DST, the supernet SRC at --bits with every step size doubled per bit dropped."""
     from oqatnets.quant import get_bits
     from oqatnets.training.artifacts import export_model, load_model
@@ -142,7 +143,11 @@ def inherit_cmd(src: str, dst: str, bits: int) -> None:
     child = inherit_bits(model, bits)
     export_model(child, dst, description=f'{bits}-bit OQAT model inherited from the {get_bits(model)}-bit {src}',
                  extra_cfg={'supernet': str(src)})
-    click.echo(f'wrote {dst}: {bits}-bit, step sizes x{2 ** (get_bits(model) - bits)}')
+    scale = 2 ** (get_bits(model) - bits)
+    if as_json:
+        click.echo(json.dumps({'folder': str(dst), 'bits': bits, 'source_bits': get_bits(model), 'step_scale': scale}))
+    else:
+        click.echo(f'wrote {dst}: {bits}-bit, step sizes x{scale}')
 
 
 @click.command('calibrate')
