@@ -21,9 +21,13 @@ def _recipe(name: str, **overrides: Any):
     return get_recipe(name).override(**overrides)
 
 
-def _ctx(device: str | None):
+def _ctx(device: str | None, *, rank0_only: bool = False):
+    """This process's place under torchrun; ``rank0_only`` work joins no process group (see init_distributed)."""
     from oqatnets.training.distributed import init_distributed
-    return init_distributed(device=device)
+    ctx = init_distributed(device=device, join_group=not rank0_only)
+    if rank0_only and not ctx.is_main:
+        click.echo(f'rank {ctx.rank}: this command runs on rank 0 only; nothing to do here', err=True)
+    return ctx
 
 
 def _finish(ctx) -> None:
@@ -168,7 +172,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
     from oqatnets.training.artifacts import export_model, load_model
     from oqatnets.training.calibrate import calibrate_model, calibrated_subnet
     from oqatnets.training.prepare import prepare_data
-    ctx = _ctx(device)
+    ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:
         model = load_model(model_source)
         recipe = _recipe(model.space.name if model.space.name in ('small', 'imagenet') else 'imagenet')
@@ -217,7 +221,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
     from oqatnets.training.artifacts import load_supernet
     from oqatnets.training.pareto import run_search
     from oqatnets.training.prepare import prepare_data
-    ctx = _ctx(device)
+    ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:
         models = [load_supernet(s).to(ctx.device) for s in supernets]
         bits = [m.bits for m in models]
