@@ -2,11 +2,12 @@
 
 Command modules (``models``, ``training``) define plain click commands and never import this
 module; the group imports them and adds their commands on first need (not for ``--version``,
-so ``oqat --version`` starts without torch). Exit statuses: 0 success, 1 a
-known error (:class:`oqatnets.OQATNetsError`, or an operating-system error on a named file,
-or a Hub transfer error), 2 bad usage (click's convention; also a bad argument value that the
-library reports as :class:`~oqatnets.errors.InvalidArgumentError`). Each known error prints
-one line, ``Error: ...``; anything else is a bug and keeps its traceback. ``OQAT_DEBUG=1`` shows
+so ``oqat --version`` starts without torch). Exit statuses: 0 success; 1 a known error
+(:class:`oqatnets.OQATNetsError`, an operating-system error on a named file, a Hub transfer
+error, or a missing optional dependency, printed with its ``pip install`` line); 2 bad usage
+(click's convention; also a bad argument value that the library reports as
+:class:`~oqatnets.errors.InvalidArgumentError`). Each known error prints one line,
+``Error: ...``; anything else is a bug and keeps its traceback. ``OQAT_DEBUG=1`` shows
 the traceback of known errors too.
 """
 from __future__ import annotations
@@ -21,6 +22,13 @@ from oqatnets.errors import OQATNetsError
 __all__ = ['cli', 'main']
 
 _HUB_ERRORS = (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled)
+# optional dependencies (module -> the extra that installs it), named with their install line when missing
+OPTIONAL_DEPENDENCIES = {'onnx': 'onnx', 'onnxruntime': 'onnx', 'tensorboard': 'tensorboard'}
+
+
+def install_hint(module: str) -> str:
+    """One line saying which optional dependency is missing and how to install it."""
+    return f"this needs the optional dependency {module}: pip install 'oqatnets[{OPTIONAL_DEPENDENCIES[module]}]'"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -56,6 +64,11 @@ class OqatGroup(click.Group):
             self._fail(ctx, _one_line(exc), exc.exit_code)
         except _HUB_ERRORS as exc:
             self._fail(ctx, f'Hugging Face Hub: {_one_line(exc)}', 1)
+        except ModuleNotFoundError as exc:
+            top = (exc.name or '').split('.')[0]
+            if top not in OPTIONAL_DEPENDENCIES:
+                raise
+            self._fail(ctx, install_hint(top), 1)
         except OSError as exc:
             if exc.filename is None:  # not about a file the user named: a bug or the machine, keep the traceback
                 raise

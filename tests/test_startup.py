@@ -30,3 +30,22 @@ def test_timm_registration_whatever_the_import_order():
     for code in ('import oqatnets, timm', 'import timm, oqatnets',
                  "import oqatnets; oqatnets.create_model('oqat_2bit_m'); import timm"):
         assert _run(f"{code}\nprint('oqat_2bit_m' in timm.list_models('oqat*'))").strip() == 'True', code
+
+
+def test_a_missing_optional_dependency_prints_its_install_line(monkeypatch):
+    import click
+    from click.testing import CliRunner
+
+    from oqatnets.cli.main import cli
+
+    @click.command('needs-onnx')
+    def needs_onnx() -> None:
+        raise ModuleNotFoundError("No module named 'onnx'", name='onnx')
+
+    cli.add_command(needs_onnx)
+    try:
+        result = CliRunner().invoke(cli, ['needs-onnx'])
+    finally:
+        cli.commands.pop('needs-onnx')
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: this needs the optional dependency onnx: pip install 'oqatnets[onnx]'"
