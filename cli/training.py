@@ -7,8 +7,10 @@ writes files.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -49,6 +51,38 @@ _data = click.option('--data', 'data_source', required=True,
 _seed = click.option('--seed', type=int, default=0, show_default=True)
 
 
+def default_workers() -> int:
+    """DataLoader workers for folder data sets: the CPUs of this process less one for the main loop, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(0, min(8, cpus - 1))
+
+
+def _loop_options(f: Callable) -> Callable:
+    """--workers, --clip-grad and --tensorboard, shared by the training commands."""
+    f = click.option('--tensorboard', is_flag=True,
+                     help="Also log each epoch to OUT/tensorboard (pip install 'oqatnets[tensorboard]').")(f)
+    f = click.option('--clip-grad', type=float, default=None,
+                     help='Clip the global gradient norm to this value (default: no clipping).')(f)
+    f = click.option('--workers', type=int, default=None,
+                     help='DataLoader worker processes for folder data sets (default: CPUs - 1, at most 8; '
+                          'in-memory data sets use none).')(f)
+    return f
+
+
+def _loop_settings(ctx, prepared, *, workers: int | None, clip_grad: float | None,
+                   tensorboard: bool) -> dict[str, Any]:
+    workers = default_workers() if workers is None else workers
+    return {'num_workers': 0 if prepared.in_memory else workers, 'pin_memory': ctx.device.type == 'cuda',
+            'clip_grad': clip_grad,
+            'tensorboard': tensorboard}
+
+
+def _console_logging(ctx) -> None:
+    """One line per epoch on the console (rank 0), through logging instead of print."""
+    if ctx.is_main:
+        logging.basicConfig(level=logging.INFO, format='%(message)s')
+
+
 def _split_of(source: str, holdout: int | None, recipe) -> tuple[int, int]:
     """(holdout images, split seed): explicit, else the training run's, else the recipe's."""
     from oqatnets.training.artifacts import RUN_FILE
@@ -83,12 +117,14 @@ def train_group() -> None:
 @click.option('--resume', is_flag=True, help='Continue the run in --out exactly where it stopped.')
 @click.option('--checkpoint-every', type=int, default=50, show_default=True, help='Steps between checkpoints.')
 @click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.')
+@_loop_options
 @_seed
 @_device
 def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bits: int, epochs: int | None,
                        float_epochs: int | None, batch_size: int | None, lr: float | None, num_random: int | None,
                        holdout: int | None, train_images: int | None, eval_images: int, init_source: str | None,
-                       out: str, resume: bool, checkpoint_every: int, no_amp: bool, seed: int, device: str | None) -> None:
+                       out: str, resume: bool, checkpoint_every: int, no_amp: bool, workers: int | None,
+                       clip_grad: float | None, tensorboard: bool, seed: int, device: str | None) -> None:
     """Jointly train a quantized supernet with the sandwich rule; exports OUT/supernet at the end."""
     from oqatnets.quant import FLOAT_BITS, get_bits, set_bits, validate_bits
     from oqatnets.supernet import OQATSupernet
@@ -102,8 +138,10 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                      holdout_images=holdout, float_epochs=float_epochs)
     epochs = recipe.epochs if epochs is None else epochs
     ctx = _ctx(device)
+    _console_logging(ctx)
     prepared = prepare_data(data_source, holdout_images=recipe.holdout_images, calib_images=recipe.calib_images,
-                            calib_batch_size=recipe.calib_batch_size, train_images=train_images)
+                            calib_batch_size=recipe.calib_batch_size, train_images=train_images,
+                            num_workers=default_workers() if workers is None else workers)
     data = prepared.data
     if init_source:
         supernet = load_supernet(init_source)
@@ -126,7 +164,9 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                             epochs=epochs, float_epochs=recipe.float_epochs, out_dir=out_dir, ctx=ctx, resume=resume,
                             seed=seed, checkpoint_every=checkpoint_every, amp=not no_amp,
                             calib_batches=prepared.calib if val is not None else None, eval_batches=val,
-                            run_info=run_info)
+                            run_info=run_info, loop_options=_loop_settings(ctx, prepared, workers=workers,
+                                                                           clip_grad=clip_grad,
+                                                                           tensorboard=tensorboard))
     if ctx.is_main:
         export_trained_supernet(supernet, out_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
     _echo(ctx, result.summary)
@@ -262,19 +302,21 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
 @click.option('--resume', is_flag=True)
 @click.option('--checkpoint-every', type=int, default=50, show_default=True)
 @click.option('--no-amp', is_flag=True)
+@_loop_options
 @_seed
 @_device
 def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | None, lr: float | None,
                  batch_size: int | None, resolution: int | None, teacher: str | None, kd_ratio: float,
-                 train_images: int | None, resume: bool, checkpoint_every: int, no_amp: bool, seed: int,
-                 device: str | None) -> None:
+                 train_images: int | None, resume: bool, checkpoint_every: int, no_amp: bool, workers: int | None,
+                 clip_grad: float | None, tensorboard: bool, seed: int, device: str | None) -> None:
     """Finetune a static subnet or zoo model on a data set (any number of classes), bits kept."""
     from oqatnets.training.artifacts import export_model, load_model
     from oqatnets.training.finetune import finetune
     from oqatnets.training.prepare import prepare_data
     ctx = _ctx(device)
+    _console_logging(ctx)
     prepared = prepare_data(data_source, holdout_images=0, calib_images=1, calib_batch_size=1,
-                            train_images=train_images)
+                            train_images=train_images, num_workers=default_workers() if workers is None else workers)
     data = prepared.data
     model = load_model(model_source, num_classes=data.num_classes)
     recipe = _recipe(model.space.name if model.space.name in ('small', 'imagenet') else 'imagenet',
@@ -285,7 +327,9 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                       teacher=load_model(teacher, num_classes=data.num_classes) if teacher else None,
                       kd_ratio=kd_ratio, resume=resume, seed=seed, checkpoint_every=checkpoint_every,
                       amp=not no_amp, eval_batches=prepared.val_batches(batch_size=recipe.calib_batch_size),
-                      run_info={'model': model_source, 'data': data_source, 'teacher': teacher})
+                      run_info={'model': model_source, 'data': data_source, 'teacher': teacher},
+                      loop_options=_loop_settings(ctx, prepared, workers=workers, clip_grad=clip_grad,
+                                                  tensorboard=tensorboard))
     if ctx.is_main:
         last = result.summary['last_epoch'] or {}
         metrics = {'top1': last.get('val_top1'), 'top5': last.get('val_top5'),

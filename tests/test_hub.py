@@ -197,7 +197,8 @@ def test_model_card_license_and_base_model_rules(tmp_path):
     data = ModelCard.load(local / 'README.md').data
     assert data.base_model is None and data.eval_results is None  # a path is no Hub id; nothing was measured
     assert (data.license, data.license_name) == ('other', 'oqa-authors-no-license') and data.license_link
-    unpublished = oqatnets.save_pretrained(model, tmp_path / 'b', pretrained_cfg={'supernet': 'oqat_supernet_mbv3_w2a2'},
+    parent = {'supernet': 'oqat_supernet_mbv3_w2a2'}
+    unpublished = oqatnets.save_pretrained(model, tmp_path / 'b', pretrained_cfg=parent,
                                            metrics={'top1': 12.0, 'images': 64, 'split': 'test'}, dataset='cifar10')
     data = ModelCard.load(unpublished / 'README.md').data
     assert data.base_model is None

@@ -68,8 +68,10 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
                    out_dir: 'str | Path', ctx: DistContext, float_epochs: int = 0, resume: bool = False,
                    seed: int = 0, checkpoint_every: int = 0, log_every: int = 20, amp: bool = True,
                    calib_batches: Iterable | None = None, eval_batches: Iterable | None = None,
-                   run_info: dict[str, Any] | None = None) -> TrainResult:
+                   run_info: dict[str, Any] | None = None, loop_options: dict[str, Any] | None = None) -> TrainResult:
     """Jointly train ``supernet`` in place: ``float_epochs`` at 32 bits, then ``epochs`` at ``bits``.
+
+    ``loop_options`` are further :class:`LoopSettings` fields (workers, pin_memory, clip_grad, tensorboard).
 
     ``train_set`` must exclude any held-out images. With ``calib_batches`` and ``eval_batches``,
     each epoch ends with the largest and smallest subnets evaluated after BN recalibration.
@@ -84,7 +86,7 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
                          f'pass a multiple of {ctx.world_size}')
     settings = LoopSettings(epochs=float_epochs + epochs, batch_size=recipe.batch_size // ctx.world_size,
                             checkpoint_every=checkpoint_every, log_every=log_every, data_seed=seed,
-                            desc=f'supernet {bits}-bit')
+                            desc=f'supernet {bits}-bit', **(loop_options or {}))
     spe = settings.steps_per_epoch(len(train_set), ctx.world_size)
     float_steps = float_epochs * spe
     quant_steps = epochs * spe
