@@ -58,7 +58,12 @@ def default_workers() -> int:
 
 
 def _loop_options(f: Callable) -> Callable:
-    """--workers, --clip-grad and --tensorboard, shared by the training commands."""
+    """--workers, --opt, --clip-grad, --model-ema and --tensorboard, shared by the training commands."""
+    f = click.option('--model-ema', 'ema_decay', type=float, default=None,
+                     help="Keep timm's ModelEmaV3 of the weights with this decay (e.g. 0.9998) and export it.")(f)
+    f = click.option('--opt', 'optimizer', default='sgd', show_default=True,
+                     help="Optimizer: the recipe's SGD, or any name timm.optim.create_optimizer_v2 knows "
+                          '(adamw, lamb …).')(f)
     f = click.option('--tensorboard', is_flag=True,
                      help="Also log each epoch to OUT/tensorboard (pip install 'oqatnets[tensorboard]').")(f)
     f = click.option('--clip-grad', type=float, default=None,
@@ -69,12 +74,11 @@ def _loop_options(f: Callable) -> Callable:
     return f
 
 
-def _loop_settings(ctx, prepared, *, workers: int | None, clip_grad: float | None,
-                   tensorboard: bool) -> dict[str, Any]:
+def _loop_settings(ctx, prepared, *, workers: int | None, clip_grad: float | None, tensorboard: bool,
+                   ema_decay: float | None, optimizer: str) -> dict[str, Any]:
     workers = default_workers() if workers is None else workers
     return {'num_workers': 0 if prepared.in_memory else workers, 'pin_memory': ctx.device.type == 'cuda',
-            'clip_grad': clip_grad,
-            'tensorboard': tensorboard}
+            'clip_grad': clip_grad, 'tensorboard': tensorboard, 'ema_decay': ema_decay, 'optimizer': optimizer}
 
 
 def _console_logging(ctx) -> None:
@@ -124,7 +128,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                        float_epochs: int | None, batch_size: int | None, lr: float | None, num_random: int | None,
                        holdout: int | None, train_images: int | None, eval_images: int, init_source: str | None,
                        out: str, resume: bool, checkpoint_every: int, no_amp: bool, workers: int | None,
-                       clip_grad: float | None, tensorboard: bool, seed: int, device: str | None) -> None:
+                       clip_grad: float | None, tensorboard: bool, ema_decay: float | None, optimizer: str, seed: int,
+                       device: str | None) -> None:
     """Jointly train a quantized supernet with the sandwich rule; exports OUT/supernet at the end."""
     from oqatnets.quant import FLOAT_BITS, get_bits, set_bits, validate_bits
     from oqatnets.supernet import OQATSupernet
@@ -164,9 +169,10 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                             epochs=epochs, float_epochs=recipe.float_epochs, out_dir=out_dir, ctx=ctx, resume=resume,
                             seed=seed, checkpoint_every=checkpoint_every, amp=not no_amp,
                             calib_batches=prepared.calib if val is not None else None, eval_batches=val,
-                            run_info=run_info, loop_options=_loop_settings(ctx, prepared, workers=workers,
-                                                                           clip_grad=clip_grad,
-                                                                           tensorboard=tensorboard))
+                            run_info=run_info,
+                            loop_options=_loop_settings(ctx, prepared, workers=workers, clip_grad=clip_grad,
+                                                        tensorboard=tensorboard, ema_decay=ema_decay,
+                                                        optimizer=optimizer))
     if ctx.is_main:
         export_trained_supernet(supernet, out_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
     _echo(ctx, result.summary)
@@ -308,7 +314,8 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
 def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | None, lr: float | None,
                  batch_size: int | None, resolution: int | None, teacher: str | None, kd_ratio: float,
                  train_images: int | None, resume: bool, checkpoint_every: int, no_amp: bool, workers: int | None,
-                 clip_grad: float | None, tensorboard: bool, seed: int, device: str | None) -> None:
+                 clip_grad: float | None, tensorboard: bool, ema_decay: float | None, optimizer: str, seed: int,
+                 device: str | None) -> None:
     """Finetune a static subnet or zoo model on a data set (any number of classes), bits kept."""
     from oqatnets.training.artifacts import export_model, load_model
     from oqatnets.training.finetune import finetune
@@ -329,7 +336,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                       amp=not no_amp, eval_batches=prepared.val_batches(batch_size=recipe.calib_batch_size),
                       run_info={'model': model_source, 'data': data_source, 'teacher': teacher},
                       loop_options=_loop_settings(ctx, prepared, workers=workers, clip_grad=clip_grad,
-                                                  tensorboard=tensorboard))
+                                                  tensorboard=tensorboard, ema_decay=ema_decay, optimizer=optimizer))
     if ctx.is_main:
         last = result.summary['last_epoch'] or {}
         metrics = {'top1': last.get('val_top1'), 'top5': last.get('val_top5'),

@@ -40,3 +40,27 @@ def test_tensorboard_needs_its_extra(tmp_path):
 
 def test_default_workers_leave_a_cpu_for_the_loop():
     assert 0 <= default_workers() <= 8
+
+
+def test_finetune_with_adamw_clipping_and_ema_ends_with_the_ema_weights(tmp_path):
+    import random
+
+    from safetensors.torch import load_file
+
+    from oqatnets import OQATNet
+    from oqatnets.training.distributed import init_distributed
+    from oqatnets.training.finetune import finetune
+    from oqatnets.training.optim import build_optimizer
+    from oqatnets.training.presets import get_recipe
+    from training_helpers import TINY_SPACE, synthetic_dataset
+
+    assert type(build_optimizer(torch.nn.Linear(2, 2), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
+                                opt='adamw')).__name__ == 'AdamW'
+    torch.manual_seed(0)
+    model = OQATNet(TINY_SPACE.sample(2, random.Random(0)).replace(resolution=24), space=TINY_SPACE, num_classes=4)
+    recipe = get_recipe('small').override(batch_size=16)
+    finetune(model=model, train_set=synthetic_dataset(64), recipe=recipe, epochs=1, resolution=24, out_dir=tmp_path,
+             ctx=init_distributed(device='cpu'), lr=0.01, amp=False,
+             loop_options={'ema_decay': 0.5, 'optimizer': 'adamw', 'clip_grad': 1.0})
+    ema = load_file(str(tmp_path / 'ema.safetensors'))
+    assert all(torch.equal(ema[k], v.cpu()) for k, v in model.state_dict().items())

@@ -34,7 +34,8 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
              loop_options: dict[str, Any] | None = None) -> TrainResult:
     """Train ``model`` in place on ``train_set`` at ``resolution`` for ``epochs`` (LR ``lr`` or the recipe's).
 
-    ``loop_options`` are further :class:`LoopSettings` fields (workers, pin_memory, clip_grad, tensorboard).
+    ``loop_options`` are further :class:`LoopSettings` fields (workers, pin_memory, clip_grad, tensorboard,
+    ema_decay) and ``optimizer`` (a timm optimizer name; default the recipe's SGD).
 
     ``eval_batches`` (validation images) give a top-1 per epoch. Writes ``checkpoint.pt``,
     ``metrics.jsonl`` and ``summary.json`` under ``out_dir`` on the main rank.
@@ -47,13 +48,15 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
     if recipe.batch_size % ctx.world_size:
         raise ValueError(f'batch size {recipe.batch_size} does not split over {ctx.world_size} ranks')
     lr = lr or recipe.finetune_lr
+    loop_options = dict(loop_options or {})
+    opt = loop_options.pop('optimizer', 'sgd')
     settings = LoopSettings(epochs=epochs, batch_size=recipe.batch_size // ctx.world_size,
                             checkpoint_every=checkpoint_every, log_every=log_every, data_seed=seed, desc='finetune',
-                            **(loop_options or {}))
+                            **loop_options)
     spe = settings.steps_per_epoch(len(train_set), ctx.world_size)
     model.to(ctx.device, memory_format=torch.channels_last)  # faster conv backward, as in joint training
     optimizer = build_optimizer(model, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                                weight_decay=recipe.weight_decay)
+                                weight_decay=recipe.weight_decay, opt=opt)
     total = epochs * spe
     scheduler = build_scheduler(optimizer, phases=[(total, min(total, round(recipe.warmup_epochs * spe)))])
     mixed = Amp(ctx.device, enabled=amp)

@@ -17,8 +17,11 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file, save_file
+from timm.utils import ModelEmaV3
 from torch.utils.data import Dataset
 
+from oqatnets._io import atomic_path
 from oqatnets.errors import MissingDependencyError
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, TrainState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -84,6 +87,7 @@ class LoopSettings:
     pin_memory: bool = False  # page-locked batches for faster host-to-GPU copies
     clip_grad: float | None = None  # max global gradient norm; None: no clipping
     tensorboard: bool = False  # also write the per-epoch records to OUT/tensorboard (needs the extra)
+    ema_decay: float | None = None  # keep timm's ModelEmaV3 of the weights; the run ends with the EMA weights
 
     def steps_per_epoch(self, num_images: int, world_size: int) -> int:
         steps = (num_images // world_size) // self.batch_size
@@ -143,6 +147,7 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
         raise CheckpointError(f'{out_dir} already holds a checkpoint; pass --resume to continue it or choose another --out')
     resumed_from = step
     writer = _tensorboard_writer(out_dir) if settings.tensorboard and ctx.is_main else None
+    ema = _ema(model, settings.ema_decay, out_dir / EMA_NAME if resume else None)
 
     def checkpoint() -> None:
         broadcast_buffers(model, ctx)
@@ -151,6 +156,10 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
                 step=step, epoch=step // spe, model=model.state_dict(), optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(), rng=capture_rng(rng_streams), fingerprint=fingerprint,
                 scaler=amp.scaler.state_dict() if amp.scaler is not None else None))
+            if ema is not None:
+                with atomic_path(out_dir / EMA_NAME) as tmp:
+                    save_file({k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()},
+                              str(tmp))
         ctx.barrier()
 
     timer = StageTimer()
@@ -179,6 +188,8 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
             amp.step(optimizer)
             scheduler.step()
             step, epoch_steps = step + 1, epoch_steps + 1
+            if ema is not None:
+                ema.update(model, step=step)
             if ctx.is_main and step % settings.log_every == 0 and hasattr(bar, 'set_postfix'):
                 bar.set_postfix(loss=f'{float(loss_sum) / epoch_steps:.3f}', lr=f'{scheduler.get_last_lr()[0]:.4f}')
             if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps:
@@ -203,6 +214,8 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
         checkpoint()
     if writer is not None:
         writer.close()
+    if ema is not None:  # what the run exports: the averaged weights
+        model.load_state_dict(ema.module.state_dict())
     broadcast_buffers(model, ctx)
     return LoopResult(step=step, resumed_from=resumed_from, timer=timer, records=records)
 
@@ -213,6 +226,21 @@ def epoch_line(desc: str, record: dict[str, Any], *, epochs: int) -> str:
              f'loss {record["train_loss"]:.4f}', f'lr {record["lr"]:.5f}', f'{record["train_images_per_s"]:.0f} img/s']
     parts += [f'{k} {v:.2f}' for k, v in record.items() if 'top1' in k and isinstance(v, (int, float))]
     return ' | '.join(parts)
+
+
+EMA_NAME = 'ema.safetensors'
+
+
+def _ema(model: nn.Module, decay: float | None, resume_from: Path | None) -> ModelEmaV3 | None:
+    """timm's weight EMA of ``model`` (None without ``decay``), restored from ``resume_from`` when it exists."""
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f'the EMA decay must be in (0, 1), got {decay}')
+    ema = ModelEmaV3(model, decay=decay)
+    if resume_from is not None and resume_from.is_file():
+        ema.module.load_state_dict(load_file(str(resume_from), device=str(next(model.parameters()).device)))
+    return ema
 
 
 def _tensorboard_writer(out_dir: Path) -> Any:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from timm.optim import param_groups_weight_decay
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 
 __all__ = ['param_groups', 'build_optimizer', 'PhasedWarmupCosine', 'build_scheduler']
 
@@ -20,9 +20,13 @@ def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, *, lr: float, momentum: float, nesterov: bool,
-                    weight_decay: float) -> torch.optim.SGD:
-    return torch.optim.SGD(param_groups(model, weight_decay=weight_decay), lr=lr, momentum=momentum,
-                           nesterov=nesterov)
+                    weight_decay: float, opt: str = 'sgd') -> torch.optim.Optimizer:
+    """The recipe's SGD (nesterov as the recipe says), or any optimizer timm's ``create_optimizer_v2`` knows
+    (``adamw``, ``lamb`` …) on the same parameter groups."""
+    groups = param_groups(model, weight_decay=weight_decay)
+    if opt == 'sgd':
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    return create_optimizer_v2(groups, opt=opt, lr=lr, weight_decay=weight_decay, momentum=momentum)
 
 
 @dataclass
