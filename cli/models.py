@@ -55,7 +55,7 @@ def list_cmd(pattern: str, pretrained: bool, as_json: bool) -> None:
 
 @click.command('info')
 @click.argument('name', shell_complete=complete_model_name)
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--json', 'as_json', is_flag=True, help='Print the cfg as JSON.')
 def info_cmd(name: str, as_json: bool) -> None:
     """Show a registered model's pretrained cfg: spec, transform, profile, accuracy, hub id, sha256."""
     import oqatnets
@@ -70,8 +70,9 @@ def info_cmd(name: str, as_json: bool) -> None:
 @click.command('profile')
 @click.argument('target', shell_complete=complete_model_name)
 @click.option('--space', default=None, help="Search space of a SPEC (default 'imagenet').")
-@click.option('--num-classes', type=int, default=None)
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--num-classes', type=int, default=None,
+              help="Classifier outputs (default: the entry's, 1000 for a SPEC).")
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def profile_cmd(target: str, space: str | None, num_classes: int | None, as_json: bool) -> None:
     """MACs, params, BitOPs and size of a model NAME or a SPEC (r<res>_k<20>_e<20>_d<5>_b<bits>)."""
     from oqatnets import registry
@@ -99,10 +100,10 @@ def _load(name: str, cache_dir: str | None = None):
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
 @click.option('--recalibrate-bn', 'recalibrate', type=int, default=0, show_default=True,
               help='Recalibrate BN on this many training images first (0: no).')
-@click.option('--batch-size', type=int, default=100, show_default=True)
-@click.option('--workers', type=int, default=0, show_default=True)
+@click.option('--batch-size', type=int, default=100, show_default=True, help='Images per evaluation batch.')
+@click.option('--workers', type=int, default=0, show_default=True, help='DataLoader worker processes.')
 @click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def eval_cmd(name: str, data: str, recalibrate: int, batch_size: int, workers: int, cache_dir: str | None,
              as_json: bool) -> None:
     """Top-1/top-5 of NAME's weights on an ImageFolder validation split."""
@@ -140,9 +141,9 @@ def _label_names(model) -> list[str]:
 @click.command('predict')
 @click.argument('name', shell_complete=complete_model_name)
 @click.argument('images', nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option('--top', type=int, default=5, show_default=True)
-@click.option('--cache-dir', default=None)
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--top', type=int, default=5, show_default=True, help='Classes shown per image.')
+@click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | None, as_json: bool) -> None:
     """Top-k classes of each IMAGE (ImageNet class names, or the model's own label names)."""
     import torch
@@ -173,10 +174,11 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
 @click.command('export')
 @click.argument('name', shell_complete=complete_model_name)
 @click.argument('out', type=click.Path(dir_okay=False))
-@click.option('--format', 'fmt', type=click.Choice(['onnx', 'packed']), required=True)
+@click.option('--format', 'fmt', type=click.Choice(['onnx', 'packed']), required=True,
+              help='onnx: QCDQ graph for onnxruntime; packed: integer codes bit-packed in safetensors.')
 @click.option('--check/--no-check', default=True, show_default=True, help='Compare onnxruntime with PyTorch.')
-@click.option('--cache-dir', default=None)
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
+@click.option('--json', 'as_json', is_flag=True, help='Print the written file and check as JSON.')
 def export_cmd(name: str, out: str, fmt: str, check: bool, cache_dir: str | None, as_json: bool) -> None:
     """Write NAME's weights as ONNX (QCDQ) or as the packed low-bit safetensors file."""
     model = _load(name, cache_dir)
@@ -203,10 +205,10 @@ def export_cmd(name: str, out: str, fmt: str, check: bool, cache_dir: str | None
 @click.argument('source', shell_complete=complete_model_name)
 @click.argument('repo_id')
 @click.option('--cache-dir', default=None, help='Publish into this local Hugging Face cache instead of the network.')
-@click.option('--revision', default=None)
-@click.option('--private', is_flag=True)
-@click.option('--token', default=None, envvar='HF_TOKEN')
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--revision', default=None, help='Branch to push to (default: main).')
+@click.option('--private', is_flag=True, help='Create the repo as private.')
+@click.option('--token', default=None, envvar='HF_TOKEN', help='Hugging Face token (default: $HF_TOKEN or the login).')
+@click.option('--json', 'as_json', is_flag=True, help='Print the result as JSON.')
 def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | None, private: bool,
              token: str | None, as_json: bool) -> None:
     """Publish a saved folder (or a model NAME's weights) to the Hub as REPO_ID."""
@@ -230,7 +232,7 @@ def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | N
 @click.argument('src', type=click.Path(exists=True, dir_okay=False))
 @click.argument('dst', type=click.Path(file_okay=False))
 @click.option('--bits', type=int, default=None, help='Bit-width (default: read from the file name, ..._b2).')
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--json', 'as_json', is_flag=True, help='Print the result as JSON.')
 def convert_official_cmd(src: str, dst: str, bits: int | None, as_json: bool) -> None:
     """Convert an authors' OQA supernet checkpoint to a safetensors folder (config.json + weights)."""
     import oqatnets
@@ -252,12 +254,13 @@ def zoo_group() -> None:
 @click.argument('supernet', shell_complete=complete_model_name)
 @click.argument('out', type=click.Path(file_okay=False))
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
-@click.option('--calib-images', type=int, default=2000, show_default=True)
-@click.option('--calib-batch', type=int, default=100, show_default=True)
-@click.option('--batch-size', type=int, default=100, show_default=True)
-@click.option('--workers', type=int, default=0, show_default=True)
-@click.option('--cache-dir', default=None)
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--calib-images', type=int, default=2000, show_default=True,
+              help='Training images used to recalibrate BN statistics of each subnet.')
+@click.option('--calib-batch', type=int, default=100, show_default=True, help='Images per BN-calibration batch.')
+@click.option('--batch-size', type=int, default=100, show_default=True, help='Images per evaluation batch.')
+@click.option('--workers', type=int, default=0, show_default=True, help='DataLoader worker processes.')
+@click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def zoo_build_cmd(supernet: str, out: str, data: str, calib_images: int, calib_batch: int, batch_size: int,
                   workers: int, cache_dir: str | None, as_json: bool) -> None:
     """For every registered entry of SUPERNET's bit-width: extract, recalibrate BN, evaluate, save to OUT."""

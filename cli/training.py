@@ -48,7 +48,7 @@ _device = click.option('--device', type=click.Choice(['cpu', 'cuda']), default=N
                        help='Default: CUDA (GPU LOCAL_RANK) when available, else CPU.')
 _data = click.option('--data', 'data_source', required=True,
                      help='fashion-mnist, mnist, or a folder with train/ and val/ ImageFolder sub-folders.')
-_seed = click.option('--seed', type=int, default=0, show_default=True)
+_seed = click.option('--seed', type=int, default=0, show_default=True, help='Seed of subnet sampling and data order.')
 
 
 def default_workers() -> int:
@@ -104,20 +104,22 @@ def train_group() -> None:
 
 @click.command('supernet')
 @_data
-@click.option('--space', type=click.Choice(['small', 'imagenet']), default='small', show_default=True)
+@click.option('--space', type=click.Choice(['small', 'imagenet']), default='small', show_default=True,
+              help='Search space of the supernet (small: 32 px data sets, imagenet: the paper\'s).')
 @click.option('--recipe', 'recipe_name', default=None, help='Recipe preset (default: the space name).')
 @click.option('--bits', type=int, default=4, show_default=True, help='Bit-width (32 = float).')
 @click.option('--epochs', type=int, default=None, help='Quantized epochs (default: the recipe\'s).')
 @click.option('--float-epochs', type=int, default=None, help='Float epochs before quantization starts.')
 @click.option('--batch-size', type=int, default=None, help='Global batch size (all ranks).')
-@click.option('--lr', type=float, default=None)
+@click.option('--lr', type=float, default=None, help="Peak learning rate (default: the recipe's).")
 @click.option('--num-random', type=int, default=None, help='Random subnets per sandwich step.')
 @click.option('--holdout', type=int, default=None, help='Training images held out for the search.')
 @click.option('--train-images', type=int, default=None, help='Train on only the first N training images.')
 @click.option('--eval-images', type=int, default=2000, show_default=True,
               help='Validation images for the per-epoch check of the largest/smallest subnet (0: none).')
 @click.option('--init', 'init_source', default=None, help='Start from this model (e.g. local-dir:PATH or a run folder).')
-@click.option('--out', required=True, type=click.Path(file_okay=False))
+@click.option('--out', required=True, type=click.Path(file_okay=False),
+              help='Run folder (checkpoint, metrics, export).')
 @click.option('--resume', is_flag=True, help='Continue the run in --out exactly where it stopped.')
 @click.option('--checkpoint-every', type=int, default=50, show_default=True, help='Steps between checkpoints.')
 @click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.')
@@ -203,10 +205,11 @@ def inherit_cmd(src: str, dst: str, bits: int, as_json: bool) -> None:
 @click.command('calibrate')
 @click.argument('model_source')
 @_data
-@click.option('--out', required=True, type=click.Path(file_okay=False))
+@click.option('--out', required=True, type=click.Path(file_okay=False), help='Folder of the calibrated model.')
 @click.option('--spec', default=None, help='Subnet of a supernet to extract (default: the largest).')
-@click.option('--calib-images', type=int, default=2000, show_default=True)
-@click.option('--batch-size', type=int, default=250, show_default=True)
+@click.option('--calib-images', type=int, default=2000, show_default=True,
+              help='Training images used to recalibrate BN statistics.')
+@click.option('--batch-size', type=int, default=250, show_default=True, help='Images per batch.')
 @click.option('--holdout', type=int, default=None, help='Held-out images to exclude (default: the recipe\'s).')
 @click.option('--eval/--no-eval', 'do_eval', default=True, help='Evaluate on the validation split afterwards.')
 @_device
@@ -248,13 +251,15 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
 @_data
 @click.option('--budgets', default='auto:3', show_default=True,
               help='Comma-separated budgets (G BitOPs or M MACs), or auto:N spread over each space\'s range.')
-@click.option('--budget-metric', type=click.Choice(['bitops', 'macs']), default='bitops', show_default=True)
-@click.option('--out', required=True, type=click.Path(file_okay=False))
-@click.option('--population', type=int, default=None)
-@click.option('--generations', type=int, default=None)
+@click.option('--budget-metric', type=click.Choice(['bitops', 'macs']), default='bitops', show_default=True,
+              help='What the budgets limit: BitOPs (G) or MACs (M).')
+@click.option('--out', required=True, type=click.Path(file_okay=False), help='Folder of the search report and exports.')
+@click.option('--population', type=int, default=None, help="Subnets per generation (default: the recipe's).")
+@click.option('--generations', type=int, default=None, help="Evolution rounds (default: the recipe's).")
 @click.option('--holdout', type=int, default=None, help='Held-out images (default: the training run\'s).')
 @click.option('--holdout-eval', type=int, default=None, help='Use only the first N held-out images as fitness.')
-@click.option('--calib-images', type=int, default=None)
+@click.option('--calib-images', type=int, default=None,
+              help="BN-calibration images per candidate (default: the recipe's).")
 @click.option('--export/--no-export', default=True, help='Export each chosen subnet as a zoo entry folder.')
 @click.option('--test-eval/--no-test-eval', default=True, help='Evaluate chosen subnets on the val/test split.')
 @_seed
@@ -297,17 +302,18 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
 @click.command('finetune')
 @click.argument('model_source')
 @_data
-@click.option('--out', required=True, type=click.Path(file_okay=False))
-@click.option('--epochs', type=int, default=None)
-@click.option('--lr', type=float, default=None)
-@click.option('--batch-size', type=int, default=None)
+@click.option('--out', required=True, type=click.Path(file_okay=False),
+              help='Run folder (checkpoint, metrics, OUT/model).')
+@click.option('--epochs', type=int, default=None, help="Finetuning epochs (default: the recipe's).")
+@click.option('--lr', type=float, default=None, help="Peak learning rate (default: the recipe's finetune LR).")
+@click.option('--batch-size', type=int, default=None, help="Global batch size, all ranks (default: the recipe's).")
 @click.option('--resolution', type=int, default=None, help='Input size (default: the model\'s).')
 @click.option('--teacher', default=None, help='Distil from this model (same inputs).')
-@click.option('--kd-ratio', type=float, default=1.0, show_default=True)
-@click.option('--train-images', type=int, default=None)
-@click.option('--resume', is_flag=True)
-@click.option('--checkpoint-every', type=int, default=50, show_default=True)
-@click.option('--no-amp', is_flag=True)
+@click.option('--kd-ratio', type=float, default=1.0, show_default=True, help='Weight of the distillation loss.')
+@click.option('--train-images', type=int, default=None, help='Train on only the first N training images.')
+@click.option('--resume', is_flag=True, help='Continue the run in --out exactly where it stopped.')
+@click.option('--checkpoint-every', type=int, default=50, show_default=True, help='Steps between checkpoints.')
+@click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.')
 @_loop_options
 @_seed
 @_device
@@ -350,7 +356,8 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
 @click.command('demo')
 @click.option('--preset', type=click.Choice(['tiny', 'default', 'full']), default='default', show_default=True,
               help='tiny: a test-sized run; default: 2 CPU cores in under 20 minutes; full: for a GPU.')
-@click.option('--out', default='runs/demo', show_default=True, type=click.Path(file_okay=False))
+@click.option('--out', default='runs/demo', show_default=True, type=click.Path(file_okay=False),
+              help='Folder of the demo runs, zoo and report.')
 @click.option('--overwrite', is_flag=True, help='Replace what an earlier run left in --out.')
 @_seed
 @_device

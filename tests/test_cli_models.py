@@ -152,3 +152,18 @@ def test_model_names_complete_in_the_shell():
     items = [c.value for c in completer.get_completions(['info'], 'oqat_2bit_')]
     assert items and all(v.startswith('oqat_2bit_') for v in items) and 'oqat_2bit_m' in items
     assert 'hf-hub:' in [c.value for c in completer.get_completions(['eval'], 'hf')]
+
+
+def test_every_option_has_help_text():
+    import click
+
+    def commands(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(click.Context(cmd)):
+                yield from commands(cmd.get_command(click.Context(cmd), name), [*path, name])
+        else:
+            yield ' '.join(path), cmd
+
+    bare = [f'{path} {p.opts[0]}' for path, cmd in commands(cli, []) for p in cmd.params
+            if isinstance(p, click.Option) and not p.help]
+    assert not bare
