@@ -3,8 +3,44 @@
 
 Names holding a dot (the authors' ids such as ``oqa_mbv3_..._w1.0_b2``) are not Python
 identifiers; use their ``oqat_supernet_mbv3_w{b}a{b}`` names here.
+
+A checkout need not be pip-installed: ``training/``, ``zoo/`` and ``cli/`` only become
+``oqatnets.training`` / ``oqatnets.zoo`` / ``oqatnets.cli`` at install time, so when the
+``oqatnets`` that torch.hub imports is this checkout's, a meta-path finder maps those names onto
+the top-level folders (the zoo table ``zoo/models.json`` included).
 """
-dependencies = ['torch']
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+from pathlib import Path as _Path
+
+# What ``import oqatnets`` needs (torch.hub checks these before importing anything else).
+dependencies = ['torch', 'torchvision', 'timm', 'huggingface_hub', 'safetensors', 'PIL']
+
+_ROOT = _Path(__file__).resolve().parent
+_SUBPACKAGES = {'oqatnets.training': 'training', 'oqatnets.zoo': 'zoo', 'oqatnets.cli': 'cli'}
+
+
+class _CheckoutLayout(importlib.abc.MetaPathFinder):
+    """Finds ``oqatnets.training/zoo/cli`` in this checkout's top-level folders (the installed layout)."""
+
+    def find_spec(self, fullname: str, path=None, target=None) -> 'importlib.machinery.ModuleSpec | None':
+        folder = _SUBPACKAGES.get(fullname)
+        if folder is None:
+            return None
+        init = _ROOT / folder / '__init__.py'
+        return importlib.util.spec_from_file_location(fullname, init, submodule_search_locations=[str(init.parent)])
+
+
+def _map_checkout_layout() -> None:
+    spec = importlib.util.find_spec('oqatnets')
+    is_this_checkout = spec is not None and spec.origin and _Path(spec.origin).resolve().parent == _ROOT / 'oqatnets'
+    if is_this_checkout and not any(isinstance(f, _CheckoutLayout) for f in sys.meta_path):
+        sys.meta_path.insert(0, _CheckoutLayout())
+
+
+_map_checkout_layout()
 
 import oqatnets as _oqatnets  # noqa: E402
 

@@ -1,11 +1,13 @@
 """The ``oqat`` click application: the group, its error map, and the commands registered one way.
 
 Command modules (``models``, ``training``) define plain click commands and never import this
-module; this module imports them and adds them to the group. Exit statuses: 0 success, 1 a
-known error (:class:`oqatnets.OQATNetsError`, or an operating-system error on a named file,
-or a Hub transfer error), 2 bad usage (click's convention; also a bad argument value that the
-library reports as :class:`~oqatnets.errors.InvalidArgumentError`). Each known error prints
-one line, ``Error: ...``; anything else is a bug and keeps its traceback. ``OQAT_DEBUG=1`` shows
+module; the group imports them and adds their commands on first need (not for ``--version``,
+so ``oqat --version`` starts without torch). Exit statuses: 0 success; 1 a known error
+(:class:`oqatnets.OQATNetsError`, an operating-system error on a named file, a Hub transfer
+error, or a missing optional dependency, printed with its ``pip install`` line); 2 bad usage
+(click's convention; also a bad argument value that the library reports as
+:class:`~oqatnets.errors.InvalidArgumentError`). Each known error prints one line,
+``Error: ...``; anything else is a bug and keeps its traceback. ``OQAT_DEBUG=1`` shows
 the traceback of known errors too.
 """
 from __future__ import annotations
@@ -17,11 +19,16 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, Offl
 
 from oqatnets.errors import OQATNetsError
 
-from . import models, training
-
 __all__ = ['cli', 'main']
 
 _HUB_ERRORS = (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled)
+# optional dependencies (module -> the extra that installs it), named with their install line when missing
+OPTIONAL_DEPENDENCIES = {'onnx': 'onnx', 'onnxruntime': 'onnx', 'tensorboard': 'tensorboard'}
+
+
+def install_hint(module: str) -> str:
+    """One line saying which optional dependency is missing and how to install it."""
+    return f"this needs the optional dependency {module}: pip install 'oqatnets[{OPTIONAL_DEPENDENCIES[module]}]'"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -29,7 +36,26 @@ def _one_line(exc: BaseException) -> str:
 
 
 class OqatGroup(click.Group):
-    """A click group that turns known errors into one line on stderr and their exit status."""
+    """A click group that turns known errors into one line on stderr and their exit status, and loads
+    its command modules when a command is listed or looked up."""
+
+    _loaded = False
+
+    def _load_commands(self) -> None:
+        if self._loaded:
+            return
+        from . import models, training  # here, not at the top: they import torch, --version must not
+        for command in (*models.COMMANDS, *training.COMMANDS):
+            self.add_command(command)
+        self._loaded = True
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> 'click.Command | None':
+        self._load_commands()
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -38,6 +64,11 @@ class OqatGroup(click.Group):
             self._fail(ctx, _one_line(exc), exc.exit_code)
         except _HUB_ERRORS as exc:
             self._fail(ctx, f'Hugging Face Hub: {_one_line(exc)}', 1)
+        except ModuleNotFoundError as exc:
+            top = (exc.name or '').split('.')[0]
+            if top not in OPTIONAL_DEPENDENCIES:
+                raise
+            self._fail(ctx, install_hint(top), 1)
         except OSError as exc:
             if exc.filename is None:  # not about a file the user named: a bug or the machine, keep the traceback
                 raise
@@ -55,10 +86,6 @@ class OqatGroup(click.Group):
 @click.version_option(package_name='oqatnets', prog_name='oqat')
 def cli() -> None:
     """OQATNets: list, profile, evaluate, finetune, export, convert and publish 2/3/4-bit networks."""
-
-
-for _command in (*models.COMMANDS, *training.COMMANDS):
-    cli.add_command(_command)
 
 
 def main() -> None:

@@ -8,9 +8,8 @@ from typing import Any, Sequence
 
 import click
 
+from .completion import complete_model_name
 from .errors import BadUsage
-
-
 
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
@@ -55,8 +54,8 @@ def list_cmd(pattern: str, pretrained: bool, as_json: bool) -> None:
 
 
 @click.command('info')
-@click.argument('name')
-@click.option('--json', 'as_json', is_flag=True)
+@click.argument('name', shell_complete=complete_model_name)
+@click.option('--json', 'as_json', is_flag=True, help='Print the cfg as JSON.')
 def info_cmd(name: str, as_json: bool) -> None:
     """Show a registered model's pretrained cfg: spec, transform, profile, accuracy, hub id, sha256."""
     import oqatnets
@@ -69,10 +68,11 @@ def info_cmd(name: str, as_json: bool) -> None:
 
 
 @click.command('profile')
-@click.argument('target')
+@click.argument('target', shell_complete=complete_model_name)
 @click.option('--space', default=None, help="Search space of a SPEC (default 'imagenet').")
-@click.option('--num-classes', type=click.IntRange(min=0), default=None)
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--num-classes', type=click.IntRange(min=0), default=None,
+              help="Classifier outputs (default: the entry's, 1000 for a SPEC).")
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def profile_cmd(target: str, space: str | None, num_classes: int | None, as_json: bool) -> None:
     """MACs, params, BitOPs and size of a model NAME or a SPEC (r<res>_k<20>_e<20>_d<5>_b<bits>)."""
     from oqatnets import registry
@@ -99,14 +99,15 @@ def _load(name: str, cache_dir: str | None = None):
 
 
 @click.command('eval')
-@click.argument('name')
+@click.argument('name', shell_complete=complete_model_name)
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
 @click.option('--recalibrate-bn', 'recalibrate', type=click.IntRange(min=0), default=0, show_default=True,
               help='Recalibrate BN on this many training images first (0: no).')
-@click.option('--batch-size', type=click.IntRange(min=1), default=100, show_default=True)
-@click.option('--workers', type=click.IntRange(min=0), default=0, show_default=True)
+@click.option('--batch-size', type=click.IntRange(min=1), default=100, show_default=True,
+              help='Images per evaluation batch.')
+@click.option('--workers', type=click.IntRange(min=0), default=0, show_default=True, help='DataLoader worker processes.')
 @click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def eval_cmd(name: str, data: str, recalibrate: int, batch_size: int, workers: int, cache_dir: str | None,
              as_json: bool) -> None:
     """Top-1/top-5 of NAME's weights on an ImageFolder validation split."""
@@ -135,18 +136,18 @@ def _label_names(model) -> list[str]:
     names = model.pretrained_cfg.get('label_names')
     if names:
         return list(names)
-    if model.num_classes == 1000:
-        from torchvision.models._meta import _IMAGENET_CATEGORIES
-        return list(_IMAGENET_CATEGORIES)
+    if model.num_classes == 1000:  # ImageNet-1k: torchvision's public weights metadata
+        from torchvision.models import MobileNet_V3_Large_Weights
+        return list(MobileNet_V3_Large_Weights.IMAGENET1K_V1.meta['categories'])
     return [str(i) for i in range(model.num_classes)]
 
 
 @click.command('predict')
-@click.argument('name')
+@click.argument('name', shell_complete=complete_model_name)
 @click.argument('images', nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option('--top', type=click.IntRange(min=1), default=5, show_default=True)
-@click.option('--cache-dir', default=None)
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--top', type=click.IntRange(min=1), default=5, show_default=True, help='Classes shown per image.')
+@click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | None, as_json: bool) -> None:
     """Top-k classes of each IMAGE (ImageNet class names, or the model's own label names)."""
     import torch
@@ -175,21 +176,23 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
 
 
 @click.command('export')
-@click.argument('name')
+@click.argument('name', shell_complete=complete_model_name)
 @click.argument('out', type=click.Path(dir_okay=False))
 @click.option('--format', 'fmt', type=click.Choice(['onnx', 'qcdq', 'packed']), required=True,
               help='onnx: fast exact ONNX (plain ops, runs at float speed in onnxruntime); qcdq: ONNX in '
                    'QuantizeLinear/Clip/DequantizeLinear form for QDQ toolchains; packed: low-bit safetensors.')
 @click.option('--int4', is_flag=True, help='With --format onnx: store the weight codes as INT4 (opset 21).')
 @click.option('--check/--no-check', default=True, show_default=True, help='Compare onnxruntime with PyTorch.')
-@click.option('--cache-dir', default=None)
-def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir: str | None) -> None:
+@click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
+@click.option('--json', 'as_json', is_flag=True, help='Print the written file and check as JSON.')
+def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir: str | None, as_json: bool) -> None:
     """Write NAME's weights as ONNX (fast exact or QCDQ) or as the packed low-bit safetensors file."""
     from oqatnets._io import check_output
     if int4 and fmt != 'onnx':
         raise click.BadParameter('--int4 goes with --format onnx', param_hint='--int4')
     check_output(out)  # refuse a device, FIFO or folder before loading anything
     model = _load(name, cache_dir)
+    result: dict[str, Any] = {}
     if fmt == 'packed':
         from oqatnets.weights import save_packed
         path = save_packed(model, out)
@@ -198,20 +201,26 @@ def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir
         path = export_onnx(model, out, format=fmt, int4=int4)
         if check:
             result = check_onnx(model, path)
-            click.echo(f'onnxruntime check: max |diff| {result["max_abs_diff"]:.3g}, '
-                       f'top-1 agreement {result["top1_agreement"]:.0%}')
-    click.echo(f'wrote {path} ({Path(path).stat().st_size / 1e6:.3f} MB)')
+            if not as_json:
+                click.echo(f'onnxruntime check: max |diff| {result["max_abs_diff"]:.3g}, '
+                           f'top-1 agreement {result["top1_agreement"]:.0%}')
+    size = Path(path).stat().st_size
+    if as_json:
+        _echo_json({'model': name, 'format': fmt, 'path': str(path), 'bytes': size, 'check': result or None})
+    else:
+        click.echo(f'wrote {path} ({size / 1e6:.3f} MB)')
 
 
 @click.command('push')
-@click.argument('source')
+@click.argument('source', shell_complete=complete_model_name)
 @click.argument('repo_id')
 @click.option('--cache-dir', default=None, help='Publish into this local Hugging Face cache instead of the network.')
-@click.option('--revision', default=None)
-@click.option('--private', is_flag=True)
-@click.option('--token', default=None, envvar='HF_TOKEN')
+@click.option('--revision', default=None, help='Branch to push to (default: main).')
+@click.option('--private', is_flag=True, help='Create the repo as private.')
+@click.option('--token', default=None, envvar='HF_TOKEN', help='Hugging Face token (default: $HF_TOKEN or the login).')
+@click.option('--json', 'as_json', is_flag=True, help='Print the result as JSON.')
 def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | None, private: bool,
-             token: str | None) -> None:
+             token: str | None, as_json: bool) -> None:
     """Publish a saved folder (or a model NAME's weights) to the Hub as REPO_ID."""
     import oqatnets
     with tempfile.TemporaryDirectory() as tmp:
@@ -220,23 +229,30 @@ def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | N
             folder = oqatnets.save_pretrained(_load(source), Path(tmp) / 'model')
         if cache_dir:
             snapshot = oqatnets.publish_to_cache(folder, repo_id, cache_dir=cache_dir, revision=revision or 'main')
-            click.echo(f'published {repo_id} into the local Hub cache: {snapshot}')
+            row = {'repo_id': repo_id, 'revision': revision or 'main', 'snapshot': str(snapshot), 'url': None}
+            message = f'published {repo_id} into the local Hub cache: {snapshot}'
         else:
             url = oqatnets.push_to_hub(folder, repo_id, token=token, revision=revision, private=private)
-            click.echo(f'pushed {repo_id}: {url}')
+            row = {'repo_id': repo_id, 'revision': revision, 'snapshot': None, 'url': url}
+            message = f'pushed {repo_id}: {url}'
+    _echo_json(row) if as_json else click.echo(message)
 
 
 @click.command('convert-official')
 @click.argument('src', type=click.Path(exists=True, dir_okay=False))
 @click.argument('dst', type=click.Path(file_okay=False))
 @click.option('--bits', type=int, default=None, help='Bit-width (default: read from the file name, ..._b2).')
-def convert_official_cmd(src: str, dst: str, bits: int | None) -> None:
+@click.option('--json', 'as_json', is_flag=True, help='Print the result as JSON.')
+def convert_official_cmd(src: str, dst: str, bits: int | None, as_json: bool) -> None:
     """Convert an authors' OQA supernet checkpoint to a safetensors folder (config.json + weights)."""
     import oqatnets
     from oqatnets._io import check_output
     check_output(dst, folder=True)
     supernet = oqatnets.load_official_supernet(src, bits=bits)
     folder = oqatnets.save_pretrained(supernet, dst, packed=False)
+    if as_json:
+        _echo_json({'folder': str(folder), 'bits': supernet.bits, 'load_name': f'local-dir:{folder}'})
+        return
     click.echo(f'wrote {folder} ({supernet.bits}-bit supernet); load it with '
                f"oqatnets.create_model('local-dir:{folder}', pretrained=True)")
 
@@ -247,15 +263,18 @@ def zoo_group() -> None:
 
 
 @click.command('build')
-@click.argument('supernet')
+@click.argument('supernet', shell_complete=complete_model_name)
 @click.argument('out', type=click.Path(file_okay=False))
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
-@click.option('--calib-images', type=click.IntRange(min=1), default=2000, show_default=True)
-@click.option('--calib-batch', type=click.IntRange(min=1), default=100, show_default=True)
-@click.option('--batch-size', type=click.IntRange(min=1), default=100, show_default=True)
-@click.option('--workers', type=click.IntRange(min=0), default=0, show_default=True)
-@click.option('--cache-dir', default=None)
-@click.option('--json', 'as_json', is_flag=True)
+@click.option('--calib-images', type=click.IntRange(min=1), default=2000, show_default=True,
+              help='Training images used to recalibrate BN statistics of each subnet.')
+@click.option('--calib-batch', type=click.IntRange(min=1), default=100, show_default=True,
+              help='Images per BN-calibration batch.')
+@click.option('--batch-size', type=click.IntRange(min=1), default=100, show_default=True,
+              help='Images per evaluation batch.')
+@click.option('--workers', type=click.IntRange(min=0), default=0, show_default=True, help='DataLoader worker processes.')
+@click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def zoo_build_cmd(supernet: str, out: str, data: str, calib_images: int, calib_batch: int, batch_size: int,
                   workers: int, cache_dir: str | None, as_json: bool) -> None:
     """For every registered entry of SUPERNET's bit-width: extract, recalibrate BN, evaluate, save to OUT."""

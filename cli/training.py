@@ -7,8 +7,10 @@ writes files.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -21,9 +23,13 @@ def _recipe(name: str, **overrides: Any):
     return get_recipe(name).override(**overrides)
 
 
-def _ctx(device: str | None):
+def _ctx(device: str | None, *, rank0_only: bool = False):
+    """This process's place under torchrun; ``rank0_only`` work joins no process group (see init_distributed)."""
     from oqatnets.training.distributed import init_distributed
-    return init_distributed(device=device)
+    ctx = init_distributed(device=device, join_group=not rank0_only)
+    if rank0_only and not ctx.is_main:
+        click.echo(f'rank {ctx.rank}: this command runs on rank 0 only; nothing to do here', err=True)
+    return ctx
 
 
 def _finish(ctx) -> None:
@@ -42,7 +48,8 @@ _device = click.option('--device', type=click.Choice(['cpu', 'cuda']), default=N
                        help='Default: CUDA (GPU LOCAL_RANK) when available, else CPU.')
 _data = click.option('--data', 'data_source', required=True,
                      help='fashion-mnist, mnist, or a folder with train/ and val/ ImageFolder sub-folders.')
-_seed = click.option('--seed', type=int, default=0, show_default=True)
+_seed = click.option('--seed', type=int, default=0, show_default=True,
+                     help='Seed of the initial weights, subnet sampling and data order.')
 _compile = click.option('--compile', 'compile_quantizer', is_flag=True,
                         help='Fuse the LSQ quantizers with torch.compile (inductor): faster channels-last steps, '
                              'same values; compiling costs a minute or so at start.')
@@ -65,6 +72,42 @@ def _check_fresh_out(out: str, resume: bool) -> None:
         raise BadUsage(f'{out} holds no checkpoint to resume; drop --resume to start a new run there')
 
 
+def default_workers() -> int:
+    """DataLoader workers for folder data sets: the CPUs of this process less one for the main loop, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(0, min(8, cpus - 1))
+
+
+def _loop_options(f: Callable) -> Callable:
+    """--workers, --opt, --clip-grad, --model-ema and --tensorboard, shared by the training commands."""
+    f = click.option('--model-ema', 'ema_decay', type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+                     help="Keep timm's ModelEmaV3 of the weights with this decay (e.g. 0.9998) and export it.")(f)
+    f = click.option('--opt', 'optimizer', default='sgd', show_default=True,
+                     help="Optimizer: the recipe's SGD, or any name timm.optim.create_optimizer_v2 knows "
+                          '(adamw, lamb …).')(f)
+    f = click.option('--tensorboard', is_flag=True,
+                     help="Also log each epoch to OUT/tensorboard (pip install 'oqatnets[tensorboard]').")(f)
+    f = click.option('--clip-grad', type=click.FloatRange(min=0, min_open=True), default=None,
+                     help='Clip the global gradient norm to this value (default: no clipping).')(f)
+    f = click.option('--workers', type=click.IntRange(min=0), default=None,
+                     help='DataLoader worker processes for folder data sets (default: CPUs - 1, at most 8; '
+                          'in-memory data sets use none).')(f)
+    return f
+
+
+def _loop_settings(ctx, prepared, *, workers: int | None, clip_grad: float | None, tensorboard: bool,
+                   ema_decay: float | None, optimizer: str) -> dict[str, Any]:
+    workers = default_workers() if workers is None else workers
+    return {'num_workers': 0 if prepared.in_memory else workers, 'pin_memory': ctx.device.type == 'cuda',
+            'clip_grad': clip_grad, 'tensorboard': tensorboard, 'ema_decay': ema_decay, 'optimizer': optimizer}
+
+
+def _console_logging(ctx) -> None:
+    """One line per epoch on the console (rank 0), through logging instead of print."""
+    if ctx.is_main:
+        logging.basicConfig(level=logging.INFO, format='%(message)s')
+
+
 def _split_of(source: str, holdout: int | None, recipe) -> tuple[int, int]:
     """(holdout images, split seed): explicit, else the training run's, else the recipe's."""
     from oqatnets.training.artifacts import RUN_FILE, read_run_file
@@ -81,14 +124,16 @@ def train_group() -> None:
 
 @click.command('supernet')
 @_data
-@click.option('--space', type=click.Choice(['small', 'imagenet']), default='small', show_default=True)
+@click.option('--space', type=click.Choice(['small', 'imagenet']), default='small', show_default=True,
+              help='Search space of the supernet (small: 32 px data sets, imagenet: the paper\'s).')
 @click.option('--recipe', 'recipe_name', default=None, help='Recipe preset (default: the space name).')
 @click.option('--bits', type=int, default=4, show_default=True, help='Bit-width (32 = float).')
 @click.option('--epochs', type=click.IntRange(min=0), default=None, help='Quantized epochs (default: the recipe\'s).')
 @click.option('--float-epochs', type=click.IntRange(min=0), default=None,
               help='Float epochs before quantization starts.')
 @click.option('--batch-size', type=click.IntRange(min=1), default=None, help='Global batch size (all ranks).')
-@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate (default: the recipe's).")
 @click.option('--num-random', type=click.IntRange(min=0), default=None, help='Random subnets per sandwich step.')
 @click.option('--holdout', type=click.IntRange(min=0), default=None, help='Training images held out for the search.')
 @click.option('--train-images', type=click.IntRange(min=1), default=None,
@@ -96,18 +141,22 @@ def train_group() -> None:
 @click.option('--eval-images', type=click.IntRange(min=0), default=2000, show_default=True,
               help='Validation images for the per-epoch check of the largest/smallest subnet (0: none).')
 @click.option('--init', 'init_source', default=None, help='Start from this model (e.g. local-dir:PATH or a run folder).')
-@click.option('--out', required=True, type=click.Path(file_okay=False))
+@click.option('--out', required=True, type=click.Path(file_okay=False),
+              help='Run folder (checkpoint, metrics, export).')
 @click.option('--resume', is_flag=True, help='Continue the run in --out exactly where it stopped.')
 @click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True,
               help='Steps between checkpoints.')
 @click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.')
 @_compile
+@_loop_options
 @_seed
 @_device
 def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bits: int, epochs: int | None,
                        float_epochs: int | None, batch_size: int | None, lr: float | None, num_random: int | None,
                        holdout: int | None, train_images: int | None, eval_images: int, init_source: str | None,
-                       out: str, resume: bool, checkpoint_every: int, no_amp: bool, compile_quantizer: bool, seed: int,
+                       out: str, resume: bool, checkpoint_every: int, no_amp: bool, compile_quantizer: bool,
+                       workers: int | None, clip_grad: float | None, tensorboard: bool, ema_decay: float | None,
+                       optimizer: str, seed: int,
                        device: str | None) -> None:
     """Jointly train a quantized supernet with the sandwich rule; exports OUT/supernet at the end."""
     import torch
@@ -129,8 +178,10 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                        'give at least one epoch')
     _check_fresh_out(out, resume)  # validate everything before run.json is written
     ctx = _ctx(device)
+    _console_logging(ctx)
     prepared = prepare_data(data_source, holdout_images=recipe.holdout_images, calib_images=recipe.calib_images,
-                            calib_batch_size=recipe.calib_batch_size, train_images=train_images)
+                            calib_batch_size=recipe.calib_batch_size, train_images=train_images,
+                            num_workers=default_workers() if workers is None else workers)
     data = prepared.data
     if init_source:
         supernet = load_supernet(init_source)
@@ -155,7 +206,10 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                             epochs=epochs, float_epochs=recipe.float_epochs, out_dir=out_dir, ctx=ctx, resume=resume,
                             seed=seed, checkpoint_every=checkpoint_every, amp=not no_amp,
                             calib_batches=prepared.calib if val is not None else None, eval_batches=val,
-                            run_info=run_info)
+                            run_info=run_info,
+                            loop_options=_loop_settings(ctx, prepared, workers=workers, clip_grad=clip_grad,
+                                                        tensorboard=tensorboard, ema_decay=ema_decay,
+                                                        optimizer=optimizer))
     if ctx.is_main:
         export_trained_supernet(supernet, out_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
     _echo(ctx, result.summary)
@@ -166,7 +220,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
 @click.argument('src')
 @click.argument('dst', type=click.Path(file_okay=False))
 @click.option('--bits', type=int, required=True, help='Target bit-width, below the source\'s.')
-def inherit_cmd(src: str, dst: str, bits: int) -> None:
+@click.option('--json', 'as_json', is_flag=True, help='Print the result as JSON.')
+def inherit_cmd(src: str, dst: str, bits: int, as_json: bool) -> None:
     """Bit inheritance: write DST, the supernet SRC at --bits with every step size doubled per bit dropped."""
     from oqatnets.quant import get_bits
     from oqatnets.training.artifacts import export_model, load_model
@@ -175,16 +230,21 @@ def inherit_cmd(src: str, dst: str, bits: int) -> None:
     child = inherit_bits(model, bits)
     export_model(child, dst, description=f'{bits}-bit OQAT model inherited from the {get_bits(model)}-bit {src}',
                  extra_cfg={'supernet': str(src)})
-    click.echo(f'wrote {dst}: {bits}-bit, step sizes x{2 ** (get_bits(model) - bits)}')
+    scale = 2 ** (get_bits(model) - bits)
+    if as_json:
+        click.echo(json.dumps({'folder': str(dst), 'bits': bits, 'source_bits': get_bits(model), 'step_scale': scale}))
+    else:
+        click.echo(f'wrote {dst}: {bits}-bit, step sizes x{scale}')
 
 
 @click.command('calibrate')
 @click.argument('model_source')
 @_data
-@click.option('--out', required=True, type=click.Path(file_okay=False))
+@click.option('--out', required=True, type=click.Path(file_okay=False), help='Folder of the calibrated model.')
 @click.option('--spec', default=None, help='Subnet of a supernet to extract (default: the largest).')
-@click.option('--calib-images', type=click.IntRange(min=1), default=2000, show_default=True)
-@click.option('--batch-size', type=click.IntRange(min=1), default=250, show_default=True)
+@click.option('--calib-images', type=click.IntRange(min=1), default=2000, show_default=True,
+              help='Training images used to recalibrate BN statistics.')
+@click.option('--batch-size', type=click.IntRange(min=1), default=250, show_default=True, help='Images per batch.')
 @click.option('--holdout', type=click.IntRange(min=0), default=None,
               help='Held-out images to exclude (default: the recipe\'s).')
 @click.option('--eval/--no-eval', 'do_eval', default=True, help='Evaluate on the validation split afterwards.')
@@ -197,7 +257,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
     from oqatnets.training.artifacts import export_model, load_model
     from oqatnets.training.calibrate import calibrate_model, calibrated_subnet
     from oqatnets.training.prepare import prepare_data
-    ctx = _ctx(device)
+    ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:
         model = load_model(model_source)
         recipe = _recipe(model.space.name if model.space.name in ('small', 'imagenet') else 'imagenet')
@@ -227,15 +287,19 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
 @_data
 @click.option('--budgets', default='auto:3', show_default=True,
               help='Comma-separated budgets (G BitOPs or M MACs), or auto:N spread over each space\'s range.')
-@click.option('--budget-metric', type=click.Choice(['bitops', 'macs']), default='bitops', show_default=True)
-@click.option('--out', required=True, type=click.Path(file_okay=False))
-@click.option('--population', type=click.IntRange(min=2), default=None)
-@click.option('--generations', type=click.IntRange(min=0), default=None)
+@click.option('--budget-metric', type=click.Choice(['bitops', 'macs']), default='bitops', show_default=True,
+              help='What the budgets limit: BitOPs (G) or MACs (M).')
+@click.option('--out', required=True, type=click.Path(file_okay=False), help='Folder of the search report and exports.')
+@click.option('--population', type=click.IntRange(min=2), default=None,
+              help="Subnets per generation (default: the recipe's).")
+@click.option('--generations', type=click.IntRange(min=0), default=None,
+              help="Evolution rounds (default: the recipe's).")
 @click.option('--holdout', type=click.IntRange(min=1), default=None,
               help='Held-out images (default: the training run\'s).')
 @click.option('--holdout-eval', type=click.IntRange(min=1), default=None,
               help='Use only the first N held-out images as fitness.')
-@click.option('--calib-images', type=click.IntRange(min=1), default=None)
+@click.option('--calib-images', type=click.IntRange(min=1), default=None,
+              help="BN-calibration images per candidate (default: the recipe's).")
 @click.option('--export/--no-export', default=True, help='Export each chosen subnet as a zoo entry folder.')
 @click.option('--test-eval/--no-test-eval', default=True, help='Evaluate chosen subnets on the val/test split.')
 @_seed
@@ -248,7 +312,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
     from oqatnets.training.artifacts import load_supernet
     from oqatnets.training.pareto import run_search
     from oqatnets.training.prepare import prepare_data
-    ctx = _ctx(device)
+    ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:
         models = [load_supernet(s).to(ctx.device) for s in supernets]
         bits = [m.bits for m in models]
@@ -278,24 +342,32 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
 @click.command('finetune')
 @click.argument('model_source')
 @_data
-@click.option('--out', required=True, type=click.Path(file_okay=False))
-@click.option('--epochs', type=click.IntRange(min=1), default=None)
-@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option('--batch-size', type=click.IntRange(min=1), default=None)
+@click.option('--out', required=True, type=click.Path(file_okay=False),
+              help='Run folder (checkpoint, metrics, OUT/model).')
+@click.option('--epochs', type=click.IntRange(min=1), default=None, help="Finetuning epochs (default: the recipe's).")
+@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate (default: the recipe's finetune LR).")
+@click.option('--batch-size', type=click.IntRange(min=1), default=None,
+              help="Global batch size, all ranks (default: the recipe's).")
 @click.option('--resolution', type=click.IntRange(min=8), default=None, help='Input size (default: the model\'s).')
 @click.option('--teacher', default=None, help='Distil from this model (same inputs).')
-@click.option('--kd-ratio', type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option('--train-images', type=click.IntRange(min=1), default=None)
-@click.option('--resume', is_flag=True)
-@click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True)
-@click.option('--no-amp', is_flag=True)
+@click.option('--kd-ratio', type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help='Weight of the distillation loss.')
+@click.option('--train-images', type=click.IntRange(min=1), default=None,
+              help='Train on only the first N training images.')
+@click.option('--resume', is_flag=True, help='Continue the run in --out exactly where it stopped.')
+@click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True,
+              help='Steps between checkpoints.')
+@click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.')
 @_compile
+@_loop_options
 @_seed
 @_device
 def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | None, lr: float | None,
                  batch_size: int | None, resolution: int | None, teacher: str | None, kd_ratio: float,
                  train_images: int | None, resume: bool, checkpoint_every: int, no_amp: bool,
-                 compile_quantizer: bool, seed: int, device: str | None) -> None:
+                 compile_quantizer: bool, workers: int | None, clip_grad: float | None, tensorboard: bool,
+                 ema_decay: float | None, optimizer: str, seed: int, device: str | None) -> None:
     """Finetune a static subnet or zoo model on a data set (any number of classes), bits kept."""
     _use_compile(compile_quantizer)
     from oqatnets.training.artifacts import export_model, load_model
@@ -303,8 +375,9 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
     from oqatnets.training.prepare import prepare_data
     _check_fresh_out(out, resume)
     ctx = _ctx(device)
+    _console_logging(ctx)
     prepared = prepare_data(data_source, holdout_images=0, calib_images=1, calib_batch_size=1,
-                            train_images=train_images)
+                            train_images=train_images, num_workers=default_workers() if workers is None else workers)
     data = prepared.data
     model = load_model(model_source, num_classes=data.num_classes)
     if hasattr(model, 'active_spec'):
@@ -318,7 +391,9 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                       teacher=load_model(teacher, num_classes=data.num_classes) if teacher else None,
                       kd_ratio=kd_ratio, resume=resume, seed=seed, checkpoint_every=checkpoint_every,
                       amp=not no_amp, eval_batches=prepared.val_batches(batch_size=recipe.calib_batch_size),
-                      run_info={'model': model_source, 'data': data_source, 'teacher': teacher})
+                      run_info={'model': model_source, 'data': data_source, 'teacher': teacher},
+                      loop_options=_loop_settings(ctx, prepared, workers=workers, clip_grad=clip_grad,
+                                                  tensorboard=tensorboard, ema_decay=ema_decay, optimizer=optimizer))
     if ctx.is_main:
         last = result.summary['last_epoch'] or {}
         metrics = {'top1': last.get('val_top1'), 'top5': last.get('val_top5'),
@@ -332,7 +407,8 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
 @click.command('demo')
 @click.option('--preset', type=click.Choice(['tiny', 'default', 'full']), default='default', show_default=True,
               help='tiny: a test-sized run; default: 2 CPU cores in under 20 minutes; full: for a GPU.')
-@click.option('--out', default='runs/demo', show_default=True, type=click.Path(file_okay=False))
+@click.option('--out', default='runs/demo', show_default=True, type=click.Path(file_okay=False),
+              help='Folder of the demo runs, zoo and report.')
 @click.option('--overwrite', is_flag=True, help='Replace what an earlier run left in --out.')
 @_seed
 @_device

@@ -1,28 +1,34 @@
 """What a saved model says about itself: ``config.json`` (timm's schema) and the model card.
 
-``config.json`` holds ``architecture`` (a name :func:`oqatnets.create_model` and timm can
-build), ``num_classes``, ``num_features``, ``model_args`` (the arguments that rebuild the
+``config.json`` holds ``architecture`` (``oqatnet`` or ``oqat_supernet``: generic names that
+:func:`oqatnets.create_model` and timm build from ``model_args`` alone; the registry entry the
+weights came from stays in ``pretrained_cfg``), ``num_classes``, ``num_features``,
+``model_args`` (the arguments that rebuild the
 model), ``pretrained_cfg`` and a ``quantization`` block. The model card ``README.md`` has Hub
 front matter, the profile computed by :func:`oqatnets.profile` and only accuracies that were
-measured (or reported by a named source, labelled as such).
+measured (or reported by a named source, labelled as such); it is built with huggingface_hub's
+``ModelCard``/``ModelCardData``/``EvalResult``, so measured accuracy reaches the Hub's model-index.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from string import Template
 from typing import Any
 
 import torch.nn as nn
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .costs import profile
 from .errors import InvalidFileError
 from .pretrained import PretrainedCfg
 from .quant import FLOAT_BITS, quant_range
-from .registry import DEFAULT_TAG, hub_org, zoo_data_file
+from .registry import DEFAULT_TAG, get_pretrained_cfg, hub_org, is_model, zoo_data_file
 from .supernet import OQATSupernet
 
-__all__ = ['model_config', 'parse_model_config', 'read_model_config', 'render_model_card', 'BITOPS_CONVENTION']
+__all__ = ['model_config', 'parse_model_config', 'read_model_config', 'render_model_card', 'card_data', 'eval_results',
+           'base_model_id', 'BITOPS_CONVENTION']
 
 BITOPS_CONVENTION = ('bitops = sum over quantized convs of MACs*b_w*b_a (G); float layers (stem, SE, classifier) '
                      'are reported apart as float_macs (M); macs_8bit_equiv = float MACs + quantized MACs*b^2/64 '
@@ -58,7 +64,7 @@ def model_config(model: nn.Module, overrides: 'PretrainedCfg | dict[str, Any] | 
             cfg[key] = own[key]
     clean = PretrainedCfg.from_dict(cfg).to_dict(remove_source=True)
     return {
-        'architecture': clean['architecture'],
+        'architecture': model.architecture,  # generic: timm and oqatnets build it from model_args alone
         'num_classes': model.num_classes,
         'num_features': model.num_features,
         'global_pool': 'avg',
@@ -79,7 +85,7 @@ def parse_model_config(config: Any, *, where: str) -> tuple[PretrainedCfg, dict[
     if not isinstance(pretrained, dict):
         raise InvalidFileError(f'{where}: pretrained_cfg must be a JSON object')
     try:
-        cfg = PretrainedCfg.from_dict({**pretrained, 'architecture': config['architecture']})
+        cfg = PretrainedCfg.from_dict({'architecture': config['architecture'], **pretrained})
     except TypeError as exc:
         raise InvalidFileError(f'{where}: pretrained_cfg is malformed ({exc})') from None
     args = dict(config['model_args'])
@@ -100,27 +106,61 @@ def read_model_config(path: 'str | Path') -> tuple[PretrainedCfg, dict[str, Any]
     return parse_model_config(config, where=str(path))
 
 
-def _yaml_scalar(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, str) else str(value)
+_HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]+')
+# license: other with no name: the authors' checkpoints, published without a license
+_OQA_LICENSE = {'license_name': 'oqa-authors-no-license', 'license_link': 'https://github.com/LaVieEnRoseSMZ/OQA'}
+_MEASURE_NAMES = {'top1': 'Top-1 accuracy (%)', 'top5': 'Top-5 accuracy (%)'}
+_NOT_MEASURES = {'source', 'images', 'split', 'dataset'}
 
 
 def _hub_id_of(arch: str) -> str:
     return f'{hub_org()}/{arch}.{DEFAULT_TAG}' if '.' not in arch else f'{hub_org()}/{arch}'
 
 
-def _front_matter(cfg: dict[str, Any], bits: int, has_metrics: bool) -> str:
-    lines = [f'license: {cfg.get("license") or "apache-2.0"}', 'library_name: oqatnets',
-             'pipeline_tag: image-classification', 'tags:']
-    tags = ['image-classification', 'oqatnets', 'quantization', f'{bits}-bit', 'lsq', 'mobilenetv3', 'once-for-all']
-    lines += [f'- {t}' for t in tags]
-    if cfg.get('dataset'):
-        lines += ['datasets:', f'- {cfg["dataset"]}']
-    if has_metrics:
-        lines += ['metrics:', '- accuracy']
-    if cfg.get('supernet'):
-        base = cfg['supernet']
-        lines.append(f'base_model: {_yaml_scalar(base if "/" in base else _hub_id_of(base))}')
-    return '\n'.join(lines)
+def base_model_id(parent: str | None) -> str | None:
+    """The Hub id of the parent supernet, or None when it is not one (a local path, an unpublished entry)."""
+    if not parent:
+        return None
+    if is_model(parent):
+        cfg = get_pretrained_cfg(parent)
+        return cfg.hf_hub_id.partition('@')[0] if cfg.is_published and cfg.hf_hub_id else None
+    repo = parent.partition('@')[0]
+    return repo if _HUB_ID.fullmatch(repo) and not Path(repo).exists() else None
+
+
+def eval_results(metrics: dict[str, Any] | None, *, dataset: str | None) -> list[EvalResult]:
+    """One model-index result per measured number (top-1, top-5, any other numeric metric), with the data
+    set, split and image count they were measured on (the free-text source is in the card's body)."""
+    if not metrics:
+        return []
+    dataset = metrics.get('dataset') or dataset or 'unknown'
+    args = {'num_images': int(metrics['images'])} if metrics.get('images') else None
+    out = []
+    for key, value in metrics.items():
+        if key in _NOT_MEASURES or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        out.append(EvalResult(task_type='image-classification', dataset_type=dataset, dataset_name=dataset,
+                              dataset_split=metrics.get('split') or 'validation', dataset_args=args,
+                              metric_type='accuracy' if key in _MEASURE_NAMES else key,
+                              metric_name=_MEASURE_NAMES.get(key, key), metric_value=round(float(value), 4)))
+    return out
+
+
+def card_data(cfg: dict[str, Any], *, name: str, bits: int, metrics: dict[str, Any] | None,
+              overrides: dict[str, Any] | None = None) -> ModelCardData:
+    """The card's Hub metadata (huggingface_hub's ``ModelCardData``): license (with name and link for
+    ``other``), tags, data set, ``base_model`` only when the parent is a Hub id, and a model-index with
+    every measured metric."""
+    license = cfg.get('license') or 'apache-2.0'
+    extra = dict(_OQA_LICENSE) if license == 'other' else {}
+    extra.update({k: v for k, v in (overrides or {}).items() if k in ('license_name', 'license_link')})
+    results = eval_results(metrics, dataset=cfg.get('dataset'))
+    return ModelCardData(
+        license=license, library_name='oqatnets', pipeline_tag='image-classification',
+        tags=['image-classification', 'oqatnets', 'timm', 'quantization', f'{bits}-bit', 'lsq', 'mobilenetv3',
+              'once-for-all'],
+        datasets=[cfg['dataset']] if cfg.get('dataset') else None, metrics=['accuracy'] if results else None,
+        base_model=base_model_id(cfg.get('supernet')), model_name=name, eval_results=results or None, **extra)
 
 
 def _rows(items: dict[str, Any]) -> str:
@@ -138,8 +178,10 @@ def _profile_rows(model: nn.Module) -> dict[str, Any]:
 
 
 def render_model_card(model: nn.Module, config: dict[str, Any], *, metrics: dict[str, Any] | None = None,
-                      model_card: dict[str, Any] | None = None) -> str:
-    """A model card ``README.md`` with Hub front matter, the profile and the accuracy."""
+                      model_card: dict[str, Any] | None = None) -> ModelCard:
+    """The model card ``README.md`` (a ``huggingface_hub.ModelCard``): :func:`card_data` metadata, the
+    details, the profile and the accuracy in the body. ``model_card`` may set ``name``,
+    ``description``, ``details``, ``load_name``, ``license_name`` and ``license_link``."""
     cfg = config['pretrained_cfg']
     card = dict(model_card or {})
     name = card.pop('name', None) or f'{cfg["architecture"]}.{cfg.get("tag") or "custom"}'
@@ -153,16 +195,18 @@ def render_model_card(model: nn.Module, config: dict[str, Any], *, metrics: dict
     details.update(card.pop('details', {}))
     if metrics:
         source = metrics.get('source') or cfg.get('metrics_source') or 'measured'
-        shown = {k: (f'{v:.3f}' if isinstance(v, float) else v) for k, v in metrics.items() if k != 'source'}
+        shown = {_MEASURE_NAMES.get(k, k): (f'{v:.3f}' if isinstance(v, float) else v) for k, v in metrics.items()
+                 if k != 'source'}
         metrics_text = '| metric | value |\n|---|---|\n' + _rows(shown) + f'\n\nSource: {source}.'
     elif cfg.get('top1') is not None:
         metrics_text = (f'Reported top-1: {cfg["top1"]:.3f} % ({cfg.get("metrics_source") or "source not given"}). '
                         'Not measured on these weights.')
     else:
         metrics_text = 'Not evaluated.'
+    data = card_data(cfg, name=name, bits=model.bits, metrics=metrics, overrides=card)
     template = Template(zoo_data_file('model_card.md').read_text(encoding='utf-8'))
-    return template.substitute(
-        front_matter=_front_matter(cfg, model.bits, bool(metrics)), name=name,
+    return ModelCard(template.substitute(
+        front_matter=data.to_yaml(), name=name,
         description=card.pop('description', None) or cfg.get('description') or '',
         bits=model.bits, details=_rows(details), profile=_rows(_profile_rows(model)), metrics=metrics_text,
-        load_name=card.pop('load_name', None) or f'hf-hub:{cfg.get("hf_hub_id") or _hub_id_of(name)}')
+        load_name=card.pop('load_name', None) or f'hf-hub:{cfg.get("hf_hub_id") or _hub_id_of(name)}'))

@@ -19,10 +19,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from timm.models import adapt_input_conv
 
 from . import registry
 from ._io import verify_sha256
 from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, PretrainedWeightsError
+from .features import features_model
 from .hub import download, load_model_config_from_hf, load_model_config_from_path
 from .net import OQATNet
 from .pretrained import PretrainedCfg
@@ -30,7 +32,7 @@ from .spec import SubnetSpec
 from .supernet import OQATSupernet
 from .weights import WeightsFile, canonical_args, check_record, read_weights
 
-__all__ = ['create_model', 'create_supernet', 'build_model', 'load_packed', 'parse_model_name', 'adapt_input_conv',
+__all__ = ['create_model', 'create_supernet', 'build_model', 'load_packed', 'parse_model_name',
            'PretrainedWeightsError', 'GENERIC_ARCHITECTURES']
 
 _SOURCE_RE = re.compile(r'^(?P<source>[A-Za-z][\w-]+):(?P<rest>.*)$')  # >= 2 chars: not a drive letter
@@ -55,20 +57,9 @@ def parse_model_name(model_name: str) -> tuple[str | None, str]:
     return None, model_name
 
 
-def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
-    """A stem weight for ``in_chans`` inputs from one trained on 3: summed for 1 channel, otherwise the
-    RGB filters tiled over the new channels and rescaled so the expected activation is unchanged."""
-    trained = weight.shape[1]
-    if in_chans == trained:
-        return weight
-    if in_chans == 1:
-        return weight.sum(1, keepdim=True)
-    repeats = -(-in_chans // trained)
-    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (trained / in_chans)
-
-
-_MODEL_ARG_NAMES = {OQATNet: {'spec', 'space', 'num_classes', 'in_chans', 'drop_rate'},
-                    OQATSupernet: {'bits', 'space', 'num_classes', 'in_chans', 'drop_rate'}}
+_TRAINING_ARGS = {'drop_rate', 'drop_path_rate', 'global_pool'}  # change training or the head, not the weights
+_MODEL_ARG_NAMES = {OQATNet: {'spec', 'space', 'num_classes', 'in_chans', *_TRAINING_ARGS},
+                    OQATSupernet: {'bits', 'space', 'num_classes', 'in_chans', *_TRAINING_ARGS}}
 
 
 def _construct(args: dict[str, Any]) -> nn.Module:
@@ -106,7 +97,7 @@ def build_model(model_args: dict[str, Any], *, state_dict: dict[str, torch.Tenso
         for key in _HEAD_KEYS:
             state.pop(key, None)
     if args['in_chans'] != trained_chans and _STEM_KEY in state:
-        state[_STEM_KEY] = adapt_input_conv(args['in_chans'], state[_STEM_KEY])
+        state[_STEM_KEY] = adapt_input_conv(args['in_chans'], state[_STEM_KEY], base_chans=trained_chans)
     with torch.device('meta'):
         model = _construct(args)
     _load_into(model, state, where='the weights', assign=True, allow_missing=_HEAD_KEYS if reset_head else ())
@@ -192,15 +183,20 @@ _ACCURACY_FIELDS = ('top1', 'top5', 'metrics_source')
 def create_model(model_name: str, pretrained: bool = False, *, num_classes: int | None = None,
                  in_chans: int | None = None, checkpoint_path: 'str | os.PathLike | None' = None,
                  pretrained_cfg_overlay: dict[str, Any] | None = None, cache_dir: 'str | os.PathLike | None' = None,
-                 local_files_only: bool = False, **kwargs: Any) -> nn.Module:
+                 local_files_only: bool = False, device: 'str | torch.device | None' = None,
+                 dtype: torch.dtype | None = None, features_only: bool = False, out_indices: Any = None,
+                 feature_cls: str | None = None, **kwargs: Any) -> nn.Module:
     """Create a registered model (``arch[.tag]``), one from ``hf-hub:org/name[@rev]`` or ``local-dir:PATH``.
 
     ``pretrained`` loads the weights (safetensors, plain or packed); ``num_classes``/``in_chans``
     different from them reset the classifier / adapt the stem and keep every step size;
     ``pretrained_cfg_overlay`` replaces cfg fields (``file=`` points at a local weights file);
     ``checkpoint_path`` loads a safetensors state dict after building; ``cache_dir`` is the Hub
-    cache and ``local_files_only`` reads only from it (no network request). Keyword arguments set to None are dropped; the rest override the ``model_args``
-    (``drop_rate``, ``spec``, ``space``, ``bits``). A weights file that records another model
+    cache and ``local_files_only`` reads only from it (no network request); ``device``/``dtype``
+    are where the model ends up; ``features_only`` returns timm's feature wrapper (maps at
+    ``out_indices``, see :func:`oqatnets.features.features_model`). Keyword arguments set to None
+    are dropped; the rest override the ``model_args`` (``spec``, ``space``, ``bits``) or set
+    training options (``drop_rate``, ``drop_path_rate``, ``global_pool``). A weights file that records another model
     than the one being built is refused. A model that differs from the named entry gets a
     derived ``pretrained_cfg`` (see :meth:`oqatnets.PretrainedCfg.derived`); one built without
     weights carries no accuracy.
@@ -231,6 +227,10 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
         cfg = cfg.replace(**{k: None for k in _ACCURACY_FIELDS})
     model.set_pretrained_cfg(cfg.replace(num_classes=int(source_args.get('num_classes', cfg.num_classes))),
                              source_args=canonical_args(source_args))
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+    if features_only:
+        return features_model(model, out_indices=out_indices, feature_cls=feature_cls)
     return model
 
 

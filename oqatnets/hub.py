@@ -78,7 +78,8 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
                                                           pretrained_cfg=config['pretrained_cfg']))
         config['pretrained_cfg']['sha256'] = hashes
         write_text(tmp / CONFIG_FILE, json.dumps(config, indent=2, default=str) + '\n')
-        write_text(tmp / MODEL_CARD_FILE, render_model_card(model, config, metrics=metrics, model_card=model_card))
+        card = render_model_card(model, config, metrics=metrics, model_card=model_card)
+        write_text(tmp / MODEL_CARD_FILE, str(card))
     return folder
 
 

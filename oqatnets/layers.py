@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from timm.layers import DropPath
 
 from .errors import InvalidArgumentError
 from .quant import QuantConv2d
 
-__all__ = ['create_act', 'batch_norm', 'SqueezeExcite', 'DepthwiseSeparable', 'InvertedResidual', 'BN_EPS',
-           'BN_MOMENTUM']
+__all__ = ['create_act', 'batch_norm', 'SqueezeExcite', 'DepthwiseSeparable', 'InvertedResidual', 'drop_path',
+           'drop_path_rates', 'BN_EPS', 'BN_MOMENTUM']
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
@@ -21,6 +22,18 @@ def create_act(name: str) -> nn.Module:
     if name == 'h_swish':
         return nn.Hardswish()
     raise InvalidArgumentError(f'unknown activation {name!r}; use relu or h_swish')
+
+
+def drop_path(rate: float) -> nn.Module:
+    """timm's stochastic depth on a residual branch (identity in eval, and when ``rate`` is 0)."""
+    return DropPath(rate) if rate > 0.0 else nn.Identity()
+
+
+def drop_path_rates(rate: float, num_blocks: int) -> list[float]:
+    """Per-block stochastic-depth rates rising linearly from 0, as timm's EfficientNet builder does."""
+    if not 0.0 <= rate < 1.0:
+        raise InvalidArgumentError(f'drop_path_rate must be in [0, 1), got {rate!r}')
+    return [rate * index / num_blocks for index in range(num_blocks)]
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -73,7 +86,7 @@ class InvertedResidual(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int, stride: int,
-                 mid_channels: int, act: str, se_channels: int = 0, bits: int = 4):
+                 mid_channels: int, act: str, se_channels: int = 0, bits: int = 4, drop_path_rate: float = 0.0):
         super().__init__()
         self.has_skip = stride == 1 and in_channels == out_channels
         self.conv_pw = QuantConv2d(in_channels, mid_channels, 1, bits=bits)
@@ -86,10 +99,11 @@ class InvertedResidual(nn.Module):
         self.se = SqueezeExcite(mid_channels, se_channels) if se_channels else nn.Identity()
         self.conv_pwl = QuantConv2d(mid_channels, out_channels, 1, bits=bits, inplace=True)
         self.bn_pwl = batch_norm(out_channels)
+        self.drop_path = drop_path(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.act_pw(self.bn_pw(self.conv_pw(x)))
         x = self.se(self.act_dw(self.bn_dw(self.conv_dw(x))))
         x = self.bn_pwl(self.conv_pwl(x))
-        return x + shortcut if self.has_skip else x
+        return self.drop_path(x) + shortcut if self.has_skip else x

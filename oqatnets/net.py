@@ -5,9 +5,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from timm.models import checkpoint_seq
+from timm.models._features import feature_take_indices
 
 from .errors import InvalidArgumentError, InvalidTypeError
-from .layers import DepthwiseSeparable, InvertedResidual, batch_norm, create_act
+from .layers import DepthwiseSeparable, InvertedResidual, batch_norm, create_act, drop_path_rates
 from .pretrained import PretrainedCfg
 from .quant import QuantConv2d, get_bits, set_bits, validate_bits
 from .spec import MAX_DEPTH, NUM_STAGES, SearchSpace, SubnetSpec, get_space
@@ -31,8 +33,9 @@ class OQATBase(nn.Module):
     architecture = 'oqat_base'  # the generic registry name that builds this class from model_args
 
     def __init__(self, space: 'str | SearchSpace', *, bits: int, num_classes: int, in_chans: int,
-                 drop_rate: float):
+                 drop_rate: float, drop_path_rate: float = 0.0, global_pool: str = 'avg'):
         super().__init__()
+        _check_pool(global_pool)
         self.space = get_space(space)
         self._build_bits = validate_bits(bits)
         self.num_classes = _count('num_classes', num_classes, minimum=0)
@@ -40,6 +43,9 @@ class OQATBase(nn.Module):
         if not 0.0 <= drop_rate < 1.0:
             raise InvalidArgumentError(f'drop_rate must be in [0, 1), got {drop_rate!r}')
         self.drop_rate = drop_rate
+        self.drop_path_rate = drop_path_rate
+        self.global_pool = global_pool
+        self.grad_checkpointing = False
         self.num_features = self.space.final_expand_channels
         self.head_hidden_size = self.space.head_channels
         self._pretrained_cfg: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
@@ -75,6 +81,13 @@ class OQATBase(nn.Module):
             info.append({'num_chs': s.stage_channels[stage], 'reduction': reduction, 'module': f'blocks.{stage + 1}'})
         info.append({'num_chs': s.final_expand_channels, 'reduction': reduction, 'module': 'final_act'})
         return info
+
+    @property
+    def default_out_indices(self) -> tuple[int, ...]:
+        """What ``features_only`` returns by default: the last block at each stride (timm's choice; for the
+        ImageNet space strides 2, 4, 8, 16, 32)."""
+        blocks = [info['reduction'] for info in self.feature_info[:-1]]
+        return tuple(i for i, r in enumerate(blocks) if i == len(blocks) - 1 or blocks[i + 1] != r)
 
     @property
     def bits(self) -> int:
@@ -125,18 +138,89 @@ class OQATBase(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
-    def reset_classifier(self, num_classes: int, global_pool: str = 'avg') -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the float classifier (0 gives pre-logits); every step size is kept."""
-        if global_pool not in ('avg', ''):
-            raise InvalidArgumentError(f"global_pool={global_pool!r} is not supported; OQATNets pool with 'avg'")
+        if global_pool is not None:
+            _check_pool(global_pool)
         self.num_classes = num_classes
         self.classifier = self._make_classifier(num_classes)
+
+    def _block_drop_path_rates(self, depths: list[int]) -> list[list[float]]:
+        """Stochastic-depth rate of every inverted-residual block, by stage, rising linearly (timm's schedule;
+        the first block counts as block 0)."""
+        rates = drop_path_rates(self.drop_path_rate, 1 + sum(depths))[1:]
+        out, start = [], 0
+        for depth in depths:
+            out.append(rates[start:start + depth])
+            start += depth
+        return out
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter groups for layer-wise LR decay: the stem, then each block (or stage when
+        ``coarse``), then the head."""
+        return {'stem': r'^conv_stem|bn1',
+                'blocks': r'^blocks\.(\d+)' if coarse else r'^blocks\.(\d+)\.(\d+)'}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage's activations in backward (``timm.models.checkpoint_seq``) to save memory."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters never decayed by name: the LSQ step sizes (decaying them shrinks the quantization grid)."""
+        return {name for name, _ in self.named_parameters() if name.endswith(('act_step', 'weight_step'))}
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(self.conv_stem(x)))
 
     def forward_final(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_act(self.final_bn(self.final_conv(x)))
+
+    def stage_blocks(self, index: int) -> nn.Sequential:
+        """The blocks stage ``index`` runs (``blocks.0`` is the first block)."""
+        return self.blocks[index]
+
+    def forward_stage(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        blocks = self.stage_blocks(index)
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            return checkpoint_seq(blocks, x)
+        return blocks(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stem(x)
+        for index in range(len(self.blocks)):
+            x = self.forward_stage(x, index)
+        return self.forward_final(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: 'int | list[int] | None' = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW',
+                              intermediates_only: bool = False) -> 'list[torch.Tensor] | tuple[torch.Tensor, list]':
+        """timm's feature API: the outputs at ``feature_info`` positions ``indices`` (the first block, each
+        stage, the final expand), optionally with the final features."""
+        if output_fmt != 'NCHW':
+            raise InvalidArgumentError(f"output_fmt={output_fmt!r}: OQATNets give 'NCHW' features only")
+        num_stages = len(self.blocks)
+        take, max_index = feature_take_indices(num_stages + 1, indices)
+        intermediates = []
+        run_all = not (stop_early or intermediates_only)  # else stop after the last index asked for
+        x = self.forward_stem(x)
+        for index in range(num_stages):
+            if not run_all and index > max_index:
+                break
+            x = self.forward_stage(x, index)
+            if index in take:
+                intermediates.append(x)
+        if run_all or max_index == num_stages:
+            x = self.forward_final(x)
+            if num_stages in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+        x = self.forward_final(x)
+        if num_stages in take:
+            intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean((2, 3), keepdim=True)
@@ -147,6 +231,12 @@ class OQATBase(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def _check_pool(global_pool: str) -> None:
+    if global_pool != 'avg':
+        raise InvalidArgumentError(f"global_pool={global_pool!r} is not supported: the quantized conv_head is "
+                                   "trained on average-pooled features; use 'avg'")
 
 
 def _count(name: str, value: int, *, minimum: int) -> int:
@@ -167,16 +257,19 @@ class OQATNet(OQATBase):
     architecture = 'oqatnet'
 
     def __init__(self, spec: 'SubnetSpec | str', *, space: 'str | SearchSpace' = 'imagenet',
-                 num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0):
+                 num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 global_pool: str = 'avg'):
         if not isinstance(spec, (SubnetSpec, str)):
             raise InvalidTypeError(f'spec must be a SubnetSpec or its string (r<res>_k<20>_e<20>_d<5>_b<bits>), '
                                    f'got {type(spec).__name__}')
         spec = SubnetSpec.parse(spec) if isinstance(spec, str) else spec
         space = get_space(space)
         space.check(spec)
-        super().__init__(space, bits=spec.bits, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+        super().__init__(space, bits=spec.bits, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
+                         drop_path_rate=drop_path_rate, global_pool=global_pool)
         self._spec = spec
         stages: list[nn.Module] = [nn.Sequential(self._first_block())]
+        path_rates = self._block_drop_path_rates(list(spec.d))
         for stage in range(NUM_STAGES):
             blocks = []
             for index in range(spec.d[stage]):
@@ -186,7 +279,8 @@ class OQATNet(OQATBase):
                     space.block_in_channels(stage, index), space.stage_channels[stage],
                     kernel_size=spec.ks[b], stride=space.stage_strides[stage] if index == 0 else 1,
                     mid_channels=mid, act=space.stage_acts[stage],
-                    se_channels=space.se_channels(mid) if space.stage_se[stage] else 0, bits=spec.bits))
+                    se_channels=space.se_channels(mid) if space.stage_se[stage] else 0, bits=spec.bits,
+                    drop_path_rate=path_rates[stage][index]))
             stages.append(nn.Sequential(*blocks))
         self.blocks = nn.Sequential(*stages)
         self._build_head()
@@ -206,9 +300,6 @@ class OQATNet(OQATBase):
 
     def _spec_str(self) -> str | None:
         return str(self.spec)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_final(self.blocks(self.forward_stem(x)))
 
     def extra_repr(self) -> str:
         return f'spec={self.spec}, space={self.space.name}'

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import InvalidArgumentError
-from .layers import BN_EPS, BN_MOMENTUM, InvertedResidual, create_act
+from .layers import BN_EPS, BN_MOMENTUM, InvertedResidual, create_act, drop_path
 from .net import OQATBase, OQATNet
 from .quant import QuantConv2d
 from .spec import MAX_DEPTH, NUM_STAGES, SearchSpace, SubnetSpec, get_space
@@ -110,7 +110,7 @@ def _elastic_bn(channels: int) -> ElasticBatchNorm2d:
 class ElasticInvertedResidual(nn.Module):
     """The MBConv of one supernet position, at its largest kernel and expand ratio."""
 
-    def __init__(self, space: SearchSpace, stage: int, index: int, *, bits: int):
+    def __init__(self, space: SearchSpace, stage: int, index: int, *, bits: int, drop_path_rate: float = 0.0):
         super().__init__()
         self.space, self.stage, self.index = space, stage, index
         self.in_channels = space.block_in_channels(stage, index)
@@ -129,6 +129,8 @@ class ElasticInvertedResidual(nn.Module):
         self.se = ElasticSqueezeExcite(max_mid, space.se_channels(max_mid), space) if self.use_se else nn.Identity()
         self.conv_pwl = ElasticQuantConv2d(max_mid, self.out_channels, 1, bits=bits)
         self.bn_pwl = _elastic_bn(self.out_channels)
+        self.drop_path_rate = drop_path_rate
+        self.drop_path = drop_path(drop_path_rate)
         self.active_kernel = space.max_kernel
         self.active_expand = space.max_expand
 
@@ -141,7 +143,7 @@ class ElasticInvertedResidual(nn.Module):
         x = self.act_pw(self.bn_pw(self.conv_pw(x, self.active_mid)))
         x = self.se(self.act_dw(self.bn_dw(self.conv_dw(x, self.active_kernel))))
         x = self.bn_pwl(self.conv_pwl(x, self.out_channels))
-        return x + shortcut if self.has_skip else x
+        return self.drop_path(x) + shortcut if self.has_skip else x
 
     @torch.no_grad()
     def to_static(self) -> InvertedResidual:
@@ -150,7 +152,7 @@ class ElasticInvertedResidual(nn.Module):
         se_mid = self.space.se_channels(mid) if self.use_se else 0
         block = InvertedResidual(self.in_channels, self.out_channels, kernel_size=self.active_kernel,
                                  stride=self.stride, mid_channels=mid, act=self.space.stage_acts[self.stage],
-                                 se_channels=se_mid, bits=self.conv_pw.bits)
+                                 se_channels=se_mid, bits=self.conv_pw.bits, drop_path_rate=self.drop_path_rate)
         block = block.to(device=self.conv_pw.weight.device, dtype=self.conv_pw.weight.dtype)
         _copy_conv(block.conv_pw, self.conv_pw, self.conv_pw.active_weight(self.in_channels, mid))
         _copy_conv(block.conv_dw, self.conv_dw, self.conv_dw.active_weight(mid, self.active_kernel))
@@ -189,12 +191,14 @@ class OQATSupernet(OQATBase):
     architecture = 'oqat_supernet'
 
     def __init__(self, *, space: 'str | SearchSpace' = 'imagenet', bits: int = 4, num_classes: int = 1000,
-                 in_chans: int = 3, drop_rate: float = 0.0):
+                 in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: str = 'avg'):
         super().__init__(get_space(space), bits=bits, num_classes=num_classes, in_chans=in_chans,
-                         drop_rate=drop_rate)
+                         drop_rate=drop_rate, drop_path_rate=drop_path_rate, global_pool=global_pool)
         stages: list[nn.Module] = [nn.Sequential(self._first_block())]
+        path_rates = self._block_drop_path_rates([MAX_DEPTH] * NUM_STAGES)
         for stage in range(NUM_STAGES):
-            stages.append(nn.Sequential(*(ElasticInvertedResidual(self.space, stage, index, bits=self._build_bits)
+            stages.append(nn.Sequential(*(ElasticInvertedResidual(self.space, stage, index, bits=self._build_bits,
+                                                                  drop_path_rate=path_rates[stage][index])
                                           for index in range(MAX_DEPTH))))
         self.blocks = nn.Sequential(*stages)
         self._build_head()
@@ -251,12 +255,9 @@ class OQATSupernet(OQATBase):
         self.set_active_subnet(spec)
         return spec
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks[0](self.forward_stem(x))
-        for stage in range(NUM_STAGES):
-            for block in self.blocks[stage + 1][:self.active_depth[stage]]:
-                x = block(x)
-        return self.forward_final(x)
+    def stage_blocks(self, index: int) -> nn.Sequential:
+        """The active blocks of stage ``index`` (the first ``active_depth`` of each elastic stage)."""
+        return self.blocks[0] if index == 0 else self.blocks[index][:self.active_depth[index - 1]]
 
     @torch.no_grad()
     def get_subnet(self, spec: SubnetSpec | None = None) -> OQATNet:

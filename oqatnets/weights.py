@@ -97,7 +97,8 @@ def canonical_args(args: dict[str, Any]) -> dict[str, Any]:
     """``model_args`` in the form a model reports them: defaults filled in, the space as a name (or
     dict), the spec as its string at the given bits; training-only arguments dropped."""
     out = {'space': 'imagenet', 'num_classes': 1000, 'in_chans': 3, **args}
-    out.pop('drop_rate', None)
+    for key in ('drop_rate', 'drop_path_rate', 'global_pool'):
+        out.pop(key, None)
     out['space'] = get_space(out['space']).as_arg()
     if out.get('spec') is not None:
         spec = SubnetSpec.parse(out['spec']) if isinstance(out['spec'], str) else out['spec']

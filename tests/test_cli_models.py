@@ -110,8 +110,9 @@ def test_predict_uses_imagenet_names_for_1000_classes(tmp_path):
     path = oqatnets.save_pretrained(model, tmp_path / 'in1k', packed=False)
     image = image_folder(tmp_path / 'd', classes=('x',), per_class=1) / 'val' / 'x' / '0.png'
     rows = json.loads(run('predict', f'local-dir:{path}', image, '--json').output)
-    from torchvision.models._meta import _IMAGENET_CATEGORIES
-    assert len(rows) == 5 and rows[0]['label'] == _IMAGENET_CATEGORIES[rows[0]['class']]
+    from torchvision.models import MobileNet_V3_Large_Weights
+    categories = MobileNet_V3_Large_Weights.IMAGENET1K_V1.meta['categories']
+    assert len(rows) == 5 and rows[0]['label'] == categories[rows[0]['class']]
 
 
 @pytest.mark.skipif(not OFFICIAL_B2.is_file(), reason='authors\' reference checkpoint not found (set OQAT_REFERENCE_DIR)')
@@ -119,8 +120,51 @@ def test_convert_official_writes_a_loadable_folder(tmp_path):
     result = run('convert-official', OFFICIAL_B2, tmp_path / 'b2')
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / 'b2' / 'config.json').read_text())
-    assert config['architecture'] == 'oqat_supernet_mbv3_w2a2' and config['model_args']['bits'] == 2
+    assert config['architecture'] == 'oqat_supernet' and config['model_args']['bits'] == 2
     assert config['pretrained_cfg']['license'] == 'other'
     supernet = oqatnets.create_model(f'local-dir:{tmp_path / "b2"}', pretrained=True)
     reference = oqatnets.load_official_supernet(OFFICIAL_B2)
     assert all(torch.equal(a, b) for a, b in zip(supernet.state_dict().values(), reference.state_dict().values()))
+
+
+def test_export_push_and_inherit_speak_json(tmp_path):
+    folder = oqatnets.save_pretrained(small_net(3), tmp_path / 'net')
+    result = run('export', f'local-dir:{folder}', tmp_path / 'w.safetensors', '--format', 'packed', '--json')
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)
+    assert row['format'] == 'packed' and row['bytes'] == (tmp_path / 'w.safetensors').stat().st_size
+    result = run('push', folder, 'me/net', '--cache-dir', tmp_path / 'cache', '--json')
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)['snapshot'].startswith(str(tmp_path / 'cache'))
+    supernet = oqatnets.create_supernet(3, space='small', num_classes=4)
+    with torch.no_grad():
+        supernet.train()(inputs())  # LSQ step init
+    oqatnets.save_pretrained(supernet, tmp_path / 's3')
+    result = run('inherit', tmp_path / 's3', tmp_path / 's2', '--bits', '2', '--json')
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {'folder': str(tmp_path / 's2'), 'bits': 2, 'source_bits': 3, 'step_scale': 2}
+
+
+def test_model_names_complete_in_the_shell():
+    from click.shell_completion import ShellComplete
+    from oqatnets.cli.completion import model_names
+    assert 'oqat_2bit_m' in model_names()
+    completer = ShellComplete(cli, {}, 'oqat', '_OQAT_COMPLETE')
+    items = [c.value for c in completer.get_completions(['info'], 'oqat_2bit_')]
+    assert items and all(v.startswith('oqat_2bit_') for v in items) and 'oqat_2bit_m' in items
+    assert 'hf-hub:' in [c.value for c in completer.get_completions(['eval'], 'hf')]
+
+
+def test_every_option_has_help_text():
+    import click
+
+    def commands(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(click.Context(cmd)):
+                yield from commands(cmd.get_command(click.Context(cmd), name), [*path, name])
+        else:
+            yield ' '.join(path), cmd
+
+    bare = [f'{path} {p.opts[0]}' for path, cmd in commands(cli, []) for p in cmd.params
+            if isinstance(p, click.Option) and not p.help]
+    assert not bare

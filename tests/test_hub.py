@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from huggingface_hub import hf_hub_download
+from huggingface_hub import ModelCard, hf_hub_download
 
 import oqatnets
 from oqatnets._io import sha256_file
@@ -43,12 +43,14 @@ def test_save_pretrained_writes_the_hub_folder(saved):
     cfg = config['pretrained_cfg']
     assert cfg['top1'] == 51.5 and cfg['metrics_source'] == 'unit test' and cfg['dataset'] == 'fashion-mnist'
     assert cfg['sha256']['model.safetensors'] == sha256_file(folder / 'model.safetensors')
-    card = (folder / 'README.md').read_text()
-    front = card.split('---')[1]
-    for line in ('license: apache-2.0', 'library_name: oqatnets', '- fashion-mnist', '- accuracy',
-                 'base_model: "org/parent"'):
-        assert line in front
-    assert 'BitOPs (G)' in card and '51.500' in card
+    card = ModelCard.load(folder / 'README.md')
+    data = card.data
+    assert (data.license, data.library_name, data.datasets, data.metrics, data.base_model) == \
+        ('apache-2.0', 'oqatnets', ['fashion-mnist'], ['accuracy'], 'org/parent')
+    results = {r.metric_name: r for r in data.eval_results}
+    assert results['Top-1 accuracy (%)'].metric_value == 51.5 and results['Top-5 accuracy (%)'].metric_value == 90.25
+    assert {(r.dataset_type, r.dataset_split) for r in data.eval_results} == {('fashion-mnist', 'validation')}
+    assert 'BitOPs (G)' in card.text and '51.500' in card.text
     assert not [p for p in folder.iterdir() if p.name.startswith('.')]  # no temp files left behind
 
 
@@ -186,3 +188,20 @@ def test_push_to_hub_uploads_and_keeps_an_existing_card(saved, monkeypatch):
     assert calls[1] == ('create_repo', 'me/net', {'private': True, 'exist_ok': True, 'repo_type': 'model'})
     assert calls[2][2]['ignore_patterns'] == ['README.md']
     assert 'model.packed.safetensors' in calls[2][1]
+
+
+def test_model_card_license_and_base_model_rules(tmp_path):
+    model = small_net(2)
+    local = oqatnets.save_pretrained(model, tmp_path / 'a', pretrained_cfg={'supernet': str(tmp_path / 'run4'),
+                                                                            'license': 'other'})
+    data = ModelCard.load(local / 'README.md').data
+    assert data.base_model is None and data.eval_results is None  # a path is no Hub id; nothing was measured
+    assert (data.license, data.license_name) == ('other', 'oqa-authors-no-license') and data.license_link
+    parent = {'supernet': 'oqat_supernet_mbv3_w2a2'}
+    unpublished = oqatnets.save_pretrained(model, tmp_path / 'b', pretrained_cfg=parent,
+                                           metrics={'top1': 12.0, 'images': 64, 'split': 'test'}, dataset='cifar10')
+    data = ModelCard.load(unpublished / 'README.md').data
+    assert data.base_model is None
+    (result,) = data.eval_results
+    assert (result.dataset_type, result.dataset_split, result.dataset_args, result.metric_value) == \
+        ('cifar10', 'test', {'num_images': 64}, 12.0)

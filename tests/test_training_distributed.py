@@ -39,3 +39,14 @@ def test_two_gloo_ranks_stay_identical(tmp_path):
     # only rank 0 wrote the run's files
     out = tmp_path / 'out'
     assert (out / 'checkpoint.pt').is_file() and len((out / 'metrics.jsonl').read_text().splitlines()) == 2
+
+
+def test_rank0_only_work_joins_no_process_group(monkeypatch):
+    import torch.distributed as dist
+    from oqatnets.training.distributed import init_distributed
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('RANK', '1')
+    ctx = init_distributed(device='cpu', join_group=False)
+    assert (ctx.rank, ctx.world_size, ctx.is_main) == (1, 2, False)
+    assert not dist.is_initialized()
+    ctx.barrier()  # no group, nothing to wait for: returns at once instead of blocking rank 1

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
+from huggingface_hub import ModelCard
 from click.testing import CliRunner
 
 import oqatnets
@@ -40,7 +42,11 @@ def test_zoo_build_extracts_recalibrates_evaluates_and_saves(tmp_path):
         assert config['model_args']['spec'] == str(spec)
         assert config['pretrained_cfg']['top1'] == rows[f'{name}.in1k']['top1']
         assert 'measured by oqat zoo build' in config['pretrained_cfg']['metrics_source']
-        assert 'top1' in (folder / 'README.md').read_text() and (folder / 'model.packed.safetensors').is_file()
+        card = ModelCard.load(folder / 'README.md').data
+        top1 = next(r for r in card.eval_results if r.metric_name.startswith('Top-1'))
+        assert top1.metric_value == pytest.approx(rows[f'{name}.in1k']['top1'], abs=1e-3)
+        assert top1.dataset_split == 'validation' and top1.dataset_args['num_images'] > 0
+        assert (folder / 'model.packed.safetensors').is_file()
         built = oqatnets.create_model(f'local-dir:{folder}', pretrained=True).eval()
         reference = supernet.get_subnet(spec)
         # same weights and steps as the supernet; only the BN statistics were recalibrated

@@ -57,14 +57,15 @@ def epoch_order(num_images: int, *, epoch: int, seed: int, rank: int, world_size
     return list(sampler)
 
 
-def batches_from(dataset: Dataset, order: list[int], *, batch_size: int, num_workers: int = 0) -> DataLoader:
+def batches_from(dataset: Dataset, order: list[int], *, batch_size: int, num_workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
     """Full batches of ``dataset`` in exactly ``order`` (a resumed epoch passes the remaining part).
 
     The loader gets its own generator: by default each new iterator draws a seed from torch's
     global generator, which would shift the augmentation stream of a resumed epoch.
     """
     return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=num_workers, drop_last=True,
-                      generator=torch.Generator().manual_seed(0))
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(0))
 
 
 def fixed_batches(dataset: Dataset, *, batch_size: int, in_memory: bool, num_workers: int = 0):

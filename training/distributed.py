@@ -43,15 +43,18 @@ class DistContext:
         return self.world_size > 1
 
     def barrier(self) -> None:
-        if self.distributed:
+        if self.distributed and dist.is_initialized():
             dist.barrier()
 
 
-def init_distributed(*, device: 'str | None' = None) -> DistContext:
+def init_distributed(*, device: 'str | None' = None, join_group: bool = True) -> DistContext:
     """Join torchrun's process group if its environment is set; otherwise a single-process context.
 
     ``device`` forces ``cpu`` or ``cuda``; by default each rank takes GPU ``LOCAL_RANK`` when
-    CUDA is available and the CPU otherwise.
+    CUDA is available and the CPU otherwise. ``join_group=False`` is for rank-0-only work
+    (search, calibration, zoo build): no process group is made, so the other ranks exit at once
+    instead of waiting in a barrier that NCCL's watchdog kills after 10 minutes. NCCL groups are
+    bound to this rank's GPU (``device_id``), so collectives need no device guess.
     """
     world_size = int(os.environ.get('WORLD_SIZE', '1'))
     rank, local_rank = int(os.environ.get('RANK', '0')), int(os.environ.get('LOCAL_RANK', '0'))
@@ -63,8 +66,11 @@ def init_distributed(*, device: 'str | None' = None) -> DistContext:
         dev = torch.device('cuda', local_rank)
     else:
         dev = torch.device('cpu')
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend='nccl' if use_cuda else 'gloo')
+    if world_size > 1 and join_group and not dist.is_initialized():
+        if use_cuda:
+            dist.init_process_group(backend='nccl', device_id=dev)
+        else:
+            dist.init_process_group(backend='gloo')
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 

@@ -31,8 +31,12 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
              out_dir: 'str | Path', ctx: DistContext, lr: float | None = None, teacher: nn.Module | None = None,
              kd_ratio: float = 1.0, kd_temperature: float = 1.0, resume: bool = False, seed: int = 0,
              checkpoint_every: int = 0, log_every: int = 20, amp: bool = True,
-             eval_batches: Iterable | None = None, run_info: dict[str, Any] | None = None) -> TrainResult:
+             eval_batches: Iterable | None = None, run_info: dict[str, Any] | None = None,
+             loop_options: dict[str, Any] | None = None) -> TrainResult:
     """Train ``model`` in place on ``train_set`` at ``resolution`` for ``epochs`` (LR ``lr`` or the recipe's).
+
+    ``loop_options`` are further :class:`LoopSettings` fields (workers, pin_memory, clip_grad, tensorboard,
+    ema_decay) and ``optimizer`` (a timm optimizer name; default the recipe's SGD).
 
     ``eval_batches`` (validation images) give a top-1 per epoch. Writes ``checkpoint.pt``,
     ``metrics.jsonl`` and ``summary.json`` under ``out_dir`` on the main rank.
@@ -47,12 +51,15 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
     lr = recipe.finetune_lr if lr is None else lr
     if not lr > 0:
         raise InvalidArgumentError(f'lr must be positive, got {lr}')
+    loop_options = dict(loop_options or {})
+    opt = loop_options.pop('optimizer', 'sgd')
     settings = LoopSettings(epochs=epochs, batch_size=recipe.batch_size // ctx.world_size,
-                            checkpoint_every=checkpoint_every, log_every=log_every, data_seed=seed, desc='finetune')
+                            checkpoint_every=checkpoint_every, log_every=log_every, data_seed=seed, desc='finetune',
+                            **loop_options)
     spe = settings.steps_per_epoch(len(train_set), ctx.world_size)
     model.to(ctx.device, memory_format=torch.channels_last)  # faster conv backward, as in joint training
     optimizer = build_optimizer(model, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                                weight_decay=recipe.weight_decay)
+                                weight_decay=recipe.weight_decay, opt=opt)
     total = epochs * spe
     scheduler = build_scheduler(optimizer, phases=[(total, min(total, round(recipe.warmup_epochs * spe)))])
     mixed = Amp(ctx.device, enabled=amp)

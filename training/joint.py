@@ -69,8 +69,11 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
                    out_dir: 'str | Path', ctx: DistContext, float_epochs: int = 0, resume: bool = False,
                    seed: int = 0, checkpoint_every: int = 0, log_every: int = 20, amp: bool = True,
                    calib_batches: Iterable | None = None, eval_batches: Iterable | None = None,
-                   run_info: dict[str, Any] | None = None) -> TrainResult:
+                   run_info: dict[str, Any] | None = None, loop_options: dict[str, Any] | None = None) -> TrainResult:
     """Jointly train ``supernet`` in place: ``float_epochs`` at 32 bits, then ``epochs`` at ``bits``.
+
+    ``loop_options`` are further :class:`LoopSettings` fields (workers, pin_memory, clip_grad, tensorboard,
+    ema_decay) and ``optimizer`` (a timm optimizer name; default the recipe's SGD).
 
     ``train_set`` must exclude any held-out images. With ``calib_batches`` and ``eval_batches``,
     each epoch ends with the largest and smallest subnets evaluated after BN recalibration.
@@ -83,9 +86,11 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
     if recipe.batch_size % ctx.world_size:
         raise InvalidArgumentError(f'batch size {recipe.batch_size} does not split over {ctx.world_size} ranks; '
                          f'pass a multiple of {ctx.world_size}')
+    loop_options = dict(loop_options or {})
+    opt = loop_options.pop('optimizer', 'sgd')
     settings = LoopSettings(epochs=float_epochs + epochs, batch_size=recipe.batch_size // ctx.world_size,
                             checkpoint_every=checkpoint_every, log_every=log_every, data_seed=seed,
-                            desc=f'supernet {bits}-bit')
+                            desc=f'supernet {bits}-bit', **loop_options)
     spe = settings.steps_per_epoch(len(train_set), ctx.world_size)
     float_steps = float_epochs * spe
     quant_steps = epochs * spe
@@ -93,7 +98,7 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
     # channels-last: the CPU and GPU convolution kernels run their backward 2-6× faster on it
     supernet.to(ctx.device, memory_format=torch.channels_last)
     optimizer = build_optimizer(supernet, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                                weight_decay=recipe.weight_decay)
+                                weight_decay=recipe.weight_decay, opt=opt)
     warmup = round(recipe.warmup_epochs * spe)
     phases = [(n, min(warmup, n)) for n in (float_steps, quant_steps) if n > 0]
     scheduler = build_scheduler(optimizer, phases=phases)

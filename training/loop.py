@@ -8,6 +8,7 @@ a step computes is the caller's ``step_fn``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,12 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file, save_file
+from timm.utils import ModelEmaV3
 from torch.utils.data import Dataset
+
+from oqatnets._io import atomic_path
+from oqatnets.errors import MissingDependencyError
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, TrainState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .datasets import batches_from, epoch_order
@@ -25,7 +31,9 @@ from .metrics import MetricsLog, StageTimer, progress, write_json
 
 from oqatnets.errors import InvalidArgumentError
 
-__all__ = ['Amp', 'LoopSettings', 'LoopResult', 'TrainResult', 'run_loop', 'finish_run', 'StepFn']
+__all__ = ['Amp', 'LoopSettings', 'LoopResult', 'TrainResult', 'run_loop', 'finish_run', 'StepFn', 'epoch_line']
+
+logger = logging.getLogger('oqatnets.training')
 
 
 class Amp:
@@ -44,6 +52,15 @@ class Amp:
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def clip(self, optimizer: torch.optim.Optimizer, max_norm: float | None) -> None:
+        """Clip the global gradient norm to ``max_norm`` (unscaled first under fp16); None: no clipping."""
+        if not max_norm:
+            return
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group['params'] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.scaler is None:
@@ -69,6 +86,10 @@ class LoopSettings:
     data_seed: int = 0
     desc: str = 'train'
     num_workers: int = 0
+    pin_memory: bool = False  # page-locked batches for faster host-to-GPU copies
+    clip_grad: float | None = None  # max global gradient norm; None: no clipping
+    tensorboard: bool = False  # also write the per-epoch records to OUT/tensorboard (needs the extra)
+    ema_decay: float | None = None  # keep timm's ModelEmaV3 of the weights; the run ends with the EMA weights
 
     def steps_per_epoch(self, num_images: int, world_size: int) -> int:
         steps = (num_images // world_size) // self.batch_size
@@ -127,6 +148,8 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
     elif ckpt_path.exists():
         raise CheckpointError(f'{out_dir} already holds a checkpoint; pass --resume to continue it or choose another --out')
     resumed_from = step
+    writer = _tensorboard_writer(out_dir) if settings.tensorboard and ctx.is_main else None
+    ema = _ema(model, settings.ema_decay, out_dir / EMA_NAME if resume else None)
 
     def checkpoint() -> None:
         broadcast_buffers(model, ctx)
@@ -135,6 +158,10 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
                 step=step, epoch=step // spe, model=model.state_dict(), optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(), rng=capture_rng(rng_streams), fingerprint=fingerprint,
                 scaler=amp.scaler.state_dict() if amp.scaler is not None else None))
+            if ema is not None:
+                with atomic_path(out_dir / EMA_NAME) as tmp:
+                    save_file({k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()},
+                              str(tmp))
         ctx.barrier()
 
     timer = StageTimer()
@@ -145,7 +172,8 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
                             world_size=ctx.world_size)
         done = step - epoch * spe
         loader = batches_from(dataset, order[done * settings.batch_size:spe * settings.batch_size],
-                              batch_size=settings.batch_size, num_workers=settings.num_workers)
+                              batch_size=settings.batch_size, num_workers=settings.num_workers,
+                              pin_memory=settings.pin_memory)
         loss_sum = torch.zeros((), device=ctx.device)
         epoch_start, epoch_steps = time.perf_counter(), 0
         bar = progress(loader, enabled=ctx.is_main, total=spe, initial=done,
@@ -158,9 +186,12 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
             optimizer.zero_grad(set_to_none=True)
             loss_sum += step_fn(images, target, step)
             all_reduce_gradients(model, ctx)
+            amp.clip(optimizer, settings.clip_grad)
             amp.step(optimizer)
             scheduler.step()
             step, epoch_steps = step + 1, epoch_steps + 1
+            if ema is not None:
+                ema.update(model, step=step)
             if ctx.is_main and step % settings.log_every == 0 and hasattr(bar, 'set_postfix'):
                 bar.set_postfix(loss=f'{float(loss_sum) / epoch_steps:.3f}', lr=f'{scheduler.get_last_lr()[0]:.4f}')
             if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps:
@@ -175,9 +206,52 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
             record.update(on_epoch_end(epoch, step))
         metrics.append(**record)
         records.append(record)
+        if ctx.is_main:
+            logger.info(epoch_line(settings.desc, record, epochs=settings.epochs))
+        if writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ('epoch', 'step'):
+                    writer.add_scalar(key, value, global_step=step)
+            writer.flush()
         checkpoint()
+    if writer is not None:
+        writer.close()
+    if ema is not None:  # what the run exports: the averaged weights
+        model.load_state_dict(ema.module.state_dict())
     broadcast_buffers(model, ctx)
     return LoopResult(step=step, resumed_from=resumed_from, timer=timer, records=records)
+
+
+def epoch_line(desc: str, record: dict[str, Any], *, epochs: int) -> str:
+    """The one-line console summary of an epoch's record: loss, LR, throughput and any accuracy."""
+    parts = [f'{desc} epoch {record["epoch"]}/{epochs}', f'step {record["step"]}',
+             f'loss {record["train_loss"]:.4f}', f'lr {record["lr"]:.5f}', f'{record["train_images_per_s"]:.0f} img/s']
+    parts += [f'{k} {v:.2f}' for k, v in record.items() if 'top1' in k and isinstance(v, (int, float))]
+    return ' | '.join(parts)
+
+
+EMA_NAME = 'ema.safetensors'
+
+
+def _ema(model: nn.Module, decay: float | None, resume_from: Path | None) -> ModelEmaV3 | None:
+    """timm's weight EMA of ``model`` (None without ``decay``), restored from ``resume_from`` when it exists."""
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f'the EMA decay must be in (0, 1), got {decay}')
+    ema = ModelEmaV3(model, decay=decay)
+    if resume_from is not None and resume_from.is_file():
+        ema.module.load_state_dict(load_file(str(resume_from), device=str(next(model.parameters()).device)))
+    return ema
+
+
+def _tensorboard_writer(out_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # optional: the tensorboard extra
+    except ModuleNotFoundError:
+        raise MissingDependencyError("--tensorboard needs the optional dependency tensorboard: "
+                                     "pip install 'oqatnets[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(out_dir / 'tensorboard'))
 
 
 def finish_run(result: LoopResult, *, out_dir: 'str | Path', ctx: DistContext,

@@ -6,33 +6,27 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 
-__all__ = ['param_groups', 'build_optimizer', 'PhasedWarmupCosine', 'build_scheduler', 'is_no_decay']
-
-_NO_DECAY_SUFFIXES = ('act_step', 'weight_step', 'bias')
-
-
-def is_no_decay(name: str, param: nn.Parameter, module: nn.Module) -> bool:
-    """Step sizes, biases and BN parameters are not decayed (decay would shrink the quantizer's range)."""
-    return name.endswith(_NO_DECAY_SUFFIXES) or isinstance(module, nn.modules.batchnorm._BatchNorm) or param.dim() <= 1
-
+__all__ = ['param_groups', 'build_optimizer', 'PhasedWarmupCosine', 'build_scheduler']
 
 def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
-    """Two SGD groups: decayed conv/linear weights and everything else with ``weight_decay=0``."""
-    decay, no_decay = [], []
-    for module_name, module in model.named_modules():
-        for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
-                continue
-            full = f'{module_name}.{name}' if module_name else name
-            (no_decay if is_no_decay(full, param, module) else decay).append(param)
-    return [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+    """timm's ``param_groups_weight_decay``: conv/linear weights decayed; biases, BN and the LSQ step sizes
+    (``model.no_weight_decay()``; decay would shrink the quantizer's range) not. The decayed group comes
+    first, as before, so the optimizer state of earlier checkpoints still loads."""
+    skip = model.no_weight_decay() if hasattr(model, 'no_weight_decay') else ()
+    groups = param_groups_weight_decay(model, weight_decay=weight_decay, no_weight_decay_list=skip)
+    return sorted(groups, key=lambda group: group['weight_decay'] == 0)
 
 
 def build_optimizer(model: nn.Module, *, lr: float, momentum: float, nesterov: bool,
-                    weight_decay: float) -> torch.optim.SGD:
-    return torch.optim.SGD(param_groups(model, weight_decay=weight_decay), lr=lr, momentum=momentum,
-                           nesterov=nesterov)
+                    weight_decay: float, opt: str = 'sgd') -> torch.optim.Optimizer:
+    """The recipe's SGD (nesterov as the recipe says), or any optimizer timm's ``create_optimizer_v2`` knows
+    (``adamw``, ``lamb`` …) on the same parameter groups."""
+    groups = param_groups(model, weight_decay=weight_decay)
+    if opt == 'sgd':
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    return create_optimizer_v2(groups, opt=opt, lr=lr, weight_decay=weight_decay, momentum=momentum)
 
 
 @dataclass

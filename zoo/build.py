@@ -95,7 +95,8 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
         cfg = registry.get_pretrained_cfg(entry.name).replace(supernet=entry.cfg.supernet or supernet_name)
         subnet.pretrained_cfg = cfg.to_dict()
         folder = save_pretrained(subnet, out / entry.name, dataset=images.name, pretrained_cfg=cfg,
-                                 metrics={'top1': metrics['top1'], 'top5': metrics['top5'], 'source': source})
+                                 metrics={'top1': metrics['top1'], 'top5': metrics['top5'], 'images': metrics['images'],
+                                          'split': 'validation', 'source': source})
         sha256 = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['sha256']
         results.append(BuildResult(entry.name, folder, metrics['top1'], metrics['top5'], metrics['images'], sha256))
         log(f'{entry.name}: top-1 {metrics["top1"]:.2f} %, top-5 {metrics["top5"]:.2f} % -> {folder}')

@@ -1,0 +1,66 @@
+"""Training conveniences: gradient clipping, the per-epoch console line, TensorBoard behind its extra, workers."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from oqatnets.cli.training import default_workers
+from oqatnets.errors import MissingDependencyError
+from oqatnets.training.loop import Amp, _tensorboard_writer, epoch_line
+
+
+def test_amp_clip_bounds_the_global_gradient_norm():
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    (model(torch.randn(8, 4)) * 100).sum().backward()
+    Amp(torch.device('cpu'), enabled=False).clip(optimizer, 0.5)
+    norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert norm == pytest.approx(0.5, rel=1e-4)
+
+
+def test_epoch_line_is_one_line_with_loss_lr_speed_and_accuracy():
+    record = {'epoch': 2, 'step': 40, 'lr': 0.05, 'train_loss': 1.23456, 'train_images_per_s': 812.3,
+              'val_top1_largest': 61.25}
+    line = epoch_line('finetune', record, epochs=5)
+    assert line == 'finetune epoch 2/5 | step 40 | loss 1.2346 | lr 0.05000 | 812 img/s | val_top1_largest 61.25'
+
+
+def test_tensorboard_needs_its_extra(tmp_path):
+    if importlib.util.find_spec('tensorboard') is None:
+        with pytest.raises(MissingDependencyError, match=r"pip install 'oqatnets\[tensorboard\]'"):
+            _tensorboard_writer(tmp_path)
+    else:
+        writer = _tensorboard_writer(tmp_path)
+        writer.add_scalar('loss', 1.0, 0)
+        writer.close()
+        assert any((tmp_path / 'tensorboard').iterdir())
+
+
+def test_default_workers_leave_a_cpu_for_the_loop():
+    assert 0 <= default_workers() <= 8
+
+
+def test_finetune_with_adamw_clipping_and_ema_ends_with_the_ema_weights(tmp_path):
+    import random
+
+    from safetensors.torch import load_file
+
+    from oqatnets import OQATNet
+    from oqatnets.training.distributed import init_distributed
+    from oqatnets.training.finetune import finetune
+    from oqatnets.training.optim import build_optimizer
+    from oqatnets.training.presets import get_recipe
+    from training_helpers import TINY_SPACE, synthetic_dataset
+
+    assert type(build_optimizer(torch.nn.Linear(2, 2), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
+                                opt='adamw')).__name__ == 'AdamW'
+    torch.manual_seed(0)
+    model = OQATNet(TINY_SPACE.sample(2, random.Random(0)).replace(resolution=24), space=TINY_SPACE, num_classes=4)
+    recipe = get_recipe('small').override(batch_size=16)
+    finetune(model=model, train_set=synthetic_dataset(64), recipe=recipe, epochs=1, resolution=24, out_dir=tmp_path,
+             ctx=init_distributed(device='cpu'), lr=0.01, amp=False,
+             loop_options={'ema_decay': 0.5, 'optimizer': 'adamw', 'clip_grad': 1.0})
+    ema = load_file(str(tmp_path / 'ema.safetensors'))
+    assert all(torch.equal(ema[k], v.cpu()) for k, v in model.state_dict().items())
