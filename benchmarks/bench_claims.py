@@ -30,7 +30,7 @@ from oqatnets.training.demo import DEMO_PRESETS, DemoPreset, demo_recipe, prepar
 from oqatnets.training.distributed import init_distributed
 from oqatnets.training.finetune import finetune
 from oqatnets.training.joint import train_supernet
-from oqatnets.training.pareto import search_supernet
+from oqatnets.training.search import search_supernet
 
 # MobileNetV3-Large's stages mapped onto the space's choices (its 2.5/2.3 expansions → 3).
 MBV3_LARGE_LIKE = SubnetSpec(

@@ -209,7 +209,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
     """Evolutionary search of one or more SUPERNETS (one per bit-width) under several budgets."""
     from torch.utils.data import Subset
     from oqatnets.training.artifacts import load_supernet
-    from oqatnets.training.pareto import run_search
+    from oqatnets.training.search import run_search
     from oqatnets.training.prepare import prepare_data
     ctx = _ctx(device)
     if ctx.is_main:

@@ -16,9 +16,9 @@ from .distributed import DistContext, init_distributed
 from .finetune import finetune
 from .inherit import inherit_bits
 from .joint import sandwich_step, train_supernet
-from .pareto import run_search
+from .search import run_search
 from .presets import Recipe, get_recipe, list_recipes
-from .search import ConstrainedSampler, evolutionary_search, random_search
+from .evolution import ConstrainedSampler, evolutionary_search, random_search
 
 __all__ = ['train_supernet', 'sandwich_step', 'inherit_bits', 'evaluate_subnet', 'calibrated_subnet',
            'evolutionary_search', 'random_search', 'ConstrainedSampler', 'run_search', 'finetune', 'Recipe',

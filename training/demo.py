@@ -182,7 +182,7 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
     from .inherit import inherit_bits
     from .joint import train_supernet
     from .metrics import StageTimer
-    from .pareto import run_search
+    from .search import run_search
 
     preset = DEMO_PRESETS[preset] if isinstance(preset, str) else preset
     out = Path(out)
