@@ -73,7 +73,8 @@ def train_group() -> None:
 @click.option('--train-images', type=int, default=None, help='Train on only the first N training images.')
 @click.option('--eval-images', type=int, default=2000, show_default=True,
               help='Validation images for the per-epoch check of the largest/smallest subnet (0: none).')
-@click.option('--init', 'init_source', default=None, help='Start from this model (e.g. local-dir:PATH or a run folder).')
+@click.option('--init', 'init_source', default=None,
+              help='Start from this model (local-dir:PATH, a run folder, or ofa:PATH for the float OFA supernet).')
 @click.option('--out', required=True, type=click.Path(file_okay=False))
 @click.option('--resume', is_flag=True, help='Continue the run in --out exactly where it stopped.')
 @click.option('--checkpoint-every', type=int, default=50, show_default=True, help='Steps between checkpoints.')
@@ -93,6 +94,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     from oqatnets.training.presets import SPLIT_SEED
 
     validate_bits(bits)
+    if init_source and init_source.startswith('ofa:') and space != 'imagenet':
+        raise click.UsageError('--init ofa:PATH is the OFA MobileNetV3 supernet: pass --space imagenet')
     recipe = _recipe(recipe_name or space, batch_size=batch_size, lr=lr, num_random_subnets=num_random,
                      holdout_images=holdout, float_epochs=float_epochs)
     epochs = recipe.epochs if epochs is None else epochs
@@ -100,7 +103,10 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     prepared = prepare_data(data_source, holdout_images=recipe.holdout_images, calib_images=recipe.calib_images,
                             calib_batch_size=recipe.calib_batch_size, train_images=train_images)
     data = prepared.data
-    if init_source:
+    if init_source and init_source.startswith('ofa:'):
+        from oqatnets.training.ofa_init import load_ofa_supernet
+        supernet = load_ofa_supernet(init_source[len('ofa:'):], bits=bits, num_classes=data.num_classes)
+    elif init_source:
         supernet = load_supernet(init_source)
         source_bits = get_bits(supernet)
         if source_bits not in (bits, FLOAT_BITS):
