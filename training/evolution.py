@@ -10,19 +10,26 @@ baseline gets for a fair comparison.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal
+
+import torch
 
 from oqatnets.profile import profile
 from oqatnets.spec import SearchSpace, SubnetSpec
 from oqatnets.supernet import OQATSupernet
 
-from .calibrate import evaluate_subnet
+from oqatnets.evaluation import resize_batch
+
+from .calibrate import calibrated_subnet, evaluate_subnet
 
 __all__ = ['BudgetMetric', 'cost_of', 'ConstrainedSampler', 'CachedFitness', 'SearchResult', 'mutate', 'crossover',
-           'evolutionary_search', 'random_search', 'pareto_front', 'resolve_budgets', 'supernet_fitness']
+           'evolutionary_search', 'random_search', 'pareto_front', 'resolve_budgets', 'supernet_fitness',
+           'correct_per_image', 'fitness_noise']
 
 BudgetMetric = Literal['bitops', 'macs']
 _MAX_TRIES = 200
@@ -234,3 +241,51 @@ def supernet_fitness(supernet: OQATSupernet, *, calib_batches: Iterable, eval_ba
         return evaluate_subnet(supernet, spec, calib_batches=calib_batches, eval_batches=eval_batches)['top1']
     return fitness
 
+
+
+@torch.no_grad()
+def correct_per_image(supernet: OQATSupernet, spec: SubnetSpec, *, calib_batches: Iterable,
+                      eval_batches: Iterable) -> torch.Tensor:
+    """Whether ``spec`` (BN recalibrated) classifies each image of ``eval_batches`` right, in order."""
+    net = calibrated_subnet(supernet, spec, calib_batches=calib_batches)
+    device = next(net.parameters()).device
+    hits = [net(resize_batch(images.to(device), spec.resolution)).argmax(1).cpu() == target
+            for images, target in eval_batches]
+    return torch.cat(hits)
+
+
+def fitness_noise(correct: dict[str, torch.Tensor], *, sizes: Iterable[int]) -> dict[str, Any]:
+    """How noisy the search's fitness is at N held-out images, against the gaps it has to rank.
+
+    ``correct`` maps candidate subnets to per-image hits on the same images. The search compares
+    candidates on the *same* images, so what matters is the noise of a difference: for each size
+    N, the images are cut into disjoint chunks of N and the spread (std over chunks) of every
+    pair's top-1 difference is measured; ``noise[N]`` is its root mean square over the pairs.
+    ``gap`` is the median |top-1 difference| between candidates adjacent in rank on all images,
+    the smallest differences the ranking has to get right. ``images_needed`` extrapolates
+    (noise ∝ 1/√N, from the largest size with at least 4 chunks) to the N where noise = gap / 2.
+    """
+    names = sorted(correct)
+    total = min(len(v) for v in correct.values())
+    acc = {n: correct[n][:total].float() * 100 for n in names}
+    noise: dict[int, float] = {}
+    for size in sorted(sizes):
+        chunks = total // size
+        if chunks < 2:
+            continue
+        variances = []
+        for a, b in itertools.combinations(names, 2):
+            diff = (acc[a][:chunks * size] - acc[b][:chunks * size]).view(chunks, size).mean(1)
+            variances.append(statistics.pvariance(diff.tolist()) * chunks / (chunks - 1))
+        noise[size] = math.sqrt(sum(variances) / len(variances))
+    full = sorted((float(acc[n].mean()) for n in names), reverse=True)
+    gaps = [x - y for x, y in zip(full, full[1:])]
+    gap = statistics.median(gaps) if gaps else float('nan')
+    usable = [n for n in noise if total // n >= 4] or list(noise)
+    needed = None
+    if usable and gap > 0:
+        ref = max(usable)
+        needed = math.ceil(ref * (noise[ref] / (gap / 2)) ** 2)
+    return {'images': total, 'candidates': len(names), 'noise': {str(k): round(v, 3) for k, v in noise.items()},
+            'gap_median_adjacent': round(gap, 3), 'top1_full': [round(x, 3) for x in full],
+            'images_needed': needed}
