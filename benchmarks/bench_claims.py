@@ -35,6 +35,7 @@ from oqatnets import OQATNet, OQATSupernet, SubnetSpec, profile
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import evaluate_subnet
+from oqatnets.training.checkpoint import load_checkpoint
 from oqatnets.training.demo import DEMO_PRESETS, DemoPreset, demo_recipe, prepare_demo_data, run_demo
 from oqatnets.training.distributed import init_distributed
 from oqatnets.training.evolution import ConstrainedSampler, correct_per_image, fitness_noise
@@ -235,14 +236,30 @@ def markdown(r: dict) -> str:
     return '\n'.join(lines)
 
 
+def noise_only(checkpoint: Path, *, candidates: int = 12) -> dict:
+    """The fitness-noise measurement alone, on a 2-bit supernet from a training checkpoint."""
+    supernet = OQATSupernet(space='small', bits=2, num_classes=10)
+    supernet.load_state_dict(load_checkpoint(checkpoint).model)
+    preset = DEMO_PRESETS['default']
+    prepared = prepare_demo_data(preset, demo_recipe(preset)).prepared
+    budget = profile(MBV3_LARGE_LIKE, space='small', num_classes=10).bitops
+    result = _noise(supernet.eval(), budget=budget, prepared=prepared, candidates=candidates, seed=0)
+    print(json.dumps(result))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='the tiny preset: a smoke run of the same code')
     parser.add_argument('--demo-dir', type=Path, default=Path('runs/demo'),
                         help='a finished `oqat demo` run whose supernets to reuse (same preset only)')
     parser.add_argument('--seeds', default='0,1,2', help='comma-separated seeds, one full comparison each')
+    parser.add_argument('--noise-only', type=Path, default=None, metavar='CHECKPOINT',
+                        help='only measure the search fitness noise on this 2-bit small-space checkpoint.pt')
     parser.add_argument('--out', type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.noise_only is not None:
+        return noise_only(args.noise_only)
     out = args.out or Path('runs/bench') / ('claims-quick' if args.quick else 'claims')
     seeds = [int(x) for x in args.seeds.split(',') if x.strip()]
     result = run(quick=args.quick, demo_dir=args.demo_dir, out=out, seeds=seeds)

@@ -66,6 +66,8 @@ def train_group() -> None:
 @click.option('--bits', type=int, default=4, show_default=True, help='Bit-width (32 = float).')
 @click.option('--epochs', type=int, default=None, help='Quantized epochs (default: the recipe\'s).')
 @click.option('--float-epochs', type=int, default=None, help='Float epochs before quantization starts.')
+@click.option('--quant-lr-factor', type=float, default=None,
+              help='Peak LR of the quantized phase after the float one, relative to --lr.')
 @click.option('--batch-size', type=int, default=None, help='Global batch size (all ranks).')
 @click.option('--lr', type=float, default=None)
 @click.option('--num-random', type=int, default=None, help='Random subnets per sandwich step.')
@@ -82,7 +84,8 @@ def train_group() -> None:
 @_seed
 @_device
 def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bits: int, epochs: int | None,
-                       float_epochs: int | None, batch_size: int | None, lr: float | None, num_random: int | None,
+                       float_epochs: int | None, quant_lr_factor: float | None, batch_size: int | None,
+                       lr: float | None, num_random: int | None,
                        holdout: int | None, train_images: int | None, eval_images: int, init_source: str | None,
                        out: str, resume: bool, checkpoint_every: int, no_amp: bool, seed: int, device: str | None) -> None:
     """Jointly train a quantized supernet with the sandwich rule; exports OUT/supernet at the end."""
@@ -97,7 +100,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     if init_source and init_source.startswith('ofa:') and space != 'imagenet':
         raise click.UsageError('--init ofa:PATH is the OFA MobileNetV3 supernet: pass --space imagenet')
     recipe = _recipe(recipe_name or space, batch_size=batch_size, lr=lr, num_random_subnets=num_random,
-                     holdout_images=holdout, float_epochs=float_epochs)
+                     holdout_images=holdout, float_epochs=float_epochs, quant_lr_factor=quant_lr_factor)
     epochs = recipe.epochs if epochs is None else epochs
     ctx = _ctx(device)
     prepared = prepare_data(data_source, holdout_images=recipe.holdout_images, calib_images=recipe.calib_images,
