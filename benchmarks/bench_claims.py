@@ -9,28 +9,39 @@
    same subnets trained alone (own weights, own step sizes) for the same total epochs.
 
 Every subnet is evaluated on the test split after BN recalibration on the same fixed training
-images. The OQAT supernets come from the demo pipeline (reused from ``--demo-dir`` when that run
-used the same preset, trained here otherwise).
+images. The OQAT supernets come from the demo pipeline (reused from ``--demo-dir`` for the seed
+that run used with the same preset, trained here otherwise). Each comparison runs once per seed
+(``--seeds``, default 3): the pipeline, the searches and every baseline use that seed; the table
+gives mean ± std over seeds. The search's fitness noise is measured on the first seed's 2-bit
+supernet (``fitness_noise``: candidates within the claim-1 budget, held-out images cut into
+chunks) and says how many held-out images the ranking needs.
 
-    python benchmarks/bench_claims.py [--quick] [--demo-dir runs/demo] [--out runs/bench/claims]
+    python benchmarks/bench_claims.py [--quick] [--seeds 0,1,2] [--demo-dir runs/demo] [--out runs/bench/claims]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import random
+import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from oqatnets import OQATNet, OQATSupernet, SubnetSpec, profile
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import evaluate_subnet
+from oqatnets.training.checkpoint import load_checkpoint
 from oqatnets.training.demo import DEMO_PRESETS, DemoPreset, demo_recipe, prepare_demo_data, run_demo
 from oqatnets.training.distributed import init_distributed
+from oqatnets.training.evolution import ConstrainedSampler, correct_per_image, fitness_noise
 from oqatnets.training.finetune import finetune
 from oqatnets.training.joint import train_supernet
-from oqatnets.training.pareto import search_supernet
+from oqatnets.training.search import search_supernet
 
 # MobileNetV3-Large's stages mapped onto the space's choices (its 2.5/2.3 expansions → 3).
 MBV3_LARGE_LIKE = SubnetSpec(
@@ -45,40 +56,52 @@ def _log(message: str) -> None:
     print(f'[bench claims {time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
-def _supernets(preset: DemoPreset, demo_dir: Path | None, out: Path) -> dict[int, OQATSupernet]:
-    """The demo pipeline's 4/3/2-bit supernets: reused when ``demo_dir`` ran this preset."""
+def _supernets(preset: DemoPreset, demo_dir: Path | None, out: Path, *, seed: int) -> dict[int, OQATSupernet]:
+    """The demo pipeline's 4/3/2-bit supernets: reused when ``demo_dir`` ran this preset and seed."""
     report_path = demo_dir / 'report.json' if demo_dir else None
     if report_path is not None and report_path.is_file():
         report = json.loads(report_path.read_text())
-        if report['preset'] == json.loads(json.dumps(asdict(preset))):
+        if report['preset'] == json.loads(json.dumps(asdict(preset))) and report.get('seed', 0) == seed:
             _log(f'reusing the supernets of {demo_dir}')
             return {int(b): load_supernet(p) for b, p in report['artifacts']['supernets'].items()}
-        _log(f'{demo_dir} ran another preset; training the pipeline here')
-    dirs = run_demo(out / 'pipeline', preset=preset, stop_after_training=True)['supernets']
+        _log(f'{demo_dir} ran another preset or seed; training the pipeline here')
+    dirs = run_demo(out / 'pipeline', preset=preset, seed=seed, stop_after_training=True,
+                    overwrite=True)['supernets']
     return {int(b): load_supernet(p) for b, p in dirs.items()}
 
 
 def _train_static(spec: SubnetSpec, *, name: str, prepared, recipe, epochs: int, out: Path, ctx,
-                  test_batches) -> float:
+                  test_batches, seed: int) -> float:
     """A 2-bit static net of ``spec`` trained alone from scratch; test top-1 after BN recalibration."""
+    torch.manual_seed(seed)  # the net's initial weights (a benchmark script may set global seeds)
     net = OQATNet(spec, space='small', num_classes=prepared.data.num_classes)
     finetune(model=net, train_set=prepared.train_set, recipe=recipe, epochs=epochs, resolution=spec.resolution,
-             out_dir=out / name, ctx=ctx, lr=recipe.lr, seed=1)
+             out_dir=out / name, ctx=ctx, lr=recipe.lr, seed=seed + 1)
     recalibrate_bn(net, prepared.calib, resolution=spec.resolution)
     return evaluate(net, test_batches(), resolution=spec.resolution)['top1']
 
 
-def run(*, quick: bool, demo_dir: Path | None, out: Path) -> dict:
-    preset = DEMO_PRESETS['tiny' if quick else 'default']
+def _noise(supernet: OQATSupernet, *, budget: float, prepared, candidates: int, seed: int) -> dict[str, Any]:
+    """The search fitness's noise on ``supernet``: random candidates within ``budget``, all held-out images."""
+    sampler = ConstrainedSampler(supernet.space, supernet.bits, budget=budget, metric='bitops', num_classes=10)
+    rng = random.Random(seed)
+    specs = {str(s): s for s in (sampler.sample(rng) for _ in range(candidates))}
+    holdout = prepared.holdout_batches(batch_size=250)
+    correct = {k: correct_per_image(supernet, s, calib_batches=prepared.calib, eval_batches=holdout)
+               for k, s in specs.items()}
+    return fitness_noise(correct, sizes=(100, 250, 500, 1000, 2500))
+
+
+def run_seed(*, preset: DemoPreset, seed: int, demo_dir: Path | None, out: Path) -> dict[str, Any]:
+    """The three comparisons for one seed (pipeline, search and baselines all seeded with it)."""
     out.mkdir(parents=True, exist_ok=True)
     ctx = init_distributed(device='cpu')
     recipe = demo_recipe(preset)
     demo_data = prepare_demo_data(preset, recipe)
-    prepared, test_set = demo_data.prepared, demo_data.test_set
+    prepared = demo_data.prepared
     test_batches, search_batches = demo_data.test_batches, demo_data.search_batches
-    total_epochs = sum(preset.epochs)
-    start = time.perf_counter()
-    supernets = _supernets(preset, demo_dir, out)
+    total_epochs = sum(preset.epochs) + recipe.float_epochs
+    supernets = _supernets(preset, demo_dir, out, seed=seed)
     inherited = supernets[2]
 
     def from_supernet(supernet: OQATSupernet, spec: SubnetSpec) -> float:
@@ -86,60 +109,143 @@ def run(*, quick: bool, demo_dir: Path | None, out: Path) -> dict:
 
     # 1. searched 2-bit subnet vs the MobileNetV3-Large-like spec, at equal or lower BitOPs
     budget = profile(MBV3_LARGE_LIKE, space='small', num_classes=10).bitops
-    _log(f'claim 1: searching the 2-bit supernet under {budget:.4f} GBitOPs (MobileNetV3-Large-like spec)')
+    _log(f'seed {seed}, claim 1: searching the 2-bit supernet under {budget:.4f} GBitOPs')
     found = search_supernet(inherited, budgets=[budget], metric='bitops', recipe=recipe,
-                            calib_batches=prepared.calib, eval_batches=search_batches, seed=0)['chosen'][0]
+                            calib_batches=prepared.calib, eval_batches=search_batches, seed=seed)['chosen'][0]
     searched = SubnetSpec.parse(found['spec'])
     claim1 = {
         'searched_spec': str(searched), 'searched_bitops_g': profile(searched, space='small', num_classes=10).bitops,
-        'searched_top1': from_supernet(inherited, searched),
+        'searched_holdout_top1': found['top1'], 'searched_top1': from_supernet(inherited, searched),
         'mbv3_spec': str(MBV3_LARGE_LIKE), 'mbv3_bitops_g': budget,
+        'mbv3_from_supernet_top1': from_supernet(inherited, MBV3_LARGE_LIKE),
         'mbv3_scratch_top1': _train_static(MBV3_LARGE_LIKE, name='mbv3_scratch', prepared=prepared, recipe=recipe,
-                                           epochs=total_epochs, out=out, ctx=ctx, test_batches=test_batches),
+                                           epochs=total_epochs, out=out, ctx=ctx, test_batches=test_batches,
+                                           seed=seed),
     }
-    _log(f'claim 1: {claim1}')
+    _log(f'seed {seed}, claim 1: {claim1}')
 
     # 2. bit inheritance vs a 2-bit supernet trained from scratch for the same total epochs
-    _log(f'claim 2: training a 2-bit supernet from scratch for {total_epochs} epochs')
+    _log(f'seed {seed}, claim 2: training a 2-bit supernet from scratch for {total_epochs} epochs')
+    torch.manual_seed(seed)
     scratch = OQATSupernet(space='small', bits=2, num_classes=prepared.data.num_classes)
-    train_supernet(supernet=scratch, train_set=prepared.train_set, recipe=recipe, bits=2, epochs=total_epochs,
-                   out_dir=out / 'supernet_w2a2_scratch', ctx=ctx, seed=2)
+    train_supernet(supernet=scratch, train_set=prepared.train_set, recipe=replace(recipe, float_epochs=0), bits=2,
+                   epochs=total_epochs, out_dir=out / 'supernet_w2a2_scratch', ctx=ctx, seed=seed + 2)
     subnets = {'smallest': inherited.space.smallest(2), 'middle': MIDDLE, 'largest': inherited.space.largest(2)}
     claim2 = {name: {'spec': str(spec), 'bitops_g': profile(spec, space='small', num_classes=10).bitops,
                      'inherited_top1': from_supernet(inherited, spec), 'scratch_top1': from_supernet(scratch, spec)}
               for name, spec in subnets.items()}
-    _log(f'claim 2: {claim2}')
+    _log(f'seed {seed}, claim 2: {claim2}')
 
     # 3. shared step sizes: subnets from the supernet vs the same subnets trained alone
     claim3 = {}
     for name, spec in subnets.items():
         alone = _train_static(spec, name=f'alone_{name}', prepared=prepared, recipe=recipe, epochs=total_epochs,
-                              out=out, ctx=ctx, test_batches=test_batches)
+                              out=out, ctx=ctx, test_batches=test_batches, seed=seed)
         claim3[name] = {'spec': str(spec), 'from_supernet_top1': claim2[name]['inherited_top1'], 'alone_top1': alone}
-    _log(f'claim 3: {claim3}')
-    result = {'preset': preset.name, 'data': prepared.data.name, 'train_images': len(prepared.train_set),
-              'test_images': len(test_set), 'total_epochs': total_epochs, 'oqat_epochs': list(preset.epochs),
-              'claim1_oqat_vs_mbv3': claim1, 'claim2_inheritance_vs_scratch': claim2,
-              'claim3_shared_steps_vs_alone': claim3, 'seconds': round(time.perf_counter() - start, 1)}
+    _log(f'seed {seed}, claim 3: {claim3}')
+    return {'seed': seed, 'claim1_oqat_vs_mbv3': claim1, 'claim2_inheritance_vs_scratch': claim2,
+            'claim3_shared_steps_vs_alone': claim3, 'inherited_supernet': inherited}
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {'mean': round(statistics.fmean(values), 3),
+            'std': round(statistics.stdev(values), 3) if len(values) > 1 else 0.0, 'values': values}
+
+
+def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std over seeds of every top-1 figure (same nested keys as one seed's result)."""
+    def walk(items: list[Any]) -> Any:
+        first = items[0]
+        if isinstance(first, dict):
+            return {k: walk([i[k] for i in items]) for k in first}
+        if all(i == first for i in items):
+            return first  # the same on every seed (a spec, a fixed baseline's BitOPs)
+        if isinstance(first, float):
+            return _stats([round(i, 3) for i in items])
+        return items
+    return walk([{k: v for k, v in r.items() if k.startswith('claim')} for r in per_seed])
+
+
+def run(*, quick: bool, demo_dir: Path | None, out: Path, seeds: list[int], noise_candidates: int = 12) -> dict:
+    preset = DEMO_PRESETS['tiny' if quick else 'default']
+    start = time.perf_counter()
+    per_seed, noise = [], None
+    for seed in seeds:
+        result = run_seed(preset=preset, seed=seed, demo_dir=demo_dir, out=out / f'seed{seed}')
+        inherited = result.pop('inherited_supernet')
+        if noise is None:
+            recipe = demo_recipe(preset)
+            prepared = prepare_demo_data(preset, recipe).prepared
+            noise = _noise(inherited, budget=result['claim1_oqat_vs_mbv3']['mbv3_bitops_g'], prepared=prepared,
+                           candidates=noise_candidates, seed=seed)
+            _log(f'search fitness noise (seed {seed} 2-bit supernet): {noise}')
+        per_seed.append(result)
+    recipe = demo_recipe(preset)
+    c1 = [r['claim1_oqat_vs_mbv3'] for r in per_seed]
+    wins = [c['searched_top1'] - c['mbv3_scratch_top1'] for c in c1]
+    result = {'preset': preset.name, 'seeds': seeds, 'train_images': preset.train_images,
+              'test_images': preset.test_images or 10000, 'search_images': preset.search_images,
+              'oqat_epochs': {'float': recipe.float_epochs, 'bits_4_3_2': list(preset.epochs)},
+              'total_epochs': sum(preset.epochs) + recipe.float_epochs,
+              'summary': _aggregate(per_seed), 'per_seed': per_seed, 'search_fitness_noise': noise,
+              'claim1_holds': {'searched_minus_mbv3': _stats(wins),
+                               'holds_every_seed': all(w > 0 for w in wins),
+                               'searched_at_most_mbv3_bitops': all(c['searched_bitops_g'] <= c['mbv3_bitops_g'] + 1e-9
+                                                                   for c in c1)},
+              'seconds': round(time.perf_counter() - start, 1)}
+    out.mkdir(parents=True, exist_ok=True)
     (out / 'claims.json').write_text(json.dumps(result, indent=1) + '\n')
     return result
 
 
+def _pm(s: 'dict[str, Any] | float', digits: int = 2) -> str:
+    if not isinstance(s, dict):
+        return f'{s:.{digits}f} ± 0'
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+
 def markdown(r: dict) -> str:
-    c1 = r['claim1_oqat_vs_mbv3']
-    lines = [f"Fashion-MNIST, {r['train_images']} training images, {r['test_images']} test images; "
-             f"OQAT epochs 4/3/2-bit = {r['oqat_epochs']}, baselines {r['total_epochs']} epochs.", '',
+    s = r['summary']
+    c1 = s['claim1_oqat_vs_mbv3']
+    epochs = r['oqat_epochs']
+    lines = [f"Fashion-MNIST, {r['train_images']} training images, {r['test_images']} test images, seeds "
+             f"{r['seeds']} (mean ± std); OQAT: {epochs['float']} float + {epochs['bits_4_3_2']} epochs at 4/3/2 bits, "
+             f"baselines {r['total_epochs']} epochs.", '',
              '| claim | model | BitOPs (G) | top-1 (%) |', '|---|---|---|---|',
-             f"| 1 | OQAT searched 2-bit | {c1['searched_bitops_g']:.4f} | {c1['searched_top1']:.2f} |",
-             f"| 1 | MobileNetV3-L-like 2-bit from scratch | {c1['mbv3_bitops_g']:.4f} | {c1['mbv3_scratch_top1']:.2f} |"]
-    for name, c in r['claim2_inheritance_vs_scratch'].items():
+             f"| 1 | OQAT searched 2-bit | {_pm(c1['searched_bitops_g'], 4)} | {_pm(c1['searched_top1'])} |",
+             f"| 1 | MobileNetV3-L-like 2-bit, from the supernet | {c1['mbv3_bitops_g']:.4f} | "
+             f"{_pm(c1['mbv3_from_supernet_top1'])} |",
+             f"| 1 | MobileNetV3-L-like 2-bit from scratch | {c1['mbv3_bitops_g']:.4f} | {_pm(c1['mbv3_scratch_top1'])} |"]
+    for name, c in s['claim2_inheritance_vs_scratch'].items():
         lines.append(f"| 2 | {name}: inherited 4→3→2 / 2-bit supernet from scratch | {c['bitops_g']:.4f} | "
-                     f"{c['inherited_top1']:.2f} / {c['scratch_top1']:.2f} |")
-    for name, c in r['claim3_shared_steps_vs_alone'].items():
-        bitops = r['claim2_inheritance_vs_scratch'][name]['bitops_g']
+                     f"{_pm(c['inherited_top1'])} / {_pm(c['scratch_top1'])} |")
+    for name, c in s['claim3_shared_steps_vs_alone'].items():
+        bitops = s['claim2_inheritance_vs_scratch'][name]['bitops_g']
         lines.append(f"| 3 | {name}: from the supernet (shared steps) / trained alone | {bitops:.4f} | "
-                     f"{c['from_supernet_top1']:.2f} / {c['alone_top1']:.2f} |")
+                     f"{_pm(c['from_supernet_top1'])} / {_pm(c['alone_top1'])} |")
+    h = r['claim1_holds']
+    lines += ['', f"Claim 1 (searched − MobileNetV3-like from scratch): {_pm(h['searched_minus_mbv3'])} points; "
+                  f"holds on every seed: {h['holds_every_seed']}."]
+    n = r['search_fitness_noise']
+    if n:
+        lines.append(f"Search fitness noise (std of a top-1 difference between two candidates on the same images): "
+                     f"{n['noise']} by images; median gap between adjacent-ranked candidates "
+                     f"{n['gap_median_adjacent']} points; images for noise ≤ gap/2: {n['images_needed']} "
+                     f"({n['candidates']} candidates, {n['images']} held-out images).")
     return '\n'.join(lines)
+
+
+def noise_only(checkpoint: Path, *, candidates: int = 12) -> dict:
+    """The fitness-noise measurement alone, on a 2-bit supernet from a training checkpoint."""
+    supernet = OQATSupernet(space='small', bits=2, num_classes=10)
+    supernet.load_state_dict(load_checkpoint(checkpoint).model)
+    preset = DEMO_PRESETS['default']
+    prepared = prepare_demo_data(preset, demo_recipe(preset)).prepared
+    budget = profile(MBV3_LARGE_LIKE, space='small', num_classes=10).bitops
+    result = _noise(supernet.eval(), budget=budget, prepared=prepared, candidates=candidates, seed=0)
+    print(json.dumps(result))
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -147,10 +253,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument('--quick', action='store_true', help='the tiny preset: a smoke run of the same code')
     parser.add_argument('--demo-dir', type=Path, default=Path('runs/demo'),
                         help='a finished `oqat demo` run whose supernets to reuse (same preset only)')
+    parser.add_argument('--seeds', default='0,1,2', help='comma-separated seeds, one full comparison each')
+    parser.add_argument('--noise-only', type=Path, default=None, metavar='CHECKPOINT',
+                        help='only measure the search fitness noise on this 2-bit small-space checkpoint.pt')
     parser.add_argument('--out', type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.noise_only is not None:
+        return noise_only(args.noise_only)
     out = args.out or Path('runs/bench') / ('claims-quick' if args.quick else 'claims')
-    result = run(quick=args.quick, demo_dir=args.demo_dir, out=out)
+    seeds = [int(x) for x in args.seeds.split(',') if x.strip()]
+    result = run(quick=args.quick, demo_dir=args.demo_dir, out=out, seeds=seeds)
     print(markdown(result))
     return result
 

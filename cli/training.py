@@ -131,6 +131,8 @@ def train_group() -> None:
 @click.option('--epochs', type=click.IntRange(min=0), default=None, help='Quantized epochs (default: the recipe\'s).')
 @click.option('--float-epochs', type=click.IntRange(min=0), default=None,
               help='Float epochs before quantization starts.')
+@click.option('--quant-lr-factor', type=click.FloatRange(min=0, min_open=True), default=None,
+              help='Peak LR of the quantized phase after the float one, relative to --lr.')
 @click.option('--batch-size', type=click.IntRange(min=1), default=None, help='Global batch size (all ranks).')
 @click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None,
               help="Peak learning rate (default: the recipe's).")
@@ -140,7 +142,8 @@ def train_group() -> None:
               help='Train on only the first N training images.')
 @click.option('--eval-images', type=click.IntRange(min=0), default=2000, show_default=True,
               help='Validation images for the per-epoch check of the largest/smallest subnet (0: none).')
-@click.option('--init', 'init_source', default=None, help='Start from this model (e.g. local-dir:PATH or a run folder).')
+@click.option('--init', 'init_source', default=None,
+              help='Start from this model (local-dir:PATH, a run folder, or ofa:PATH for the float OFA supernet).')
 @click.option('--out', required=True, type=click.Path(file_okay=False),
               help='Run folder (checkpoint, metrics, export).')
 @click.option('--resume', is_flag=True, help='Continue the run in --out exactly where it stopped.')
@@ -152,7 +155,8 @@ def train_group() -> None:
 @_seed
 @_device
 def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bits: int, epochs: int | None,
-                       float_epochs: int | None, batch_size: int | None, lr: float | None, num_random: int | None,
+                       float_epochs: int | None, quant_lr_factor: float | None, batch_size: int | None,
+                       lr: float | None, num_random: int | None,
                        holdout: int | None, train_images: int | None, eval_images: int, init_source: str | None,
                        out: str, resume: bool, checkpoint_every: int, no_amp: bool, compile_quantizer: bool,
                        workers: int | None, clip_grad: float | None, tensorboard: bool, ema_decay: float | None,
@@ -170,8 +174,10 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
 
     validate_bits(bits)
     _use_compile(compile_quantizer)
+    if init_source and init_source.startswith('ofa:') and space != 'imagenet':
+        raise BadUsage('--init ofa:PATH is the OFA MobileNetV3 supernet: pass --space imagenet')
     recipe = _recipe(recipe_name or space, batch_size=batch_size, lr=lr, num_random_subnets=num_random,
-                     holdout_images=holdout, float_epochs=float_epochs)
+                     holdout_images=holdout, float_epochs=float_epochs, quant_lr_factor=quant_lr_factor)
     epochs = recipe.epochs if epochs is None else epochs
     if epochs + recipe.float_epochs < 1:
         raise BadUsage(f'nothing to train: --epochs {epochs} and --float-epochs {recipe.float_epochs}; '
@@ -183,7 +189,10 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                             calib_batch_size=recipe.calib_batch_size, train_images=train_images,
                             num_workers=default_workers() if workers is None else workers)
     data = prepared.data
-    if init_source:
+    if init_source and init_source.startswith('ofa:'):
+        from oqatnets.training.ofa_init import load_ofa_supernet
+        supernet = load_ofa_supernet(init_source[len('ofa:'):], bits=bits, num_classes=data.num_classes)
+    elif init_source:
         supernet = load_supernet(init_source)
         source_bits = get_bits(supernet)
         if source_bits not in (bits, FLOAT_BITS):
@@ -310,7 +319,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
     """Evolutionary search of one or more SUPERNETS (one per bit-width) under several budgets."""
     from torch.utils.data import Subset
     from oqatnets.training.artifacts import load_supernet
-    from oqatnets.training.pareto import run_search
+    from oqatnets.training.search import run_search
     from oqatnets.training.prepare import prepare_data
     ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:

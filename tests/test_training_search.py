@@ -6,7 +6,7 @@ import random
 import pytest
 
 from oqatnets.spec import SubnetSpec
-from oqatnets.training.search import (CachedFitness, ConstrainedSampler, cost_of, evolutionary_search, pareto_front,
+from oqatnets.training.evolution import (CachedFitness, ConstrainedSampler, cost_of, evolutionary_search, pareto_front,
                                       random_search, resolve_budgets)
 from training_helpers import TINY_SPACE
 
@@ -59,3 +59,33 @@ def test_budget_parsing_and_pareto_front():
             resolve_budgets(bad, space=TINY_SPACE, bits=4, metric='macs', num_classes=4)
     points = [{'bitops': 1, 'top1': 50}, {'bitops': 2, 'top1': 40}, {'bitops': 3, 'top1': 70}, {'bitops': 1, 'top1': 55}]
     assert pareto_front(points) == [{'bitops': 1, 'top1': 55}, {'bitops': 3, 'top1': 70}]
+
+
+def _hashed_fitness(spec: SubnetSpec) -> float:
+    """A fitness unrelated to cost (a hash of the spec), so separate budget runs disagree often."""
+    return round(random.Random(str(spec)).uniform(50, 90), 3)
+
+
+def test_each_budget_chooses_the_best_evaluated_subnet_within_it(monkeypatch):
+    import oqatnets.training.search as search_mod
+    from oqatnets.supernet import OQATSupernet
+    from oqatnets.training.presets import get_recipe
+
+    monkeypatch.setattr(search_mod, 'supernet_fitness', lambda supernet, **_: _hashed_fitness)
+    supernet = OQATSupernet(space=TINY_SPACE, bits=2, num_classes=4)
+    budgets = resolve_budgets('auto:4', space=TINY_SPACE, bits=2, metric='bitops', num_classes=4)
+    recipe = get_recipe('small').override(population=4, generations=1)
+    for seed in range(3):
+        result = search_mod.search_supernet(supernet, budgets=budgets, metric='bitops', recipe=recipe,
+                                            calib_batches=[], eval_batches=[], seed=seed, progress=False)
+        front = {p['spec'] for p in result['front']}
+        for chosen in result['chosen']:
+            assert chosen['cost'] <= chosen['budget']
+            assert chosen['spec'] in front, 'a chosen subnet lies off its own front'
+            # nothing evaluated that fits the budget scores higher (the best of those is on the front)
+            fits = [p['top1'] for p in result['front']
+                    if cost_of(SubnetSpec.parse(p['spec']), space=TINY_SPACE, metric='bitops', num_classes=4)
+                    <= chosen['budget']]
+            assert chosen['top1'] == max(fits)
+        tops = [c['top1'] for c in sorted(result['chosen'], key=lambda c: c['budget'])]
+        assert tops == sorted(tops), 'a larger budget chose a worse subnet than a smaller one'

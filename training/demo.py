@@ -51,6 +51,8 @@ class DemoPreset:
     batch_size: int = 128
     lr: float = 0.1
     warmup_epochs: float = 0.2
+    float_epochs: int = 0  # float joint training before the 4-bit phase (the authors began from float OFA)
+    quant_lr_factor: float = 1.0  # peak LR of the 4-bit phase after the float one, relative to ``lr``
     epochs: tuple[int, int, int] = (4, 1, 1)  # 4-bit, then 3-bit and 2-bit after inheritance
     population: int = 10
     generations: int = 3
@@ -73,8 +75,8 @@ def demo_recipe(preset: DemoPreset) -> 'Recipe':
     from .presets import get_recipe
     return get_recipe('small').override(
         batch_size=preset.batch_size, lr=preset.lr, warmup_epochs=preset.warmup_epochs,
-        holdout_images=preset.holdout_images, calib_images=preset.calib_images,
-        population=preset.population, generations=preset.generations)
+        float_epochs=preset.float_epochs, quant_lr_factor=preset.quant_lr_factor,
+        holdout_images=preset.holdout_images, calib_images=preset.calib_images, population=preset.population, generations=preset.generations)
 
 
 @dataclass
@@ -184,7 +186,7 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
     from .inherit import inherit_bits
     from .joint import train_supernet
     from .metrics import StageTimer
-    from .pareto import run_search
+    from .search import run_search
 
     preset = DEMO_PRESETS[preset] if isinstance(preset, str) else preset
     out = Path(out)
@@ -225,11 +227,13 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
         write_run_file(run_dir, supernet, data=data, run_info=run_info)
         with timer.stage(f'train_{bits}bit'):
             result = train_supernet(supernet=supernet, train_set=prepared.train_set, recipe=recipe, bits=bits,
-                                    epochs=epochs, out_dir=run_dir, ctx=ctx, seed=seed + bits,
+                                    epochs=epochs, float_epochs=recipe.float_epochs if bits == 4 else 0,
+                                    out_dir=run_dir, ctx=ctx, seed=seed + bits,
                                     checkpoint_every=100, calib_batches=prepared.calib, eval_batches=eval_batches,
                                     run_info={**run_info, 'inherited_from': str(supernet_dirs.get(bits + 1))})
-        timer.images[f'train_{bits}bit'] = len(prepared.train_set) * epochs
-        training[f'{bits}bit'] = {'epochs': epochs, 'records': result.records, 'summary': result.summary}
+        timer.images[f'train_{bits}bit'] = len(prepared.train_set) * (epochs + (recipe.float_epochs if bits == 4 else 0))
+        training[f'{bits}bit'] = {'epochs': epochs, 'float_epochs': recipe.float_epochs if bits == 4 else 0,
+                                  'records': result.records, 'summary': result.summary}
         export_trained_supernet(supernet, run_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
         supernet.to(ctx.device)  # the export copied it to the CPU
         supernet_dirs[bits] = run_dir
@@ -254,7 +258,7 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
         measured = _publish_and_reload(rows, table_path=table_path, cache_dir=out / 'hub', test_batches=test_batches)
     table_md = format_table(measured)
     report = {
-        'preset': asdict(preset), 'data': data.name, 'space': 'small', 'device': str(ctx.device),
+        'preset': asdict(preset), 'seed': seed, 'data': data.name, 'space': 'small', 'device': str(ctx.device),
         'oqatnets_version': oqatnets.__version__, 'entries': measured, 'inheritance': inheritance,
         'training': training, 'search': {'metric': search['metric'],
                                          'results': [{k: r[k] for k in ('bits', 'chosen', 'front')}

@@ -100,7 +100,10 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
     optimizer = build_optimizer(supernet, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                 weight_decay=recipe.weight_decay, opt=opt)
     warmup = round(recipe.warmup_epochs * spe)
-    phases = [(n, min(warmup, n)) for n in (float_steps, quant_steps) if n > 0]
+    # after a float phase the quantized one starts from trained weights: it may peak lower
+    quant_peak = recipe.quant_lr_factor if float_steps else 1.0
+    phases = [p for p in ((float_steps, min(warmup, float_steps), 1.0), (quant_steps, min(warmup, quant_steps), quant_peak))
+              if p[0] > 0]
     scheduler = build_scheduler(optimizer, phases=phases)
     mixed = Amp(ctx.device, enabled=amp)
     subnet_rng = random.Random(seed)  # the same seed on every rank → the same subnets everywhere

@@ -33,23 +33,27 @@ def build_optimizer(model: nn.Module, *, lr: float, momentum: float, nesterov: b
 class PhasedWarmupCosine:
     """LR factor per step: each phase warms up linearly and then decays with a cosine to zero.
 
-    ``phases`` are (steps, warmup_steps) pairs; the float phase and the quantized phase of a run
-    each get their own warm-up and cosine, because LSQ starts from freshly initialised steps.
-    A plain dataclass (not a closure) so that LambdaLR's state dict can hold it.
+    ``phases`` are (steps, warmup_steps) or (steps, warmup_steps, peak) tuples (peak defaults
+    to 1); the float phase and the quantized phase of a run each get their own warm-up and
+    cosine, because LSQ starts from freshly initialised steps, and the quantized phase after a
+    float one may peak lower (it starts from trained weights). A plain dataclass (not a
+    closure) so that LambdaLR's state dict can hold it.
     """
 
-    phases: list[tuple[int, int]]
+    phases: list[tuple]
 
     def __call__(self, step: int) -> float:
-        for total, warmup in self.phases:
+        for phase in self.phases:
+            total, warmup = phase[0], phase[1]
+            peak = phase[2] if len(phase) > 2 else 1.0
             if step < total:
                 if step < warmup:
-                    return (step + 1) / warmup
+                    return peak * (step + 1) / warmup
                 progress = (step - warmup) / max(1, total - warmup)
-                return 0.5 * (1.0 + math.cos(math.pi * progress))
+                return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
             step -= total
         return 0.0
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, *, phases: list[tuple[int, int]]) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, *, phases: list[tuple]) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, PhasedWarmupCosine([tuple(p) for p in phases]))

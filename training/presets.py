@@ -35,6 +35,7 @@ class Recipe:
     num_random_subnets: int = 2  # the sandwich: largest + smallest + this many random subnets
     epochs: int = 10  # quantized joint training of the first (4-bit) supernet
     float_epochs: int = 0  # float (bits=32) joint training before quantization starts
+    quant_lr_factor: float = 1.0  # peak LR of the quantized phase after a float phase, relative to ``lr``
     inherit_epochs: int = 5  # joint training after each bit inheritance (fewer than ``epochs``)
     holdout_images: int = 5000  # training images kept out of training, for the search
     calib_images: int = 2000  # fixed training images for BN recalibration (the authors' number)
@@ -54,6 +55,8 @@ class Recipe:
         for name in ('float_epochs', 'inherit_epochs', 'holdout_images', 'num_random_subnets', 'generations'):
             if getattr(self, name) < 0:
                 raise InvalidArgumentError(f'Recipe.{name} must not be negative, got {getattr(self, name)}')
+        if self.quant_lr_factor <= 0:
+            raise InvalidArgumentError(f'Recipe.quant_lr_factor must be positive, got {self.quant_lr_factor}')
         if self.lr <= 0:
             raise InvalidArgumentError(f'Recipe.lr must be positive, got {self.lr}')
 

@@ -1,237 +1,156 @@
-"""Evolutionary architecture search under a BitOPs or MACs budget, and Pareto fronts per bit-width.
+"""A search run: several budgets × several bit-widths → chosen subnets, Pareto fronts, plot, zoo entries.
 
-The search is generic over a fitness function ``SubnetSpec -> float`` (higher is better); for
-OQAT the fitness is top-1 on held-out training images after BN recalibration
-(:func:`supernet_fitness`). Every candidate satisfies the budget: random samples are redrawn and,
-if the budget is tight, shrunk one elastic choice at a time; mutants and crossovers that break
-the budget are redrawn. Fitness values are cached, so a spec is never evaluated twice and the
-number of evaluations is what :class:`CachedFitness` counts — the number a random-search
-baseline gets for a fair comparison.
+For each supernet (one per bit-width) and each budget, an evolutionary search picks a subnet;
+fitness values are shared across the budgets of a bit-width (same supernet, same held-out
+images), so later budgets reuse earlier evaluations. ``pareto.json`` holds the chosen subnets and
+the front of everything evaluated; ``pareto.png`` draws held-out top-1 against BitOPs, one curve
+per bit-width; each chosen subnet is exported as a zoo-entry folder under ``entries/``.
 """
 from __future__ import annotations
 
-import math
 import random
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal
+from pathlib import Path
+from typing import Any, Iterable
 
-from oqatnets.costs import profile
-from oqatnets.spec import SearchSpace, SubnetSpec
-from oqatnets.supernet import OQATSupernet
+from oqatnets.data import ImageData
 from oqatnets.errors import InvalidArgumentError
+from oqatnets.evaluation import evaluate
+from oqatnets.costs import profile
+from oqatnets.spec import SubnetSpec
+from oqatnets.supernet import OQATSupernet
 
-from .calibrate import evaluate_subnet
+from .artifacts import export_model
+from .calibrate import calibrated_subnet
+from .metrics import StageTimer, write_json
+from .presets import Recipe
+from .evolution import (BudgetMetric, CachedFitness, ConstrainedSampler, cost_of, evolutionary_search, pareto_front,
+                        resolve_budgets, supernet_fitness)
 
-__all__ = ['BudgetMetric', 'cost_of', 'ConstrainedSampler', 'CachedFitness', 'SearchResult', 'mutate', 'crossover',
-           'evolutionary_search', 'random_search', 'pareto_front', 'resolve_budgets', 'supernet_fitness']
-
-BudgetMetric = Literal['bitops', 'macs']
-_MAX_TRIES = 200
-
-
-def cost_of(spec: SubnetSpec, *, space: SearchSpace, metric: BudgetMetric, num_classes: int) -> float:
-    """The budgeted cost of ``spec``: BitOPs in G or MACs in M (``oqatnets.profile`` conventions)."""
-    if metric not in ('bitops', 'macs'):
-        raise InvalidArgumentError(f'unknown budget metric {metric!r}; use bitops or macs')
-    p = profile(spec, space=space, num_classes=num_classes)
-    return p.bitops if metric == 'bitops' else p.macs
+__all__ = ['entry_name', 'search_supernet', 'best_within', 'plot_pareto', 'run_search']
 
 
-class ConstrainedSampler:
-    """Draws, mutates and crosses subnets of one space and bit-width whose cost is within a budget."""
-
-    def __init__(self, space: SearchSpace, bits: int, *, budget: float, metric: BudgetMetric, num_classes: int):
-        self.space, self.bits, self.budget, self.metric, self.num_classes = space, bits, budget, metric, num_classes
-        floor = self.cost(space.smallest(bits))
-        if floor > budget:
-            raise InvalidArgumentError(f'budget {budget:g} {metric} is below the smallest {bits}-bit subnet ({floor:.4g}); '
-                             f'raise the budget')
-
-    def cost(self, spec: SubnetSpec) -> float:
-        return cost_of(spec, space=self.space, metric=self.metric, num_classes=self.num_classes)
-
-    def feasible(self, spec: SubnetSpec) -> bool:
-        return self.cost(spec) <= self.budget
-
-    def sample(self, rng: random.Random) -> SubnetSpec:
-        """A random subnet within budget: rejection sampling, then shrinking the last draw."""
-        spec = self.space.sample(self.bits, rng)
-        for _ in range(_MAX_TRIES):
-            if self.feasible(spec):
-                return spec
-            spec = self.space.sample(self.bits, rng)
-        while not self.feasible(spec):
-            spec = _shrink_once(spec, self.space, rng)
-        return spec
-
-    def mutate(self, spec: SubnetSpec, rng: random.Random, *, prob: float) -> SubnetSpec:
-        for _ in range(_MAX_TRIES):
-            child = mutate(spec, self.space, rng, prob=prob)
-            if self.feasible(child):
-                return child
-        return spec
-
-    def crossover(self, a: SubnetSpec, b: SubnetSpec, rng: random.Random) -> SubnetSpec:
-        for _ in range(_MAX_TRIES):
-            child = crossover(a, b, rng)
-            if self.feasible(child):
-                return child
-        return a
+def entry_name(spec: SubnetSpec, *, macs: float) -> str:
+    """The zoo-style folder name of a searched subnet, e.g. ``oqat_2bit_r28_3p41m``."""
+    return f'oqat_{spec.bits}bit_r{spec.resolution}_{macs:.2f}m'.replace('.', 'p')
 
 
-def _lower(value: int, choices: tuple[int, ...]) -> int:
-    smaller = [c for c in sorted(choices) if c < value]
-    return smaller[-1] if smaller else value
+def _point(spec: SubnetSpec, top1: float, *, supernet: OQATSupernet) -> dict[str, Any]:
+    p = profile(spec, space=supernet.space, num_classes=supernet.num_classes)
+    return {'spec': str(spec), 'bits': spec.bits, 'resolution': spec.resolution, 'top1': round(top1, 3),
+            'macs': round(p.macs, 4), 'bitops': round(p.bitops, 5), 'params': round(p.params, 4),
+            'size_mbit': round(p.size_mbit, 4)}
 
 
-def _shrink_once(spec: SubnetSpec, space: SearchSpace, rng: random.Random) -> SubnetSpec:
-    """Lower one random elastic choice (resolution, a depth, a kernel or an expand ratio) one notch."""
-    options: list[Callable[[], SubnetSpec]] = []
-    if spec.resolution > min(space.resolutions):
-        options.append(lambda: spec.replace(resolution=_lower(spec.resolution, space.resolutions)))
-    for i, d in enumerate(spec.d):
-        if d > min(space.depth_choices):
-            options.append(lambda i=i: spec.replace(d=_set(spec.d, i, _lower(spec.d[i], space.depth_choices))))
-    for i in range(len(spec.ks)):
-        if spec.ks[i] > min(space.kernel_choices):
-            options.append(lambda i=i: spec.replace(ks=_set(spec.ks, i, _lower(spec.ks[i], space.kernel_choices))))
-        if spec.e[i] > min(space.expand_choices):
-            options.append(lambda i=i: spec.replace(e=_set(spec.e, i, _lower(spec.e[i], space.expand_choices))))
-    return rng.choice(options)() if options else spec
+def search_supernet(supernet: OQATSupernet, *, budgets: list[float], metric: BudgetMetric, recipe: Recipe,
+                    calib_batches: Iterable, eval_batches: Iterable, seed: int, progress: bool = True) -> dict[str, Any]:
+    """Evolutionary search of one supernet at every budget; returns chosen points and the front."""
+    from tqdm.auto import tqdm
+    fitness = CachedFitness(supernet_fitness(supernet, calib_batches=calib_batches, eval_batches=eval_batches))
+    bar = tqdm(total=len(budgets) * recipe.population * (recipe.generations + 1), leave=False, dynamic_ncols=True,
+               desc=f'search {supernet.bits}-bit', disable=not progress)
+
+    def scored(spec: SubnetSpec) -> float:  # one tick per candidate scored (cached ones included)
+        bar.update()
+        return fitness(spec)
+
+    runs = []
+    for index, budget in enumerate(budgets):
+        sampler = ConstrainedSampler(supernet.space, supernet.bits, budget=budget, metric=metric,
+                                     num_classes=supernet.num_classes)
+        result = evolutionary_search(sampler=sampler, fitness=scored, rng=random.Random(seed + index),
+                                     population=recipe.population, generations=recipe.generations,
+                                     mutation_prob=recipe.mutation_prob, parent_ratio=recipe.parent_ratio,
+                                     mutation_ratio=recipe.mutation_ratio)
+        runs.append((budget, result.evaluations))
+    bar.close()
+    evaluated = [_point(SubnetSpec.parse(key), top1, supernet=supernet) for key, top1 in fitness.cache.items()]
+    costs = {p['spec']: cost_of(SubnetSpec.parse(p['spec']), space=supernet.space, metric=metric,
+                                num_classes=supernet.num_classes) for p in evaluated}
+    chosen = []
+    for budget, evaluations in runs:
+        best = best_within(evaluated, costs=costs, budget=budget)
+        chosen.append({'budget': budget, 'budget_metric': metric, 'cost': round(costs[best['spec']], 6),
+                       'evaluations': evaluations, **best})
+    return {'bits': supernet.bits, 'chosen': chosen, 'front': pareto_front(evaluated),
+            'distinct_evaluations': fitness.evaluations}
 
 
-def _set(values: tuple[int, ...], index: int, value: int) -> list[int]:
-    out = list(values)
-    out[index] = value
-    return out
+def best_within(points: list[dict[str, Any]], *, costs: dict[str, float], budget: float) -> dict[str, Any]:
+    """The highest-scoring point whose cost fits ``budget`` (ties: the cheaper one).
+
+    Every budget's choice is taken from every subnet evaluated for the bit-width, not only from
+    its own evolution run: fitness is shared, so a subnet found under a smaller budget that
+    also fits a larger one and scores higher must not lose to that run's own best.
+    """
+    feasible = [p for p in points if costs[p['spec']] <= budget]
+    if not feasible:
+        raise InvalidArgumentError(f'no evaluated subnet fits the budget {budget:g}')
+    return max(feasible, key=lambda p: (p['top1'], -costs[p['spec']]))
 
 
-def mutate(spec: SubnetSpec, space: SearchSpace, rng: random.Random, *, prob: float) -> SubnetSpec:
-    """Resample each gene (resolution, every kernel, expand ratio and depth) with probability ``prob``."""
-    def pick(value: int, choices: tuple[int, ...]) -> int:
-        return rng.choice(choices) if rng.random() < prob else value
-    return SubnetSpec(pick(spec.resolution, space.resolutions), [pick(k, space.kernel_choices) for k in spec.ks],
-                      [pick(e, space.expand_choices) for e in spec.e], [pick(d, space.depth_choices) for d in spec.d],
-                      spec.bits)
+def plot_pareto(results: list[dict[str, Any]], path: 'str | Path', *, title: str) -> Path:
+    """Held-out top-1 vs BitOPs: each bit-width's front as a line, its chosen subnets as markers."""
+    from matplotlib.figure import Figure  # optional dependency; a Figure needs no global backend
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    ax = fig.add_subplot()
+    for result in sorted(results, key=lambda r: r['bits']):
+        front = result['front']
+        line, = ax.plot([p['bitops'] for p in front], [p['top1'] for p in front], '-', alpha=0.6,
+                        label=f'{result["bits"]}-bit front')
+        ax.plot([p['bitops'] for p in result['chosen']], [p['top1'] for p in result['chosen']], 'o',
+                color=line.get_color(), label=f'{result["bits"]}-bit chosen')
+    ax.set_xlabel('BitOPs (G)')
+    ax.set_ylabel('held-out top-1 (%)')
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize='small')
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp.png')
+    fig.savefig(tmp)
+    tmp.replace(path)
+    return path
 
 
-def crossover(a: SubnetSpec, b: SubnetSpec, rng: random.Random) -> SubnetSpec:
-    """Each gene from either parent with equal probability."""
-    def pick(x, y):
-        return x if rng.random() < 0.5 else y
-    return SubnetSpec(pick(a.resolution, b.resolution), [pick(x, y) for x, y in zip(a.ks, b.ks)],
-                      [pick(x, y) for x, y in zip(a.e, b.e)], [pick(x, y) for x, y in zip(a.d, b.d)], a.bits)
-
-
-class CachedFitness:
-    """Memoises a fitness function by spec; ``evaluations`` counts the distinct specs evaluated."""
-
-    def __init__(self, fn: Callable[[SubnetSpec], float]):
-        self.fn = fn
-        self.cache: dict[str, float] = {}
-
-    def __call__(self, spec: SubnetSpec) -> float:
-        key = str(spec)
-        if key not in self.cache:
-            self.cache[key] = float(self.fn(spec))
-        return self.cache[key]
-
-    @property
-    def evaluations(self) -> int:
-        return len(self.cache)
-
-
-@dataclass
-class SearchResult:
-    """The best spec found, its fitness and cost, and every (spec, fitness, cost) evaluated."""
-
-    spec: SubnetSpec
-    fitness: float
-    cost: float
-    evaluations: int
-    history: list[tuple[SubnetSpec, float, float]] = field(default_factory=list)
-
-
-def _result(scored: dict[str, tuple[SubnetSpec, float]], sampler: ConstrainedSampler, evaluations: int) -> SearchResult:
-    history = [(spec, fit, sampler.cost(spec)) for spec, fit in scored.values()]
-    best = max(history, key=lambda h: (h[1], -h[2]))  # ties: the cheaper subnet
-    return SearchResult(spec=best[0], fitness=best[1], cost=best[2], evaluations=evaluations, history=history)
-
-
-def evolutionary_search(*, sampler: ConstrainedSampler, fitness: Callable[[SubnetSpec], float], rng: random.Random,
-                        population: int, generations: int, mutation_prob: float = 0.2,
-                        parent_ratio: float = 0.25, mutation_ratio: float = 0.5) -> SearchResult:
-    """OFA-style evolution: keep the top ``parent_ratio``, refill with mutants and crossovers."""
-    if population < 2:
-        raise InvalidArgumentError(f'population must be at least 2, got {population}')
-    scored: dict[str, tuple[SubnetSpec, float]] = {}
-
-    def score(spec: SubnetSpec) -> float:
-        value = fitness(spec)
-        scored[str(spec)] = (spec, value)
-        return value
-
-    pop = [sampler.sample(rng) for _ in range(population)]
-    ranked = sorted(((score(s), s) for s in pop), key=lambda t: -t[0])
-    num_parents = max(1, round(parent_ratio * population))
-    num_mutants = round(mutation_ratio * population)
-    for _ in range(generations):
-        parents = [s for _, s in ranked[:num_parents]]
-        children = [sampler.mutate(rng.choice(parents), rng, prob=mutation_prob) for _ in range(num_mutants)]
-        while len(parents) + len(children) < population:
-            children.append(sampler.crossover(rng.choice(parents), rng.choice(parents), rng))
-        ranked = sorted(((score(s), s) for s in parents + children), key=lambda t: -t[0])
-    return _result(scored, sampler, len(scored))
-
-
-def random_search(*, sampler: ConstrainedSampler, fitness: Callable[[SubnetSpec], float], rng: random.Random,
-                  evaluations: int) -> SearchResult:
-    """The baseline: the best of ``evaluations`` distinct random subnets within the budget."""
-    scored: dict[str, tuple[SubnetSpec, float]] = {}
-    for _ in range(evaluations * 20):
-        if len(scored) >= evaluations:
-            break
-        spec = sampler.sample(rng)
-        if str(spec) not in scored:
-            scored[str(spec)] = (spec, fitness(spec))
-    return _result(scored, sampler, len(scored))
-
-
-def pareto_front(points: Iterable[dict[str, Any]], *, cost: str = 'bitops', score: str = 'top1') -> list[dict[str, Any]]:
-    """The points no other point beats on both lower ``cost`` and higher ``score``, by rising cost."""
-    front: list[dict[str, Any]] = []
-    for p in sorted(points, key=lambda p: (p[cost], -p[score])):
-        if not front or p[score] > front[-1][score]:
-            front.append(p)
-    return front
-
-
-def resolve_budgets(text: str, *, space: SearchSpace, bits: int, metric: BudgetMetric, num_classes: int) -> list[float]:
-    """``"0.1,0.2"`` as given, or ``"auto:N"``: N budgets spread evenly (log scale) between the
-    smallest and the largest subnet's cost, excluding both ends."""
-    text = text.strip()
-    if text.startswith('auto:'):
-        try:
-            n = int(text[5:])
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise InvalidArgumentError(f'--budgets {text!r}: write auto:N with N ≥ 1, e.g. auto:3')
-        lo = cost_of(space.smallest(bits), space=space, metric=metric, num_classes=num_classes)
-        hi = cost_of(space.largest(bits), space=space, metric=metric, num_classes=num_classes)
-        return [round(math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * (i + 1) / (n + 1)), 6) for i in range(n)]
-    try:
-        budgets = [float(b) for b in text.split(',') if b.strip()]
-    except ValueError:
-        raise InvalidArgumentError(f'--budgets {text!r}: give numbers separated by commas (e.g. 0.05,0.1) or auto:N') from None
-    if not budgets or any(b <= 0 for b in budgets):
-        raise InvalidArgumentError(f'--budgets {text!r}: give positive numbers separated by commas, or auto:N')
-    return budgets
-
-
-def supernet_fitness(supernet: OQATSupernet, *, calib_batches: Iterable, eval_batches: Iterable) -> Callable[[SubnetSpec], float]:
-    """Top-1 (%) on ``eval_batches`` of a spec taken from ``supernet`` after BN recalibration."""
-    def fitness(spec: SubnetSpec) -> float:
-        return evaluate_subnet(supernet, spec, calib_batches=calib_batches, eval_batches=eval_batches)['top1']
-    return fitness
-
+def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, metric: BudgetMetric,
+               recipe: Recipe, out_dir: 'str | Path', calib_batches: Iterable, holdout_batches: Iterable,
+               test_batches: Iterable | None = None, seed: int = 0, export: bool = True,
+               run_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Search every supernet at every budget, write ``pareto.json``/``pareto.png`` and export entries."""
+    out_dir = Path(out_dir)
+    timer = StageTimer()
+    results = []
+    for supernet in sorted(supernets, key=lambda s: -s.bits):
+        supernet.eval()
+        values = resolve_budgets(budgets, space=supernet.space, bits=supernet.bits, metric=metric,
+                                 num_classes=supernet.num_classes)
+        with timer.stage(f'search_{supernet.bits}bit'):
+            result = search_supernet(supernet, budgets=values, metric=metric, recipe=recipe,
+                                     calib_batches=calib_batches, eval_batches=holdout_batches, seed=seed)
+        timer.images[f'search_{supernet.bits}bit'] = result['distinct_evaluations']
+        if export:
+            for point in result['chosen']:
+                spec = SubnetSpec.parse(point['spec'])
+                net = calibrated_subnet(supernet, spec, calib_batches=calib_batches)
+                if test_batches is not None:
+                    with timer.stage('test_eval'):
+                        test = evaluate(net, test_batches, resolution=spec.resolution)
+                    timer.images['test_eval'] += test['images']
+                    point.update(test_top1=round(test['top1'], 3), test_top5=round(test['top5'], 3))
+                point['entry'] = entry_name(spec, macs=point['macs'])
+                metrics = {'top1': point.get('test_top1', point['top1']), 'top5': point.get('test_top5'),
+                           'holdout_top1': point['top1'], 'budget': f'{point["budget"]:g} {metric}',
+                           'source': f'oqat search on {data.name}: ' + ('test split' if test_batches is not None
+                                                                          else 'held-out training images')}
+                export_model(net, out_dir / 'entries' / point['entry'], data=data,
+                             metrics={k: v for k, v in metrics.items() if v is not None},
+                             description=f'{spec.bits}-bit OQAT subnet searched under {point["budget"]:g} {metric}',
+                             extra_cfg={'supernet': (run_info or {}).get('supernets', {}).get(str(spec.bits))})
+        results.append(result)
+    report = {'metric': metric, 'data': data.name, 'results': results, 'throughput_evaluations_per_s': {
+        k: v['images_per_s'] for k, v in timer.summary().items() if k.startswith('search')},
+        'timing': timer.summary(), **(run_info or {})}
+    write_json(out_dir / 'pareto.json', report)
+    plot_pareto(results, out_dir / 'pareto.png', title=f'OQAT search on {data.name} ({metric} budgets)')
+    return report

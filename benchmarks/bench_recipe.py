@@ -1,0 +1,137 @@
+"""The recipe ablation: one row per change to the joint-training recipe, measured on Fashion-MNIST.
+
+Each row trains a ``small``-space 4-bit supernet (optionally after a float phase) with the demo's
+data pipeline, then — for rows that ask — inherits 3 and 2 bits and trains each for its epochs,
+as ``oqat demo`` does. Reported: test top-1 of the largest and smallest subnet after BN
+recalibration (4-bit, and 2-bit where trained) and the minutes the row took. Rows are appended
+to ``rows.jsonl`` as they finish, so an interrupted run resumes where it stopped; ``--rows``
+picks rows by name.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_recipe.py [--train-images 8000] [--rows a,b] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oqatnets import OQATSupernet
+from oqatnets.training.calibrate import evaluate_subnet
+from oqatnets.training.demo import DEMO_PRESETS, demo_recipe, prepare_demo_data
+from oqatnets.training.distributed import init_distributed
+from oqatnets.training.inherit import inherit_bits
+from oqatnets.training.joint import train_supernet
+
+
+@dataclass(frozen=True)
+class Row:
+    """One ablation row: the recipe changes against the baseline and the epochs per stage."""
+
+    name: str
+    change: str
+    float_epochs: int = 0
+    epochs: tuple[int, ...] = (3,)  # 4-bit, then (optionally) 3-bit and 2-bit after inheritance
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+# The baseline is the recipe before this ablation (lr 0.1, 4-bit LSQ from scratch, 1 random subnet).
+ROWS: list[Row] = [
+    Row('baseline', 'recipe before the ablation: 4-bit LSQ from scratch, lr 0.1', epochs=(3,)),
+    Row('float1', 'float phase: 1 float epoch, then 2 at 4 bits', float_epochs=1, epochs=(2,)),
+    Row('float2', 'float phase: 2 float epochs, then 1 at 4 bits', float_epochs=2, epochs=(1,)),
+    Row('float1_qlr03', 'float1 + quantized phase peaks at 0.3 × lr', float_epochs=1, epochs=(2,),
+        overrides={'quant_lr_factor': 0.3}),
+    Row('float1_pipe', 'float1, then 4→3→2 bits, 1 epoch each after inheritance', float_epochs=1, epochs=(2, 1, 1)),
+    Row('baseline_pipe', 'baseline, then 4→3→2 bits, 1 epoch each after inheritance', epochs=(3, 1, 1)),
+    Row('float1_lr02', 'float1 + lr 0.2 (both phases)', float_epochs=1, epochs=(2,), overrides={'lr': 0.2}),
+    Row('float1_rand0', 'float1 + no random subnet (largest + smallest only)', float_epochs=1, epochs=(2,),
+        overrides={'num_random_subnets': 0}),
+    Row('float1_kdT2', 'float1 + KD temperature 2', float_epochs=1, epochs=(2,), overrides={'kd_temperature': 2.0}),
+    # the demo's shape at 4 epochs in all: before (all quantized) and after (a float epoch first)
+    Row('demo_quant_only', 'demo shape, no float phase: 2 epochs at 4 bits, then 1 at 3 and 1 at 2', epochs=(2, 1, 1)),
+    Row('demo_float_first', 'demo shape, float first: 1 float epoch, then 1 each at 4, 3 and 2 bits',
+        float_epochs=1, epochs=(1, 1, 1)),
+]
+
+
+def _top1(supernet: OQATSupernet, bits: int, calib, test_batches) -> dict[str, float]:
+    space = supernet.space
+    return {which: round(evaluate_subnet(supernet, spec, calib_batches=calib, eval_batches=test_batches())['top1'], 2)
+            for which, spec in (('largest', space.largest(bits)), ('smallest', space.smallest(bits)))}
+
+
+def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, seed: int) -> dict[str, Any]:
+    """Train one row's supernet(s); returns its record (top-1 per stage, minutes)."""
+    preset = DEMO_PRESETS['default']
+    preset = type(preset)(**{**preset.__dict__, 'train_images': train_images, 'test_images': test_images})
+    recipe = demo_recipe(preset).override(float_epochs=row.float_epochs, **row.overrides)
+    data = prepare_demo_data(preset, recipe)
+    prepared = data.prepared
+    ctx = init_distributed(device='cpu')
+    start = time.perf_counter()
+    record: dict[str, Any] = {'row': row.name, 'change': row.change, 'float_epochs': row.float_epochs,
+                              'epochs': list(row.epochs), 'overrides': row.overrides,
+                              'train_images': len(prepared.train_set), 'test_images': len(data.test_set)}
+    supernet = OQATSupernet(space='small', bits=4, num_classes=prepared.data.num_classes)
+    for index, (bits, epochs) in enumerate(zip((4, 3, 2), row.epochs)):
+        if index:
+            supernet = inherit_bits(supernet, bits)
+        train_supernet(supernet=supernet, train_set=prepared.train_set, recipe=recipe, bits=bits, epochs=epochs,
+                       float_epochs=row.float_epochs if index == 0 else 0, out_dir=out / row.name / f'w{bits}',
+                       ctx=ctx, seed=seed + bits, log_every=10**9)
+        if bits in (4, 2):
+            record[f'top1_{bits}bit'] = _top1(supernet, bits, prepared.calib, data.test_batches)
+    record['minutes'] = round((time.perf_counter() - start) / 60, 2)
+    return record
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    lines = ['| row | change | train images | epochs (float + 4/3/2-bit) | 4-bit largest | 4-bit smallest | 2-bit largest | '
+             '2-bit smallest | minutes |', '|---|---|---|---|---|---|---|---|---|']
+    for r in records:
+        t4, t2 = r.get('top1_4bit', {}), r.get('top1_2bit', {})
+        lines.append(f"| {r['row']} | {r['change']} | {r['train_images']} | {r['float_epochs']} + {'/'.join(map(str, r['epochs']))} | "
+                     f"{t4.get('largest', '–')} | {t4.get('smallest', '–')} | {t2.get('largest', '–')} | "
+                     f"{t2.get('smallest', '–')} | {r['minutes']} |")
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--train-images', type=int, default=8000, help='of the demo split (the demo uses 24000)')
+    parser.add_argument('--test-images', type=int, default=None, help='first N test images (default: all 10000)')
+    parser.add_argument('--rows', default=None, help='comma-separated row names (default: all)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--out', type=Path, default=Path('runs/bench/recipe'))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    wanted = args.rows.split(',') if args.rows else [r.name for r in ROWS]
+    unknown = sorted(set(wanted) - {r.name for r in ROWS})
+    if unknown:
+        parser.error(f'unknown rows {unknown}; known: {", ".join(r.name for r in ROWS)}')
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / 'rows.jsonl'
+    done = {json.loads(line)['row']: json.loads(line) for line in log.read_text().splitlines()} if log.exists() else {}
+    for row in ROWS:
+        if row.name in wanted and row.name not in done:
+            print(f'[bench recipe {time.strftime("%H:%M:%S")}] {row.name}: {row.change}', flush=True)
+            done[row.name] = run_row(row, train_images=args.train_images, test_images=args.test_images,
+                                     out=args.out, seed=args.seed)
+            with log.open('a') as f:
+                f.write(json.dumps(done[row.name]) + '\n')
+            print(json.dumps(done[row.name]), flush=True)
+    records = [done[r.name] for r in ROWS if r.name in done and r.name in wanted]
+    table = markdown(records)
+    (args.out / 'table.md').write_text(table + '\n')
+    print(table)
+    return records
+
+
+if __name__ == '__main__':
+    main()
