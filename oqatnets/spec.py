@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable, Sequence
 
 from .errors import InvalidArgumentError
@@ -45,9 +45,9 @@ class SearchSpace:
     stage_se: tuple[bool, ...] = (False, True, False, True, True)
     final_expand_channels: int = 960
     head_channels: int = 1280
-    kernel_choices: tuple[int, ...] = (3, 5, 7)
-    expand_choices: tuple[int, ...] = (3, 4, 6)
-    depth_choices: tuple[int, ...] = (2, 3, 4)
+    ks_choices: tuple[int, ...] = (3, 5, 7)
+    e_choices: tuple[int, ...] = (3, 4, 6)
+    d_choices: tuple[int, ...] = (2, 3, 4)
     resolutions: tuple[int, ...] = tuple(range(128, 225, 4))
     description: str = ''
 
@@ -55,16 +55,16 @@ class SearchSpace:
         for attr in ('stage_channels', 'stage_strides', 'stage_acts', 'stage_se'):
             if len(getattr(self, attr)) != NUM_STAGES:
                 raise InvalidArgumentError(f'SearchSpace.{attr} needs {NUM_STAGES} entries, got {getattr(self, attr)!r}')
-        if not set(self.kernel_choices) <= {3, 5, 7}:
-            raise InvalidArgumentError('SearchSpace.kernel_choices must be a subset of (3, 5, 7)')
+        if not set(self.ks_choices) <= {3, 5, 7}:
+            raise InvalidArgumentError('SearchSpace.ks_choices must be a subset of (3, 5, 7)')
 
     @property
     def max_kernel(self) -> int:
-        return max(self.kernel_choices)
+        return max(self.ks_choices)
 
     @property
     def max_expand(self) -> int:
-        return max(self.expand_choices)
+        return max(self.e_choices)
 
     @property
     def reduction(self) -> int:
@@ -87,25 +87,25 @@ class SearchSpace:
 
     def largest(self, bits: int, resolution: int | None = None) -> 'SubnetSpec':
         return SubnetSpec(resolution or max(self.resolutions), [self.max_kernel] * NUM_BLOCKS,
-                          [self.max_expand] * NUM_BLOCKS, [max(self.depth_choices)] * NUM_STAGES, bits)
+                          [self.max_expand] * NUM_BLOCKS, [max(self.d_choices)] * NUM_STAGES, bits)
 
     def smallest(self, bits: int, resolution: int | None = None) -> 'SubnetSpec':
-        return SubnetSpec(resolution or min(self.resolutions), [min(self.kernel_choices)] * NUM_BLOCKS,
-                          [min(self.expand_choices)] * NUM_BLOCKS, [min(self.depth_choices)] * NUM_STAGES, bits)
+        return SubnetSpec(resolution or min(self.resolutions), [min(self.ks_choices)] * NUM_BLOCKS,
+                          [min(self.e_choices)] * NUM_BLOCKS, [min(self.d_choices)] * NUM_STAGES, bits)
 
     def sample(self, bits: int, rng: random.Random) -> 'SubnetSpec':
         """A uniformly random subnet, drawn from ``rng`` (a :class:`random.Random`)."""
         return SubnetSpec(
             rng.choice(self.resolutions),
-            [rng.choice(self.kernel_choices) for _ in range(NUM_BLOCKS)],
-            [rng.choice(self.expand_choices) for _ in range(NUM_BLOCKS)],
-            [rng.choice(self.depth_choices) for _ in range(NUM_STAGES)],
+            [rng.choice(self.ks_choices) for _ in range(NUM_BLOCKS)],
+            [rng.choice(self.e_choices) for _ in range(NUM_BLOCKS)],
+            [rng.choice(self.d_choices) for _ in range(NUM_STAGES)],
             bits)
 
     def check(self, spec: 'SubnetSpec') -> 'SubnetSpec':
         """Raise a one-line ValueError if ``spec`` uses a choice this space does not have."""
-        for name, values, allowed in (('ks', spec.ks, self.kernel_choices), ('e', spec.e, self.expand_choices),
-                                      ('d', spec.d, self.depth_choices)):
+        for name, values, allowed in (('ks', spec.ks, self.ks_choices), ('e', spec.e, self.e_choices),
+                                      ('d', spec.d, self.d_choices)):
             bad = sorted(set(values) - set(allowed))
             if bad:
                 raise InvalidArgumentError(f'SubnetSpec.{name} uses {bad}, not in the {self.name!r} space; allowed: {list(allowed)}')
@@ -120,7 +120,17 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> 'SearchSpace':
+        """Build from :meth:`to_dict` output; the round-1 names ``kernel_choices`` … are still read."""
+        data = {_OLD_FIELDS.get(k, k): v for k, v in data.items()}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidArgumentError(f'unknown SearchSpace fields {unknown}; known: {", ".join(sorted(known))}')
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+# One vocabulary for the elastic choices, the spec's: ks (kernel sizes), e (expand ratios), d (depths).
+_OLD_FIELDS = {'kernel_choices': 'ks_choices', 'expand_choices': 'e_choices', 'depth_choices': 'd_choices'}
 
 
 _SPEC_RE = re.compile(r'^r(?P<r>\d+)_k(?P<k>\d{20})_e(?P<e>\d{20})_d(?P<d>\d{5})_b(?P<b>\d+)$')

@@ -45,10 +45,10 @@ class ElasticQuantConv2d(QuantConv2d):
 class ElasticDepthwiseQuantConv2d(QuantConv2d):
     """A depthwise quantized conv stored at the largest kernel, with kernel transform matrices."""
 
-    def __init__(self, channels: int, kernel_choices: tuple[int, ...], stride: int, *, bits: int):
-        kernels = sorted(kernel_choices)
+    def __init__(self, channels: int, ks_choices: tuple[int, ...], stride: int, *, bits: int):
+        kernels = sorted(ks_choices)
         super().__init__(channels, channels, kernels[-1], stride, groups=channels, bits=bits)
-        self.kernel_choices = tuple(kernels)
+        self.ks_choices = tuple(kernels)
         for big, small in zip(kernels[:0:-1], kernels[-2::-1]):
             self.register_parameter(f'transform_{big}to{small}', nn.Parameter(torch.eye(small * small)))
 
@@ -57,7 +57,7 @@ class ElasticDepthwiseQuantConv2d(QuantConv2d):
         weight = self.weight[:channels] if channels != self.out_channels else self.weight
         size = weight.shape[-1]
         while size > kernel_size:
-            smaller = self.kernel_choices[self.kernel_choices.index(size) - 1]
+            smaller = self.ks_choices[self.ks_choices.index(size) - 1]
             matrix = getattr(self, f'transform_{size}to{smaller}')
             flat = _centre(weight, smaller).reshape(-1, smaller * smaller)
             weight = F.linear(flat, matrix).reshape(channels, 1, smaller, smaller)
@@ -123,7 +123,7 @@ class ElasticInvertedResidual(nn.Module):
         self.conv_pw = ElasticQuantConv2d(self.in_channels, max_mid, 1, bits=bits)
         self.bn_pw = _elastic_bn(max_mid)
         self.act_pw = create_act(act)
-        self.conv_dw = ElasticDepthwiseQuantConv2d(max_mid, space.kernel_choices, self.stride, bits=bits)
+        self.conv_dw = ElasticDepthwiseQuantConv2d(max_mid, space.ks_choices, self.stride, bits=bits)
         self.bn_dw = _elastic_bn(max_mid)
         self.act_dw = create_act(act)
         self.se = ElasticSqueezeExcite(max_mid, space.se_channels(max_mid), space) if self.use_se else nn.Identity()
@@ -131,17 +131,17 @@ class ElasticInvertedResidual(nn.Module):
         self.bn_pwl = _elastic_bn(self.out_channels)
         self.drop_path_rate = drop_path_rate
         self.drop_path = drop_path(drop_path_rate)
-        self.active_kernel = space.max_kernel
-        self.active_expand = space.max_expand
+        self.active_ks = space.max_kernel
+        self.active_e = space.max_expand
 
     @property
     def active_mid(self) -> int:
-        return self.space.mid_channels(self.stage, self.index, self.active_expand)
+        return self.space.mid_channels(self.stage, self.index, self.active_e)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.act_pw(self.bn_pw(self.conv_pw(x, self.active_mid)))
-        x = self.se(self.act_dw(self.bn_dw(self.conv_dw(x, self.active_kernel))))
+        x = self.se(self.act_dw(self.bn_dw(self.conv_dw(x, self.active_ks))))
         x = self.bn_pwl(self.conv_pwl(x, self.out_channels))
         return self.drop_path(x) + shortcut if self.has_skip else x
 
@@ -150,12 +150,12 @@ class ElasticInvertedResidual(nn.Module):
         """A static block holding this block's active weights (transforms folded, steps copied)."""
         mid = self.active_mid
         se_mid = self.space.se_channels(mid) if self.use_se else 0
-        block = InvertedResidual(self.in_channels, self.out_channels, kernel_size=self.active_kernel,
+        block = InvertedResidual(self.in_channels, self.out_channels, kernel_size=self.active_ks,
                                  stride=self.stride, mid_channels=mid, act=self.space.stage_acts[self.stage],
                                  se_channels=se_mid, bits=self.conv_pw.bits, drop_path_rate=self.drop_path_rate)
         block = block.to(device=self.conv_pw.weight.device, dtype=self.conv_pw.weight.dtype)
         _copy_conv(block.conv_pw, self.conv_pw, self.conv_pw.active_weight(self.in_channels, mid))
-        _copy_conv(block.conv_dw, self.conv_dw, self.conv_dw.active_weight(mid, self.active_kernel))
+        _copy_conv(block.conv_dw, self.conv_dw, self.conv_dw.active_weight(mid, self.active_ks))
         _copy_conv(block.conv_pwl, self.conv_pwl, self.conv_pwl.active_weight(mid, self.out_channels))
         for static_bn, bn, c in ((block.bn_pw, self.bn_pw, mid), (block.bn_dw, self.bn_dw, mid),
                                  (block.bn_pwl, self.bn_pwl, self.out_channels)):
@@ -202,7 +202,7 @@ class OQATSupernet(OQATBase):
                                           for index in range(MAX_DEPTH))))
         self.blocks = nn.Sequential(*stages)
         self._build_head()
-        self.active_depth = [max(self.space.depth_choices)] * NUM_STAGES
+        self.active_d = [max(self.space.d_choices)] * NUM_STAGES
         self.active_resolution = max(self.space.resolutions)
 
     @property
@@ -226,8 +226,8 @@ class OQATSupernet(OQATBase):
         for stage in range(NUM_STAGES):
             for index, block in enumerate(self.blocks[stage + 1]):
                 b = stage * MAX_DEPTH + index
-                block.active_kernel, block.active_expand = spec.ks[b], spec.e[b]
-        self.active_depth = list(spec.d)
+                block.active_ks, block.active_e = spec.ks[b], spec.e[b]
+        self.active_d = list(spec.d)
         self.active_resolution = spec.resolution
 
     @property
@@ -235,9 +235,9 @@ class OQATSupernet(OQATBase):
         ks, e = [], []
         for stage in range(NUM_STAGES):
             for block in self.blocks[stage + 1]:
-                ks.append(block.active_kernel)
-                e.append(block.active_expand)
-        return SubnetSpec(self.active_resolution, ks, e, self.active_depth, self.bits)
+                ks.append(block.active_ks)
+                e.append(block.active_e)
+        return SubnetSpec(self.active_resolution, ks, e, self.active_d, self.bits)
 
     def sample_active_subnet(self, generator: random.Random | None = None) -> SubnetSpec:
         """Pick and activate a uniformly random subnet; identical ``generator`` states give identical picks."""
@@ -256,8 +256,8 @@ class OQATSupernet(OQATBase):
         return spec
 
     def stage_blocks(self, index: int) -> nn.Sequential:
-        """The active blocks of stage ``index`` (the first ``active_depth`` of each elastic stage)."""
-        return self.blocks[0] if index == 0 else self.blocks[index][:self.active_depth[index - 1]]
+        """The active blocks of stage ``index`` (the first ``active_d`` of each elastic stage)."""
+        return self.blocks[0] if index == 0 else self.blocks[index][:self.active_d[index - 1]]
 
     @torch.no_grad()
     def get_subnet(self, spec: SubnetSpec | None = None) -> OQATNet:

@@ -72,3 +72,10 @@ def test_sampling_is_reproducible():
     a = get_space('imagenet').sample(4, random.Random(7))
     b = get_space('imagenet').sample(4, random.Random(7))
     assert a == b
+
+
+def test_space_dicts_written_with_the_round1_field_names_still_load():
+    data = {**get_space('small').to_dict(), 'name': 'old'}
+    for new, old in (('ks_choices', 'kernel_choices'), ('e_choices', 'expand_choices'), ('d_choices', 'depth_choices')):
+        data[old] = data.pop(new)
+    assert get_space(data).ks_choices == get_space('small').ks_choices

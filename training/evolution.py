@@ -97,13 +97,13 @@ def _shrink_once(spec: SubnetSpec, space: SearchSpace, rng: random.Random) -> Su
     if spec.resolution > min(space.resolutions):
         options.append(lambda: spec.replace(resolution=_lower(spec.resolution, space.resolutions)))
     for i, d in enumerate(spec.d):
-        if d > min(space.depth_choices):
-            options.append(lambda i=i: spec.replace(d=_set(spec.d, i, _lower(spec.d[i], space.depth_choices))))
+        if d > min(space.d_choices):
+            options.append(lambda i=i: spec.replace(d=_set(spec.d, i, _lower(spec.d[i], space.d_choices))))
     for i in range(len(spec.ks)):
-        if spec.ks[i] > min(space.kernel_choices):
-            options.append(lambda i=i: spec.replace(ks=_set(spec.ks, i, _lower(spec.ks[i], space.kernel_choices))))
-        if spec.e[i] > min(space.expand_choices):
-            options.append(lambda i=i: spec.replace(e=_set(spec.e, i, _lower(spec.e[i], space.expand_choices))))
+        if spec.ks[i] > min(space.ks_choices):
+            options.append(lambda i=i: spec.replace(ks=_set(spec.ks, i, _lower(spec.ks[i], space.ks_choices))))
+        if spec.e[i] > min(space.e_choices):
+            options.append(lambda i=i: spec.replace(e=_set(spec.e, i, _lower(spec.e[i], space.e_choices))))
     return rng.choice(options)() if options else spec
 
 
@@ -117,8 +117,8 @@ def mutate(spec: SubnetSpec, space: SearchSpace, rng: random.Random, *, prob: fl
     """Resample each gene (resolution, every kernel, expand ratio and depth) with probability ``prob``."""
     def pick(value: int, choices: tuple[int, ...]) -> int:
         return rng.choice(choices) if rng.random() < prob else value
-    return SubnetSpec(pick(spec.resolution, space.resolutions), [pick(k, space.kernel_choices) for k in spec.ks],
-                      [pick(e, space.expand_choices) for e in spec.e], [pick(d, space.depth_choices) for d in spec.d],
+    return SubnetSpec(pick(spec.resolution, space.resolutions), [pick(k, space.ks_choices) for k in spec.ks],
+                      [pick(e, space.e_choices) for e in spec.e], [pick(d, space.d_choices) for d in spec.d],
                       spec.bits)
 
 
