@@ -77,15 +77,16 @@ def _entrypoint(name: str) -> Callable[..., Any]:
     return entrypoint
 
 
-def _timm_cfg(name: str) -> dict[str, Any]:
-    """The entry's cfg in timm's fields; ``hf_hub_id`` only once weights are published, so
-    ``timm.list_pretrained`` lists what exists."""
+def _timm_cfg(name: str, *, advertise: bool = True) -> dict[str, Any]:
+    """The entry's cfg in timm's fields; ``hf_hub_id`` only once weights are published and only under the
+    canonical name (``advertise``), so ``timm.list_pretrained`` lists what exists, once, as ours does.
+    Aliases still load the weights: the entrypoint resolves them through the registry."""
     cfg = registry.get_pretrained_cfg(name)
     out = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.to_dict(remove_null=False).items()
            if k in TIMM_FIELDS}
     for key in ('architecture', 'tag', 'source'):
         out.pop(key, None)
-    if not cfg.is_published:
+    if not (advertise and cfg.is_published):
         out['hf_hub_id'] = None
     return out
 
@@ -116,11 +117,15 @@ def register_with_timm(names: list[str] | None = None) -> list[str]:
                                                                  'classifier': 'classifier'}}))
             _register(generic)
             added.append(generic)
+    every = registry.list_models(include_tags=True)
     for arch in sorted(archs):
         if '.' in arch:
             continue
-        target, tag = registry.resolve_model_name(arch)
-        default_cfgs.update(generate_default_cfgs({f'{arch}.{tag}': _timm_cfg(f'{target}.{tag}')}))
+        target, default_tag = registry.resolve_model_name(arch)
+        tags = [default_tag, *(n[len(target) + 1:] for n in every
+                               if n.startswith(f'{target}.') and n != f'{target}.{default_tag}')]
+        cfgs = {f'{arch}.{t}': _timm_cfg(f'{target}.{t}', advertise=arch == target) for t in tags}
+        default_cfgs.update(generate_default_cfgs(cfgs))
         _register(arch)
         added.append(arch)
     return added

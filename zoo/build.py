@@ -65,7 +65,8 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
     """Extract, recalibrate, evaluate and save every zoo entry of ``supernet_name``'s bit-width."""
     supernet = create_model(supernet_name, pretrained=True, cache_dir=cache_dir)
     if not isinstance(supernet, OQATSupernet):
-        raise InvalidArgumentError(f'{supernet_name} is not a supernet (its config has a spec); pass a supernet name or folder')
+        raise InvalidArgumentError(f'{supernet_name} is not a supernet (its config has a spec); '
+                                   'pass a supernet name or folder')
     entries = zoo_entries_for(supernet)
     if not entries:
         raise InvalidArgumentError(f'no registered zoo entries for a {supernet.bits}-bit supernet of the '
