@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 from oqatnets.data import ImageData
 from oqatnets.evaluation import evaluate
+from oqatnets._io import atomic_path
 from oqatnets.costs import profile
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
@@ -85,13 +86,12 @@ def plot_pareto(results: list[dict[str, Any]], path: 'str | Path', *, title: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize='small')
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp.png')
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        with atomic_path(path) as tmp:  # a symlink keeps its link; a device or FIFO is refused
+            fig.savefig(tmp, format='png')
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, metric: BudgetMetric,

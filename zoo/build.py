@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from oqatnets import registry
 from oqatnets.data import CALIBRATION_SEED, ImageData, calibration_subset
+from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.factory import create_model
 from oqatnets.hub import atomic_path, save_pretrained
@@ -61,10 +62,10 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
     """Extract, recalibrate, evaluate and save every zoo entry of ``supernet_name``'s bit-width."""
     supernet = create_model(supernet_name, pretrained=True, cache_dir=cache_dir)
     if not isinstance(supernet, OQATSupernet):
-        raise ValueError(f'{supernet_name} is not a supernet (its config has a spec); pass a supernet name or folder')
+        raise InvalidArgumentError(f'{supernet_name} is not a supernet (its config has a spec); pass a supernet name or folder')
     entries = zoo_entries_for(supernet)
     if not entries:
-        raise ValueError(f'no registered zoo entries for a {supernet.bits}-bit supernet of the '
+        raise InvalidArgumentError(f'no registered zoo entries for a {supernet.bits}-bit supernet of the '
                          f'{supernet.space.name!r} space with {supernet.num_classes} classes; register a zoo table first')
     supernet.eval()
     out = Path(out)
@@ -80,7 +81,7 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
             datasets[r] = load_image_data(data, resolution=r)
         images = datasets[r]
         if images.num_classes != supernet.num_classes:
-            raise ValueError(f'{data} has {images.num_classes} classes, the supernet {supernet.num_classes}')
+            raise InvalidArgumentError(f'{data} has {images.num_classes} classes, the supernet {supernet.num_classes}')
         subnet = supernet.get_subnet(entry.spec)
         torch.manual_seed(CALIBRATION_SEED)  # the calibration crops are random: fix them
         calib = _loader(calibration_subset(images.train, calib_images), calib_batch, workers)
