@@ -586,6 +586,12 @@ def case_profile_malformed_spec(env, tmp_path, monkeypatch):
 
 
 @case('clear')
+def case_profile_huge_spec(env, tmp_path, monkeypatch):
+    line = refused(run('profile', 'r32_k' + '3' * 30000), 2, 'cannot parse subnet spec', '30005 characters')
+    assert len(line) < 400
+
+
+@case('clear')
 def case_info_unknown_model(env, tmp_path, monkeypatch):
     refused(run('info', 'oqat_9bit_xl'), 2, 'oqat_9bit_xl')
 
@@ -730,6 +736,25 @@ def case_finetune_supernet(env, tmp_path, monkeypatch):
     refused(run('finetune', env.supernet, '--data', 'fashion-mnist', '--out', tmp_path / 'ft', '--train-images', '16'),
             2, 'is a supernet')
     assert not (tmp_path / 'ft').exists()
+
+
+@case('clear')
+def case_finetune_supernet_run(env, tmp_path, monkeypatch):
+    refused(run('finetune', env.run, '--data', 'fashion-mnist', '--out', tmp_path / 'ft', '--train-images', '16'),
+            2, 'is a supernet')
+    assert not (tmp_path / 'ft').exists()
+
+
+@case('clear')
+def case_inherit_upwards(env, tmp_path, monkeypatch):
+    refused(run('inherit', env.net, tmp_path / 'up', '--bits', '4'), 2, 'goes down')
+    assert not (tmp_path / 'up').exists()
+
+
+@case('clear')
+def case_inherit_unsupported_bits(env, tmp_path, monkeypatch):
+    refused(run('inherit', env.net4, tmp_path / 'x', '--bits', '0'), 2, 'bits')
+    assert not (tmp_path / 'x').exists()
 
 
 @case('clear')
@@ -905,9 +930,9 @@ WAS_ON_MAIN = {
     'train_nothing_to_train': 'traceback', 'train_lr_zero': 'traceback', 'train_negative_epochs': 'traceback',
     'train_holdout_too_large': 'traceback', 'train_one_class_folder': 'traceback',
     'train_unreadable_image': 'traceback', 'search_corrupt_run_json': 'traceback', 'search_population_one': 'traceback',
-    'search_static_net': 'traceback', 'zoo_build_of_a_subnet': 'traceback', 'inherit_missing_source': 'traceback', 'finetune_supernet': 'traceback',
+    'search_static_net': 'traceback', 'zoo_build_of_a_subnet': 'traceback', 'inherit_missing_source': 'traceback', 'finetune_supernet': 'traceback', 'finetune_supernet_run': 'traceback',
     'finetune_existing_checkpoint': 'traceback', 'api_spec_none': 'traceback',
-    'predict_fifo': 'hang',
+    'predict_fifo': 'hang', 'profile_huge_spec': 'unclear',
     'training_json_onto_fifo': 'silent wrong', 'checkpoint_through_symlink': 'silent wrong',
     'metrics_log_through_symlink': 'silent wrong', 'pareto_plot_onto_fifo': 'silent wrong',
     'eval_recalibrate_negative': 'silent wrong', 'predict_top_zero': 'silent wrong',
