@@ -16,22 +16,32 @@ import shutil
 import stat
 import struct
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
 from click.testing import CliRunner
+from training_helpers import synthetic_dataset
+from zoo_helpers import image_folder, inputs, small_net, small_spec
 
 import oqatnets
 import oqatnets.export
 from oqatnets.cli.main import cli
-from oqatnets.errors import (CheckpointError, ChecksumError, DataError, FileMissingError, IncompatibleWeightsError,
-                             InvalidArgumentError, InvalidFileError, MissingDependencyError, OQATNetsError,
-                             QuantizationError, UnknownModelError, UnsafeOutputError)
-
-from training_helpers import synthetic_dataset
-from zoo_helpers import image_folder, inputs, small_net, small_spec
+from oqatnets.errors import (
+    CheckpointError,
+    ChecksumError,
+    DataError,
+    FileMissingError,
+    IncompatibleWeightsError,
+    InvalidArgumentError,
+    InvalidFileError,
+    MissingDependencyError,
+    OQATNetsError,
+    QuantizationError,
+    UnknownModelError,
+    UnsafeOutputError,
+)
 
 VERDICTS = ('clear', 'handled', 'unclear', 'traceback', 'hang', 'silent wrong', 'data loss')
 CASES: dict[str, tuple[str, Callable]] = {}
@@ -930,7 +940,8 @@ WAS_ON_MAIN = {
     'train_nothing_to_train': 'traceback', 'train_lr_zero': 'traceback', 'train_negative_epochs': 'traceback',
     'train_holdout_too_large': 'traceback', 'train_one_class_folder': 'traceback',
     'train_unreadable_image': 'traceback', 'search_corrupt_run_json': 'traceback', 'search_population_one': 'traceback',
-    'search_static_net': 'traceback', 'zoo_build_of_a_subnet': 'traceback', 'inherit_missing_source': 'traceback', 'finetune_supernet': 'traceback', 'finetune_supernet_run': 'traceback',
+    'search_static_net': 'traceback', 'zoo_build_of_a_subnet': 'traceback', 'inherit_missing_source': 'traceback',
+    'finetune_supernet': 'traceback', 'finetune_supernet_run': 'traceback',
     'finetune_existing_checkpoint': 'traceback', 'api_spec_none': 'traceback',
     'predict_fifo': 'hang', 'profile_huge_spec': 'unclear',
     'training_json_onto_fifo': 'silent wrong', 'checkpoint_through_symlink': 'silent wrong',
