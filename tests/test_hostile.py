@@ -530,6 +530,15 @@ def case_eval_text_named_png(env, tmp_path, monkeypatch):
 
 
 @case('clear')
+def case_eval_unreadable_image_in_a_worker(env, tmp_path, monkeypatch):
+    data = image_folder(tmp_path / 'd', per_class=1, size=32)
+    bad = data / 'val' / 'bee' / '0.png'
+    bad.write_text('not an image')
+    line = refused(run('eval', f'local-dir:{env.net}', '--data', data, '--workers', '1'), 1, str(bad))
+    assert 'Traceback' not in line and line.startswith('Error: cannot read image')
+
+
+@case('clear')
 def case_eval_decompression_bomb(env, tmp_path, monkeypatch):
     from PIL import Image
     data = image_folder(tmp_path / 'd', per_class=1, size=32)
@@ -934,7 +943,8 @@ def case_api_checkpoint_of_another_run(env, tmp_path, monkeypatch):
 WAS_ON_MAIN = {
     'config_without_spec_or_bits': 'unclear', 'pickle_payload_convert_official': 'unclear',
     'export_onnx_without_onnx': 'traceback', 'eval_batch_size_zero': 'traceback', 'eval_text_named_png': 'traceback',
-    'eval_decompression_bomb': 'traceback', 'predict_decompression_bomb': 'traceback',
+    'eval_decompression_bomb': 'traceback', 'eval_unreadable_image_in_a_worker': 'traceback',
+    'predict_decompression_bomb': 'traceback',
     'train_on_cuda_without_cuda': 'traceback', 'train_resume_with_other_bits': 'traceback',
     'train_resume_without_checkpoint': 'traceback', 'train_resume_corrupt_checkpoint': 'traceback',
     'train_nothing_to_train': 'traceback', 'train_lr_zero': 'traceback', 'train_negative_epochs': 'traceback',
