@@ -32,7 +32,10 @@ def install_hint(module: str) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    return ' '.join(str(exc).split()) or type(exc).__name__
+    text = str(exc)
+    if 'Original Traceback' in text:  # re-raised from a DataLoader worker: its last line is the original error
+        text = text.strip().splitlines()[-1].split(': ', 1)[-1]
+    return ' '.join(text.split()) or type(exc).__name__
 
 
 class OqatGroup(click.Group):

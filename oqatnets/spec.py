@@ -179,9 +179,12 @@ class SubnetSpec:
     @classmethod
     def parse(cls, text: str) -> 'SubnetSpec':
         """Read the compact form written by ``str(spec)``."""
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f'a subnet spec must be a string, got {type(text).__name__}')
         match = _SPEC_RE.match(text.strip())
         if not match:
-            raise InvalidArgumentError(f'cannot parse subnet spec {text!r}; expected r<res>_k<20 digits>_e<20 digits>'
+            shown = text if len(text) <= 80 else f'{text[:60]}… ({len(text)} characters)'  # never echo a megabyte
+            raise InvalidArgumentError(f'cannot parse subnet spec {shown!r}; expected r<res>_k<20 digits>_e<20 digits>'
                              f'_d<5 digits>_b<bits>, e.g. r224_k{"7" * 20}_e{"6" * 20}_d44444_b4')
         return cls(int(match['r']), [int(c) for c in match['k']], [int(c) for c in match['e']],
                    [int(c) for c in match['d']], int(match['b']))

@@ -63,12 +63,12 @@ def test_train_inherit_search_calibrate_finetune(tmp_path):
 
 def test_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(cli, ['inherit', str(tmp_path), str(tmp_path / 'x'), '--bits', '3'])
-    assert result.exit_code == 2 and result.output.count('\n') == 1 and 'config.json' in result.output
+    assert result.exit_code == 1 and result.output.count('\n') == 1 and 'config.json' in result.output
     (tmp_path / 'run').mkdir()
     (tmp_path / 'run' / 'checkpoint.pt').write_bytes(b'garbage')
     result = CliRunner().invoke(cli, ['train', 'supernet', '--data', str(tmp_path / 'nowhere'), '--out',
                                       str(tmp_path / 'run'), '--resume'])
-    assert result.exit_code == 2 and result.output.startswith('Error: no data at')
+    assert result.exit_code == 1 and result.output.startswith('Error: no data at')
 
 
 def test_train_command_under_torchrun(tmp_path):

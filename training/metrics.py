@@ -5,14 +5,12 @@ Only the main rank writes; the other ranks get no-op logs so callers need no ``i
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from oqatnets._io import write_json
+from oqatnets._io import atomic_path, write_json
 
 __all__ = ['write_json', 'MetricsLog', 'StageTimer', 'progress']
 
@@ -50,10 +48,8 @@ class MetricsLog:
         if not self.enabled or not self.path.is_file():
             return
         kept = [r for r in self.records() if r.get('step', 0) <= step]
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'.{self.path.name}.', suffix='.tmp')
-        with os.fdopen(fd, 'w') as f:
-            f.writelines(json.dumps(r) + '\n' for r in kept)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(''.join(json.dumps(r) + '\n' for r in kept))
 
 
 class StageTimer:

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterable
 
+from oqatnets._io import atomic_path
 from oqatnets.data import ImageData
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate
@@ -105,12 +106,9 @@ def plot_pareto(results: list[dict[str, Any]], path: 'str | Path', *, title: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize='small')
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp.png')
-    fig.savefig(tmp)
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:  # a symlink keeps its link; a device or FIFO is refused
+        fig.savefig(tmp, format='png')
+    return Path(path)
 
 
 def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, metric: BudgetMetric,
