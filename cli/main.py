@@ -63,6 +63,8 @@ class OqatGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option value: one line naming it, not the usage block
+            self._fail(ctx, _one_line(exc.format_message()), exc.exit_code)
         except OQATNetsError as exc:
             self._fail(ctx, _one_line(exc), exc.exit_code)
         except _HUB_ERRORS as exc:

@@ -454,7 +454,7 @@ def case_metrics_log_through_symlink(env, tmp_path, monkeypatch):
 
 @case('clear')
 def case_pareto_plot_onto_fifo(env, tmp_path, monkeypatch):
-    from oqatnets.training.pareto import plot_pareto
+    from oqatnets.training.search import plot_pareto
     fifo = tmp_path / 'pareto.png'
     os.mkfifo(fifo)
     front = [{'bitops': 1.0, 'top1': 50.0}]
