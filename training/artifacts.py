@@ -16,9 +16,12 @@ import torch.nn as nn
 
 from oqatnets.data import ImageData
 from oqatnets.errors import CheckpointError, FileMissingError, InvalidArgumentError
+from oqatnets.factory import create_model
+from oqatnets.hub import save_pretrained
 from oqatnets.supernet import OQATSupernet
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from .metrics import write_json
 
 __all__ = ['RUN_FILE', 'SUPERNET_DIR', 'read_run_file', 'load_model', 'load_supernet', 'data_cfg', 'export_model']
 
@@ -58,12 +61,11 @@ def load_model(source: str, *, num_classes: int | None = None) -> nn.Module:
         if num_classes is not None and num_classes != model.num_classes:
             model.reset_classifier(num_classes)
         return model
-    import oqatnets
     name = f'local-dir:{path}' if path.is_dir() and (path / 'config.json').is_file() else source
     if path.is_dir() and name == source:
         raise FileMissingError(f'{path} has neither config.json nor {RUN_FILE}; pass an exported model folder, '
                                 f'a training run folder or a zoo model name')
-    return oqatnets.create_model(name, pretrained=True, num_classes=num_classes)
+    return create_model(name, pretrained=True, num_classes=num_classes)
 
 
 def load_supernet(source: str) -> OQATSupernet:
@@ -86,9 +88,7 @@ def export_model(model: nn.Module, folder: 'str | Path', *, data: ImageData | No
                  metrics: dict[str, Any] | None = None, description: str | None = None,
                  extra_cfg: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as a zoo-entry folder (config.json, safetensors, packed file, model card)."""
-    from oqatnets import save_pretrained
-    resolution = model.spec.resolution if hasattr(model, 'spec') and not hasattr(model, 'active_spec') \
-        else max(model.space.resolutions)
+    resolution = model.input_size[-1]
     cfg: dict[str, Any] = dict(data_cfg(data, resolution=resolution)) if data is not None else {}
     if description:
         cfg['description'] = description
@@ -100,9 +100,7 @@ def export_model(model: nn.Module, folder: 'str | Path', *, data: ImageData | No
 def write_run_file(out_dir: 'str | Path', supernet: OQATSupernet, *, data: ImageData,
                    run_info: dict[str, Any]) -> Path:
     """``run.json``: what rebuilds the supernet from ``checkpoint.pt`` (model args, data cfg, split)."""
-    from .metrics import write_json
-    model_args = {'space': supernet.space.to_dict(), 'bits': supernet.bits, 'num_classes': supernet.num_classes,
-                  'in_chans': supernet.in_chans}
+    model_args = supernet.model_args()
     cfg = data_cfg(data, resolution=max(supernet.space.resolutions))
     return write_json(Path(out_dir) / RUN_FILE, {'model_args': model_args, 'pretrained_cfg': cfg, **run_info})
 

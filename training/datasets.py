@@ -9,6 +9,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+from torchvision.datasets import ImageFolder
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from oqatnets.data import TensorImageDataset, calibration_subset, eval_transform
@@ -43,7 +44,6 @@ def eval_view(dataset: Dataset, *, resolution: int) -> Dataset:
         view = copy.copy(dataset)
         view.train = False
         return view
-    from torchvision.datasets import ImageFolder
     if isinstance(dataset, ImageFolder):
         return ImageFolder(dataset.root, transform=eval_transform(resolution), loader=dataset.loader)
     raise InvalidTypeError(f'no evaluation view for {type(dataset).__name__}; use a builtin data set or an ImageFolder')

@@ -10,6 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from tqdm.auto import tqdm
+
 from oqatnets._io import atomic_path, write_json
 
 __all__ = ['write_json', 'MetricsLog', 'StageTimer', 'progress']
@@ -20,7 +22,6 @@ def progress(iterable: Iterable, *, enabled: bool, total: int | None = None, des
     """A tqdm bar over ``iterable`` on the main rank, the bare iterable elsewhere."""
     if not enabled:
         return iter(iterable)
-    from tqdm.auto import tqdm
     return iter(tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True, leave=False))
 
 

@@ -12,6 +12,8 @@ import random
 from pathlib import Path
 from typing import Any, Iterable
 
+from tqdm.auto import tqdm
+
 from oqatnets._io import atomic_path
 from oqatnets.data import ImageData
 from oqatnets.errors import InvalidArgumentError
@@ -45,7 +47,6 @@ def _point(spec: SubnetSpec, top1: float, *, supernet: OQATSupernet) -> dict[str
 def search_supernet(supernet: OQATSupernet, *, budgets: list[float], metric: BudgetMetric, recipe: Recipe,
                     calib_batches: Iterable, eval_batches: Iterable, seed: int, progress: bool = True) -> dict[str, Any]:
     """Evolutionary search of one supernet at every budget; returns chosen points and the front."""
-    from tqdm.auto import tqdm
     fitness = CachedFitness(supernet_fitness(supernet, calib_batches=calib_batches, eval_batches=eval_batches))
     bar = tqdm(total=len(budgets) * recipe.population * (recipe.generations + 1), leave=False, dynamic_ncols=True,
                desc=f'search {supernet.bits}-bit', disable=not progress)
