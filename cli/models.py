@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 
 from .completion import complete_model_name
 from .errors import BadUsage
+
 
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
@@ -113,9 +115,10 @@ def eval_cmd(name: str, data: str, recalibrate: int, batch_size: int, workers: i
     """Top-1/top-5 of NAME's weights on an ImageFolder validation split."""
     import torch
     from torch.utils.data import DataLoader
+
     from oqatnets.data import CALIBRATION_SEED, calibration_subset
-    from oqatnets.training.sources import load_image_data
     from oqatnets.evaluation import evaluate, recalibrate_bn
+    from oqatnets.training.sources import load_image_data
     model = _load(name, cache_dir)
     resolution = int(model.pretrained_cfg['input_size'][-1])
     images = load_image_data(data, resolution=resolution)

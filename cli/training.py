@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
 from .errors import BadUsage
-
 
 
 def _recipe(name: str, **overrides: Any):
@@ -318,9 +318,10 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
                calib_images: int | None, export: bool, test_eval: bool, seed: int, device: str | None) -> None:
     """Evolutionary search of one or more SUPERNETS (one per bit-width) under several budgets."""
     from torch.utils.data import Subset
+
     from oqatnets.training.artifacts import load_supernet
-    from oqatnets.training.search import run_search
     from oqatnets.training.prepare import prepare_data
+    from oqatnets.training.search import run_search
     ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:
         models = [load_supernet(s).to(ctx.device) for s in supernets]

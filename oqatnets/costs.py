@@ -14,8 +14,9 @@ Conventions (they reproduce the authors' counters to the last printed digit):
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch.nn as nn
 

@@ -6,8 +6,8 @@ training's job: :mod:`oqatnets.training.sources`. Nothing here downloads or inst
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset, Subset

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
@@ -16,7 +16,7 @@ __all__ = ['recalibrate_bn', 'evaluate', 'resize_batch', 'accuracy_counts']
 
 def resize_batch(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
     """Bilinearly resize a batch to ``resolution`` (no-op when it already has that size)."""
-    if resolution is None or x.shape[-1] == resolution and x.shape[-2] == resolution:
+    if resolution is None or (x.shape[-1] == resolution and x.shape[-2] == resolution):
         return x
     return F.interpolate(x, size=(resolution, resolution), mode='bilinear', align_corners=False)
 

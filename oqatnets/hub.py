@@ -23,13 +23,13 @@ from typing import Any
 import torch.nn as nn
 from huggingface_hub import HfApi, constants, hf_hub_download
 
-from .version import __version__
 from ._io import atomic_dir, atomic_path, resolve_output, sha256_file, verify_sha256, write_text
 from .card import model_config, read_model_config, render_model_card
 from .errors import ChecksumError, FileMissingError, InvalidArgumentError
 from .pretrained import CONFIG_FILE, MODEL_CARD_FILE, PACKED_FILE, WEIGHTS_FILE, PretrainedCfg
 from .quant import FLOAT_BITS
 from .supernet import OQATSupernet
+from .version import __version__
 from .weights import save_packed, save_weights
 
 __all__ = ['save_pretrained', 'push_to_hub', 'publish_to_cache', 'download', 'load_model_config_from_hf',

@@ -29,10 +29,11 @@ import importlib.util
 import json
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from .costs import profile
 from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, UnknownModelError

@@ -15,8 +15,9 @@ When this happens is decided by :mod:`oqatnets._timm_hook` (right after ``import
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch.nn as nn
 

@@ -6,12 +6,11 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import OFFICIAL_B2
+from zoo_helpers import image_folder, inputs, small_net
 
 import oqatnets
 from oqatnets.cli.main import cli
-
-from zoo_helpers import image_folder, inputs, small_net
-from conftest import OFFICIAL_B2
 
 
 def run(*args):
@@ -147,6 +146,7 @@ def test_export_push_and_inherit_speak_json(tmp_path):
 
 def test_model_names_complete_in_the_shell():
     from click.shell_completion import ShellComplete
+
     from oqatnets.cli.completion import model_names
     assert 'oqat_2bit_m' in model_names()
     completer = ShellComplete(cli, {}, 'oqat', '_OQAT_COMPLETE')

@@ -6,13 +6,12 @@ import json
 import pytest
 import torch
 from huggingface_hub import ModelCard, hf_hub_download
+from zoo_helpers import inputs, small_net, small_table
 
 import oqatnets
 from oqatnets._io import sha256_file
 from oqatnets.errors import ChecksumError
 from oqatnets.quant import iter_quant_convs
-
-from zoo_helpers import inputs, small_net, small_table
 
 
 @pytest.fixture(scope='module')

@@ -10,12 +10,11 @@ import json
 
 import pytest
 import torch
+from zoo_helpers import RESOLUTION, inputs, small_net
 
 import oqatnets
 from oqatnets.errors import IncompatibleWeightsError, InvalidArgumentError, OQATNetsError
 from oqatnets.training import inherit_bits
-
-from zoo_helpers import RESOLUTION, inputs, small_net
 
 S = 'r32_k' + '3' * 20 + '_e' + '3' * 20 + '_d22222_b{}'
 IDENTITY = ('hf_hub_id', 'top1', 'top5', 'metrics_source', 'aliases', 'description', 'tag', 'file', 'source')

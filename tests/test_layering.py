@@ -101,8 +101,8 @@ def test_no_import_cycle_counting_imports_inside_functions():
 def test_core_never_imports_training_zoo_or_cli():
     graph = _graph()
     for module, targets in graph.items():
-        if module == 'oqatnets' or module.startswith('oqatnets.') and module.count('.') == 1 \
-                and module.split('.')[1] not in ('training', 'zoo', 'cli'):
+        if module == 'oqatnets' or (module.startswith('oqatnets.') and module.count('.') == 1 \
+                and module.split('.')[1] not in ('training', 'zoo', 'cli')):
             assert not {t for t in targets if t.startswith(('oqatnets.training', 'oqatnets.zoo', 'oqatnets.cli'))}, module
 
 

@@ -6,13 +6,12 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
+from zoo_helpers import inputs, small_net
 
 import oqatnets
 from oqatnets import load_packed, save_packed
 from oqatnets.packing import FORMAT_NAME, pack_bits, unpack_bits
 from oqatnets.quant import iter_quant_convs
-
-from zoo_helpers import inputs, small_net
 
 
 @pytest.mark.parametrize('bits', [1, 2, 3, 4, 5, 8])

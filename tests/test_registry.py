@@ -7,12 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from zoo_helpers import small_spec, small_table
 
 import oqatnets
 from oqatnets import registry
 from oqatnets.spec import SubnetSpec
-
-from zoo_helpers import small_spec, small_table
 
 SML = {4: {'s': (152, 68.360), 'm': (184, 168.057), 'l': (216, 286.910)},
        3: {'s': (152, 73.368), 'm': (192, 174.790), 'l': (212, 292.019)},

@@ -5,14 +5,13 @@ import json
 
 import pytest
 import torch
-from huggingface_hub import ModelCard
 from click.testing import CliRunner
+from huggingface_hub import ModelCard
+from zoo_helpers import image_folder, inputs, small_table
 
 import oqatnets
 from oqatnets.cli.main import cli
 from oqatnets.spec import get_space
-
-from zoo_helpers import image_folder, inputs, small_table
 
 
 def test_zoo_build_extracts_recalibrates_evaluates_and_saves(tmp_path):

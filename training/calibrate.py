@@ -8,7 +8,8 @@ supernet's buffers afterwards, so evaluating never changes what training or a ch
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn

@@ -9,8 +9,8 @@ import copy
 from dataclasses import dataclass
 
 import torch
-from torchvision.datasets import ImageFolder
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torchvision.datasets import ImageFolder
 
 from oqatnets.data import TensorImageDataset, calibration_subset, eval_transform
 from oqatnets.errors import InvalidArgumentError, InvalidTypeError

@@ -5,8 +5,8 @@ evaluation) are materialised once; folder data sets stream through a DataLoader.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from torch.utils.data import Dataset, Subset
 
