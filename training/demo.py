@@ -77,7 +77,8 @@ def demo_recipe(preset: DemoPreset) -> 'Recipe':
     return get_recipe('small').override(
         batch_size=preset.batch_size, lr=preset.lr, warmup_epochs=preset.warmup_epochs,
         float_epochs=preset.float_epochs, quant_lr_factor=preset.quant_lr_factor,
-        holdout_images=preset.holdout_images, calib_images=preset.calib_images, population=preset.population, generations=preset.generations)
+        holdout_images=preset.holdout_images, calib_images=preset.calib_images, population=preset.population,
+        generations=preset.generations)
 
 
 @dataclass
@@ -225,16 +226,17 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
             inheritance[f'{bits}bit_before_training'] = checks
             _log(f'inherited {bits}-bit supernet before training (held-out top-1): {checks}')
         run_dir = out / f'supernet_w{bits}a{bits}'
+        float_epochs = recipe.float_epochs if bits == 4 else 0  # the float phase precedes 4 bits only
         write_run_file(run_dir, supernet, data=data, run_info=run_info)
         with timer.stage(f'train_{bits}bit'):
             result = train_supernet(supernet=supernet, train_set=prepared.train_set, recipe=recipe, bits=bits,
-                                    epochs=epochs, float_epochs=recipe.float_epochs if bits == 4 else 0,
-                                    out_dir=run_dir, ctx=ctx, seed=seed + bits,
-                                    checkpoint_every=100, calib_batches=prepared.calib, eval_batches=eval_batches,
+                                    epochs=epochs, float_epochs=float_epochs, out_dir=run_dir, ctx=ctx,
+                                    seed=seed + bits, checkpoint_every=100, calib_batches=prepared.calib,
+                                    eval_batches=eval_batches,
                                     run_info={**run_info, 'inherited_from': str(supernet_dirs.get(bits + 1))})
-        timer.images[f'train_{bits}bit'] = len(prepared.train_set) * (epochs + (recipe.float_epochs if bits == 4 else 0))
-        training[f'{bits}bit'] = {'epochs': epochs, 'float_epochs': recipe.float_epochs if bits == 4 else 0,
-                                  'records': result.records, 'summary': result.summary}
+        timer.images[f'train_{bits}bit'] = len(prepared.train_set) * (epochs + float_epochs)
+        training[f'{bits}bit'] = {'epochs': epochs, 'float_epochs': float_epochs, 'records': result.records,
+                                  'summary': result.summary}
         export_trained_supernet(supernet, run_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
         supernet.to(ctx.device)  # the export copied it to the CPU
         supernet_dirs[bits] = run_dir

@@ -85,8 +85,8 @@ RECIPES: dict[str, Recipe] = {
     # A float epoch first, then 3 quantized (same 4 in all): the float phase won every equal-epoch
     # comparison of benchmarks/bench_recipe.py on the smallest subnet, and at the demo's shape on all.
     'small': Recipe(space='small', batch_size=128, lr=0.1, warmup_epochs=0.5, float_epochs=1, epochs=3,
-                    inherit_epochs=2, num_random_subnets=1, holdout_images=5000, calib_images=1000, calib_batch_size=250,
-                    population=16, generations=6, finetune_lr=0.02, finetune_epochs=3),
+                    inherit_epochs=2, num_random_subnets=1, holdout_images=5000, calib_images=1000,
+                    calib_batch_size=250, population=16, generations=6, finetune_lr=0.02, finetune_epochs=3),
 }
 
 
