@@ -56,6 +56,8 @@ ROWS: list[Row] = [
     Row('demo_quant_only', 'demo shape, no float phase: 2 epochs at 4 bits, then 1 at 3 and 1 at 2', epochs=(2, 1, 1)),
     Row('demo_float_first', 'demo shape, float first: 1 float epoch, then 1 each at 4, 3 and 2 bits',
         float_epochs=1, epochs=(1, 1, 1)),
+    Row('demo_4bit_stage', "the default demo preset's 4-bit stage: 1 float epoch, then 1 at 4 bits",
+        float_epochs=1, epochs=(1,)),
 ]
 
 

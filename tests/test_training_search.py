@@ -89,3 +89,19 @@ def test_each_budget_chooses_the_best_evaluated_subnet_within_it(monkeypatch):
             assert chosen['top1'] == max(fits)
         tops = [c['top1'] for c in sorted(result['chosen'], key=lambda c: c['budget'])]
         assert tops == sorted(tops), 'a larger budget chose a worse subnet than a smaller one'
+
+
+def test_fitness_noise_measures_pair_differences_on_the_same_images():
+    import torch
+
+    from oqatnets.training.evolution import fitness_noise
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(4000, generator=g) < 0.8
+    same = fitness_noise({'a': base, 'b': base.clone()}, sizes=[250, 1000])
+    assert same['noise'] == {'250': 0.0, '1000': 0.0}  # identical hits: no noise in the difference
+    independent = {str(i): torch.rand(4000, generator=g) < 0.7 + 0.02 * i for i in range(4)}
+    result = fitness_noise(independent, sizes=[250, 1000, 4000])
+    assert '4000' not in result['noise']  # one chunk gives no spread
+    # two independent ~75 % classifiers: std of the difference ≈ 100·sqrt(2·0.19/N)
+    assert 2.5 < result['noise']['250'] < 5.5 and 1.2 < result['noise']['1000'] < 2.8
+    assert result['images_needed'] > 1000 and result['candidates'] == 4

@@ -102,8 +102,7 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
     warmup = round(recipe.warmup_epochs * spe)
     # after a float phase the quantized one starts from trained weights: it may peak lower
     quant_peak = recipe.quant_lr_factor if float_steps else 1.0
-    phases = [p for p in ((float_steps, min(warmup, float_steps), 1.0), (quant_steps, min(warmup, quant_steps), quant_peak))
-              if p[0] > 0]
+    phases = [(n, min(warmup, n), peak) for n, peak in ((float_steps, 1.0), (quant_steps, quant_peak)) if n > 0]
     scheduler = build_scheduler(optimizer, phases=phases)
     mixed = Amp(ctx.device, enabled=amp)
     subnet_rng = random.Random(seed)  # the same seed on every rank → the same subnets everywhere

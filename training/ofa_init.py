@@ -86,6 +86,7 @@ def load_ofa_supernet(path: 'str | os.PathLike', bits: int = 4, *, num_classes: 
     supernet.load_state_dict(converted, strict=False)  # checked above: only LSQ state is absent
     if num_classes is not None and num_classes != supernet.num_classes:
         supernet.reset_classifier(num_classes)
-    supernet.pretrained_cfg = {'architecture': 'oqat_supernet_mbv3' + ('' if bits == FLOAT_BITS else f'_w{bits}a{bits}'),
-                               'source': 'ofa', 'file': str(path), 'num_classes': supernet.num_classes}
+    suffix = '' if bits == FLOAT_BITS else f'_w{bits}a{bits}'
+    supernet.pretrained_cfg = {'architecture': f'oqat_supernet_mbv3{suffix}', 'source': 'ofa', 'file': str(path),
+                               'num_classes': supernet.num_classes}
     return supernet.eval()

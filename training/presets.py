@@ -79,13 +79,16 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     # OFA's defaults (SGD nesterov 0.9, wd 4e-5 without BN, label smoothing 0.1, cosine), batch 256
     # at lr 0.1 as for QAT on ImageNet; epoch counts scaled down from OFA's 150 for the budget.
+    # The float phase is the float OFA supernet itself: start with --init ofa:PATH (float_epochs 0).
     'imagenet': Recipe(space='imagenet', batch_size=256, lr=0.1, warmup_epochs=2.0, epochs=40,
                        inherit_epochs=20, float_epochs=0, holdout_images=10000, calib_images=2000,
                        calib_batch_size=100, population=100, generations=20),
     # Fashion-MNIST on 2 CPU cores: a few epochs, one random subnet per sandwich, a short search.
-    'small': Recipe(space='small', batch_size=128, lr=0.1, warmup_epochs=0.5, epochs=4, inherit_epochs=2,
-                    num_random_subnets=1, holdout_images=5000, calib_images=1000, calib_batch_size=250,
-                    population=16, generations=6, finetune_lr=0.02, finetune_epochs=3),
+    # A float epoch first, then 3 quantized (same 4 in all): the float phase won every equal-epoch
+    # comparison of benchmarks/bench_recipe.py on the smallest subnet, and at the demo's shape on all.
+    'small': Recipe(space='small', batch_size=128, lr=0.1, warmup_epochs=0.5, float_epochs=1, epochs=3,
+                    inherit_epochs=2, num_random_subnets=1, holdout_images=5000, calib_images=1000,
+                    calib_batch_size=250, population=16, generations=6, finetune_lr=0.02, finetune_epochs=3),
 }
 
 
