@@ -133,6 +133,8 @@ def test_import_oqatnets_loads_nothing_that_installs_data():
 def test_no_library_module_changes_process_wide_state():
     patterns = ('torch.manual_seed(', 'os.environ[', 'os.environ.setdefault(', 'os.umask(', 'setdefaulttimeout(',
                 'matplotlib.use(', 'torch.set_num_threads(', 'apt-get', 'dpkg -x')
+    # the one seeding of torch's global generator happens inside torch.random.fork_rng, restored on exit
+    allowed = {('oqatnets.training.checkpoint', 'torch.manual_seed(')}
     offenders = [f'{m}: {p}' for m, path in _modules().items() if not m.startswith(LAZY_OK_PACKAGES)
-                 for p in patterns if p in path.read_text(encoding='utf-8')]
+                 for p in patterns if p in path.read_text(encoding='utf-8') and (m, p) not in allowed]
     assert offenders == []

@@ -12,12 +12,14 @@ numbers, strings and containers only, so a tampered file cannot run code.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -25,7 +27,7 @@ import torch
 from oqatnets._io import resolve_output
 from oqatnets.errors import CheckpointError
 
-__all__ = ['CheckpointError', 'TrainState', 'save_checkpoint', 'load_checkpoint', 'capture_rng',
+__all__ = ['CheckpointError', 'TrainState', 'save_checkpoint', 'load_checkpoint', 'capture_rng', 'seeded_global_rng',
            'restore_rng', 'CHECKPOINT_NAME', 'fingerprint_diff']
 
 CHECKPOINT_NAME = 'checkpoint.pt'
@@ -46,6 +48,15 @@ class TrainState:
     fingerprint: dict[str, Any]
     scaler: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, *, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generator for the block (augmentation, dropout) and restore it afterwards,
+    so training is repeatable and leaves the caller's random stream as it found it."""
+    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def capture_rng(streams: dict[str, random.Random]) -> dict[str, Any]:

@@ -15,20 +15,26 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from torch.utils.data import Dataset, Subset
 
+import oqatnets
 from oqatnets.errors import InvalidArgumentError
+from oqatnets.evaluation import evaluate
+from oqatnets.factory import load_packed
+from oqatnets.supernet import OQATSupernet
 
 from .artifacts import export_trained_supernet, write_run_file
+from .calibrate import evaluate_subnet
 from .datasets import fixed_batches
-from .metrics import write_json
-from .presets import SPLIT_SEED
-
-if TYPE_CHECKING:
-    from .prepare import PreparedData
-    from .presets import Recipe
+from .distributed import init_distributed
+from .inherit import inherit_bits
+from .joint import train_supernet
+from .metrics import StageTimer, write_json
+from .prepare import PreparedData, prepare_data
+from .presets import SPLIT_SEED, Recipe, get_recipe
+from .search import run_search
 
 __all__ = ['DemoPreset', 'DEMO_PRESETS', 'DemoData', 'demo_recipe', 'prepare_demo_data', 'run_demo', 'format_table',
            'ZOO_PREFIX']
@@ -73,9 +79,8 @@ DEMO_PRESETS: dict[str, DemoPreset] = {
 }
 
 
-def demo_recipe(preset: DemoPreset) -> 'Recipe':
+def demo_recipe(preset: DemoPreset) -> Recipe:
     """The ``small`` recipe with the preset's batch, LR schedule, split and search sizes."""
-    from .presets import get_recipe
     return get_recipe('small').override(
         batch_size=preset.batch_size, lr=preset.lr, warmup_epochs=preset.warmup_epochs,
         float_epochs=preset.float_epochs, quant_lr_factor=preset.quant_lr_factor,
@@ -87,7 +92,7 @@ def demo_recipe(preset: DemoPreset) -> 'Recipe':
 class DemoData:
     """The preset's data: training/held-out/calibration split, test subset, search-fitness batches."""
 
-    prepared: 'PreparedData'
+    prepared: PreparedData
     test_set: Dataset
     search_batches: Iterable
 
@@ -95,9 +100,8 @@ class DemoData:
         return fixed_batches(self.test_set, batch_size=250, in_memory=self.prepared.in_memory)
 
 
-def prepare_demo_data(preset: DemoPreset, recipe: 'Recipe') -> DemoData:
+def prepare_demo_data(preset: DemoPreset, recipe: Recipe) -> DemoData:
     """Load and split ``preset.data``; the test and search subsets are the first N images."""
-    from .prepare import prepare_data
     prepared = prepare_data(preset.data, holdout_images=preset.holdout_images, calib_images=preset.calib_images,
                             calib_batch_size=recipe.calib_batch_size, train_images=preset.train_images)
     val = prepared.data.val
@@ -134,9 +138,6 @@ def _zoo_rows(report: dict[str, Any], entries_dir: Path, supernet_dirs: dict[int
 def _publish_and_reload(rows: list[dict[str, Any]], *, table_path: Path, cache_dir: Path,
                         test_batches: Callable[[], Any]) -> list[dict[str, Any]]:
     """Register the table, publish each entry to the cache, load it back offline and test it."""
-    import oqatnets
-    from oqatnets.evaluation import evaluate
-    from oqatnets.factory import load_packed
 
     oqatnets.register_zoo_table(table_path)
     measured = []
@@ -182,15 +183,7 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
     ``out`` must be empty or absent unless ``overwrite`` (then its old contents are removed first).
     ``stop_after_training`` ends after the three supernets are trained (the benchmark reuses them).
     """
-    import oqatnets
-    from oqatnets import OQATSupernet
 
-    from .calibrate import evaluate_subnet
-    from .distributed import init_distributed
-    from .inherit import inherit_bits
-    from .joint import train_supernet
-    from .metrics import StageTimer
-    from .search import run_search
 
     preset = DEMO_PRESETS[preset] if isinstance(preset, str) else preset
     out = Path(out)

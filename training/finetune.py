@@ -20,6 +20,7 @@ from oqatnets.errors import InvalidArgumentError
 
 from .distributed import DistContext
 from .losses import soft_target_loss
+from .checkpoint import seeded_global_rng
 from .loop import Amp, LoopSettings, TrainResult, finish_run, run_loop
 from .optim import build_optimizer, build_scheduler
 from .presets import Recipe
@@ -65,7 +66,6 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
     mixed = Amp(ctx.device, enabled=amp)
     if teacher is not None:
         teacher.to(ctx.device).eval()
-    torch.manual_seed(seed + ctx.rank)
 
     def step_fn(images: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
         x = resize_batch(images, resolution)
@@ -89,9 +89,10 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
                    'recipe': recipe.to_dict(), 'seed': seed, 'world_size': ctx.world_size,
                    'train_images': len(train_set), 'num_classes': model.num_classes,
                    'teacher': teacher is not None, 'kd_ratio': kd_ratio, **(run_info or {})}
-    result = run_loop(model=model, step_fn=step_fn, optimizer=optimizer, scheduler=scheduler, amp=mixed,
-                      dataset=train_set, settings=settings, ctx=ctx, out_dir=out_dir, fingerprint=fingerprint,
-                      rng_streams={}, resume=resume, on_epoch_end=on_epoch_end)
+    with seeded_global_rng(seed + ctx.rank, device=ctx.device):
+        result = run_loop(model=model, step_fn=step_fn, optimizer=optimizer, scheduler=scheduler, amp=mixed,
+                          dataset=train_set, settings=settings, ctx=ctx, out_dir=out_dir, fingerprint=fingerprint,
+                          rng_streams={}, resume=resume, on_epoch_end=on_epoch_end)
     model.eval()
     return finish_run(result, out_dir=out_dir, ctx=ctx, epochs=epochs, lr=lr, resolution=resolution,
                       **(run_info or {}))

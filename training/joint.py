@@ -28,6 +28,7 @@ from oqatnets.errors import InvalidArgumentError
 from .calibrate import evaluate_subnet
 from .distributed import DistContext
 from .losses import soft_target_loss
+from .checkpoint import seeded_global_rng
 from .loop import Amp, LoopSettings, TrainResult, finish_run, run_loop
 from .optim import build_optimizer, build_scheduler
 from .presets import Recipe
@@ -106,7 +107,6 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
     scheduler = build_scheduler(optimizer, phases=phases)
     mixed = Amp(ctx.device, enabled=amp)
     subnet_rng = random.Random(seed)  # the same seed on every rank → the same subnets everywhere
-    torch.manual_seed(seed + ctx.rank)  # augmentation differs per rank, like separate data workers
 
     def before_step(step: int) -> None:
         want = FLOAT_BITS if step < float_steps else bits
@@ -132,10 +132,12 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
                    'float_epochs': float_epochs, 'recipe': recipe.to_dict(), 'seed': seed,
                    'world_size': ctx.world_size, 'train_images': len(train_set),
                    'num_classes': supernet.num_classes, **(run_info or {})}
-    result = run_loop(model=supernet, step_fn=step_fn, optimizer=optimizer, scheduler=scheduler, amp=mixed,
-                      dataset=train_set, settings=settings, ctx=ctx, out_dir=out_dir, fingerprint=fingerprint,
-                      rng_streams={'subnets': subnet_rng}, resume=resume, before_step=before_step,
-                      on_epoch_end=on_epoch_end)
+    # augmentation differs per rank, like separate data workers
+    with seeded_global_rng(seed + ctx.rank, device=ctx.device):
+        result = run_loop(model=supernet, step_fn=step_fn, optimizer=optimizer, scheduler=scheduler, amp=mixed,
+                          dataset=train_set, settings=settings, ctx=ctx, out_dir=out_dir, fingerprint=fingerprint,
+                          rng_streams={'subnets': subnet_rng}, resume=resume, before_step=before_step,
+                          on_epoch_end=on_epoch_end)
     before_step(result.step)
     supernet.set_max_subnet()
     return finish_run(result, out_dir=out_dir, ctx=ctx, subnets_per_step=2 + recipe.num_random_subnets,
