@@ -18,10 +18,9 @@ from pathlib import Path
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
-import torch  # noqa: E402
+import torch
 
-import oqatnets  # noqa: E402
-from oqatnets import registry  # noqa: E402
+import oqatnets
 
 SML = [f'oqat_{b}bit_{s}' for b in (2, 3, 4) for s in ('s', 'm', 'l')]
 

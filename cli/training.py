@@ -19,7 +19,7 @@ from .errors import BadUsage
 
 
 def _recipe(name: str, **overrides: Any):
-    from oqatnets.training.presets import get_recipe
+    from oqatnets.training.recipes import get_recipe
     return get_recipe(name).override(**overrides)
 
 
@@ -81,7 +81,7 @@ def default_workers() -> int:
 def _loop_options(f: Callable) -> Callable:
     """--workers, --opt, --clip-grad, --model-ema and --tensorboard, shared by the training commands."""
     f = click.option('--model-ema', 'ema_decay', type=click.FloatRange(min=0, max=1, max_open=True), default=None,
-                     help="Keep timm's ModelEmaV3 of the weights with this decay (e.g. 0.9998) and export it.")(f)
+                     help="Keep timm's ModelEmaV3 of the weights with this decay (e.g. 0.9998) and save it at the end.")(f)
     f = click.option('--opt', 'optimizer', default='sgd', show_default=True,
                      help="Optimizer: the recipe's SGD, or any name timm.optim.create_optimizer_v2 knows "
                           '(adamw, lamb …).')(f)
@@ -111,7 +111,7 @@ def _console_logging(ctx) -> None:
 def _split_of(source: str, holdout: int | None, recipe) -> tuple[int, int]:
     """(holdout images, split seed): explicit, else the training run's, else the recipe's."""
     from oqatnets.training.artifacts import RUN_FILE, read_run_file
-    from oqatnets.training.presets import SPLIT_SEED
+    from oqatnets.training.recipes import SPLIT_SEED
     run = read_run_file(source) if (Path(source) / RUN_FILE).is_file() else {}
     default = run.get('holdout_images', recipe.holdout_images)
     return (default if holdout is None else holdout), run.get('split_seed', SPLIT_SEED)
@@ -145,7 +145,7 @@ def train_group() -> None:
 @click.option('--init', 'init_source', default=None,
               help='Start from this model (local-dir:PATH, a run folder, or ofa:PATH for the float OFA supernet).')
 @click.option('--out', required=True, type=click.Path(file_okay=False),
-              help='Run folder (checkpoint, metrics, export).')
+              help='Run folder (checkpoint, metrics, the saved supernet).')
 @click.option('--resume', is_flag=True, help='Continue the run in --out exactly where it stopped.')
 @click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True,
               help='Steps between checkpoints.')
@@ -162,15 +162,15 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                        workers: int | None, clip_grad: float | None, tensorboard: bool, ema_decay: float | None,
                        optimizer: str, seed: int,
                        device: str | None) -> None:
-    """Jointly train a quantized supernet with the sandwich rule; exports OUT/supernet at the end."""
+    """Jointly train a quantized supernet with the sandwich rule; saves OUT/supernet at the end."""
     import torch
 
     from oqatnets.quant import FLOAT_BITS, get_bits, set_bits, validate_bits
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.artifacts import export_trained_supernet, load_supernet, write_run_file
+    from oqatnets.training.artifacts import load_supernet, save_trained_supernet, write_run_file
+    from oqatnets.training.datasets import prepare_data
     from oqatnets.training.joint import train_supernet
-    from oqatnets.training.prepare import prepare_data
-    from oqatnets.training.presets import SPLIT_SEED
+    from oqatnets.training.recipes import SPLIT_SEED
 
     validate_bits(bits)
     _use_compile(compile_quantizer)
@@ -220,7 +220,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                                                         tensorboard=tensorboard, ema_decay=ema_decay,
                                                         optimizer=optimizer))
     if ctx.is_main:
-        export_trained_supernet(supernet, out_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
+        save_trained_supernet(supernet, out_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
     _echo(ctx, result.summary)
     _finish(ctx)
 
@@ -233,11 +233,11 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
 def inherit_cmd(src: str, dst: str, bits: int, as_json: bool) -> None:
     """Bit inheritance: write DST, the supernet SRC at --bits with every step size doubled per bit dropped."""
     from oqatnets.quant import get_bits
-    from oqatnets.training.artifacts import export_model, load_model
+    from oqatnets.training.artifacts import load_model, save_model_folder
     from oqatnets.training.inherit import inherit_bits
     model = load_model(src)
     child = inherit_bits(model, bits)
-    export_model(child, dst, description=f'{bits}-bit OQAT model inherited from the {get_bits(model)}-bit {src}',
+    save_model_folder(child, dst, description=f'{bits}-bit OQAT model inherited from the {get_bits(model)}-bit {src}',
                  extra_cfg={'supernet': str(src)})
     scale = 2 ** (get_bits(model) - bits)
     if as_json:
@@ -260,12 +260,12 @@ def inherit_cmd(src: str, dst: str, bits: int, as_json: bool) -> None:
 @_device
 def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | None, calib_images: int,
                   batch_size: int, holdout: int | None, do_eval: bool, device: str | None) -> None:
-    """Recalibrate BN statistics of MODEL (or of one subnet of a supernet) and export it to OUT."""
+    """Recalibrate BN statistics of MODEL (or of one subnet of a supernet) and save it to OUT."""
     from oqatnets.evaluation import evaluate
     from oqatnets.spec import SubnetSpec
-    from oqatnets.training.artifacts import export_model, load_model
+    from oqatnets.training.artifacts import load_model, save_model_folder
     from oqatnets.training.calibrate import calibrate_model, calibrated_subnet
-    from oqatnets.training.prepare import prepare_data
+    from oqatnets.training.datasets import prepare_data
     ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:
         model = load_model(model_source)
@@ -286,7 +286,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
             result = evaluate(net, prepared.val_batches(batch_size=batch_size), resolution=net.spec.resolution)
             metrics = {'top1': result['top1'], 'top5': result['top5'],
                        'source': f'oqat calibrate ({calib_images} training images), {prepared.data.name} val'}
-        export_model(net.cpu(), out, data=prepared.data, metrics=metrics)
+        save_model_folder(net.cpu(), out, data=prepared.data, metrics=metrics)
         _echo(ctx, {'out': out, 'spec': str(net.spec), **(metrics or {})})
     _finish(ctx)
 
@@ -298,7 +298,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
               help='Comma-separated budgets (G BitOPs or M MACs), or auto:N spread over each space\'s range.')
 @click.option('--budget-metric', type=click.Choice(['bitops', 'macs']), default='bitops', show_default=True,
               help='What the budgets limit: BitOPs (G) or MACs (M).')
-@click.option('--out', required=True, type=click.Path(file_okay=False), help='Folder of the search report and exports.')
+@click.option('--out', required=True, type=click.Path(file_okay=False), help='Folder of the search report and the chosen entries.')
 @click.option('--population', type=click.IntRange(min=2), default=None,
               help="Subnets per generation (default: the recipe's).")
 @click.option('--generations', type=click.IntRange(min=0), default=None,
@@ -309,18 +309,18 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
               help='Use only the first N held-out images as fitness.')
 @click.option('--calib-images', type=click.IntRange(min=1), default=None,
               help="BN-calibration images per candidate (default: the recipe's).")
-@click.option('--export/--no-export', default=True, help='Export each chosen subnet as a zoo entry folder.')
+@click.option('--save-entries/--no-save-entries', 'save_entries', default=True, help='Save each chosen subnet as a zoo-entry folder.')
 @click.option('--test-eval/--no-test-eval', default=True, help='Evaluate chosen subnets on the val/test split.')
 @_seed
 @_device
 def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budget_metric: str, out: str,
                population: int | None, generations: int | None, holdout: int | None, holdout_eval: int | None,
-               calib_images: int | None, export: bool, test_eval: bool, seed: int, device: str | None) -> None:
+               calib_images: int | None, save_entries: bool, test_eval: bool, seed: int, device: str | None) -> None:
     """Evolutionary search of one or more SUPERNETS (one per bit-width) under several budgets."""
     from torch.utils.data import Subset
 
     from oqatnets.training.artifacts import load_supernet
-    from oqatnets.training.prepare import prepare_data
+    from oqatnets.training.datasets import prepare_data
     from oqatnets.training.search import run_search
     ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:
@@ -340,7 +340,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
             out_dir=out, calib_batches=prepared.calib,
             holdout_batches=prepared.holdout_batches(batch_size=recipe.calib_batch_size),
             test_batches=prepared.val_batches(batch_size=recipe.calib_batch_size) if test_eval else None,
-            seed=seed, export=export,
+            seed=seed, save_entries=save_entries,
             run_info={'supernets': {str(m.bits): s for m, s in zip(models, supernets)},
                       'holdout_images': len(prepared.holdout_set)})
         rows = [{k: p.get(k) for k in ('entry', 'bits', 'budget', 'resolution', 'macs', 'bitops', 'top1', 'test_top1')}
@@ -380,9 +380,9 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                  ema_decay: float | None, optimizer: str, seed: int, device: str | None) -> None:
     """Finetune a static subnet or zoo model on a data set (any number of classes), bits kept."""
     _use_compile(compile_quantizer)
-    from oqatnets.training.artifacts import export_model, load_model
+    from oqatnets.training.artifacts import load_model, save_model_folder
+    from oqatnets.training.datasets import prepare_data
     from oqatnets.training.finetune import finetune
-    from oqatnets.training.prepare import prepare_data
     _check_fresh_out(out, resume)
     ctx = _ctx(device)
     _console_logging(ctx)
@@ -408,7 +408,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
         last = result.summary['last_epoch'] or {}
         metrics = {'top1': last.get('val_top1'), 'top5': last.get('val_top5'),
                    'source': f'oqat finetune on {data.name}, val split'}
-        export_model(model.cpu(), Path(out) / 'model', data=data, metrics=metrics,
+        save_model_folder(model.cpu(), Path(out) / 'model', data=data, metrics=metrics,
                      extra_cfg={'input_size': [3, resolution, resolution]})
     _echo(ctx, result.summary)
     _finish(ctx)

@@ -8,7 +8,7 @@ whole tensor used (the batch included for activations).
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn as nn

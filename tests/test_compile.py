@@ -4,11 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from oqatnets.quant import fused_quantizer_enabled, lsq_quantize, set_fused_quantizer
-
 from test_quant import _reference_lsq
 from zoo_helpers import inputs, small_net
+
+from oqatnets.quant import fused_quantizer_enabled, lsq_quantize, set_fused_quantizer
 
 
 @pytest.fixture

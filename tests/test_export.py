@@ -6,18 +6,16 @@ import copy
 import numpy as np
 import pytest
 import torch
+from zoo_helpers import inputs, small_net
 
 import oqatnets
 from oqatnets.quant import iter_quant_convs, quant_codes
 from oqatnets.spec import get_space
 
-from zoo_helpers import inputs, small_net
-
 onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
 
 from oqatnets.export import INT4_OPSET, _GraphBuilder, _round_clip_dw, check_onnx, export_onnx  # noqa: E402
-
 
 # Agreement thresholds: a random-weight net has tiny logit margins, and PyTorch and onnxruntime sum
 # convolutions in different orders, so an activation within an ulp of a rounding tie can land one

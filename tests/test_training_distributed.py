@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from training_helpers import run_script
 
 TESTS_DIR = str(Path(__file__).parent)
@@ -43,6 +42,7 @@ def test_two_gloo_ranks_stay_identical(tmp_path):
 
 def test_rank0_only_work_joins_no_process_group(monkeypatch):
     import torch.distributed as dist
+
     from oqatnets.training.distributed import init_distributed
     monkeypatch.setenv('WORLD_SIZE', '2')
     monkeypatch.setenv('RANK', '1')

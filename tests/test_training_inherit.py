@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from training_helpers import TINY_SPACE
 
 from oqatnets.quant import iter_quant_convs
 from oqatnets.supernet import OQATSupernet
 from oqatnets.training import inherit_bits
-from training_helpers import TINY_SPACE
 
 
 def _initialised_supernet(bits: int = 4) -> OQATSupernet:

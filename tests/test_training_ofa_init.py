@@ -6,7 +6,6 @@ import random
 import pytest
 import torch
 
-from oqatnets.spec import SubnetSpec
 from oqatnets.training import load_ofa_supernet
 from oqatnets.training.ofa_init import OFAInitError, ofa_to_oqat_key
 

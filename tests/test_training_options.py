@@ -46,13 +46,13 @@ def test_finetune_with_adamw_clipping_and_ema_ends_with_the_ema_weights(tmp_path
     import random
 
     from safetensors.torch import load_file
+    from training_helpers import TINY_SPACE, synthetic_dataset
 
     from oqatnets import OQATNet
     from oqatnets.training.distributed import init_distributed
     from oqatnets.training.finetune import finetune
     from oqatnets.training.optim import build_optimizer
-    from oqatnets.training.presets import get_recipe
-    from training_helpers import TINY_SPACE, synthetic_dataset
+    from oqatnets.training.recipes import get_recipe
 
     assert type(build_optimizer(torch.nn.Linear(2, 2), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
                                 opt='adamw')).__name__ == 'AdamW'

@@ -9,7 +9,7 @@ import torch
 
 from oqatnets.supernet import OQATSupernet
 from oqatnets.training import evaluate_subnet, get_recipe, inherit_bits, init_distributed, train_supernet
-from oqatnets.training.prepare import prepare_data
+from oqatnets.training.datasets import prepare_data
 from oqatnets.training.evolution import ConstrainedSampler, evolutionary_search, random_search, supernet_fitness
 
 pytestmark = pytest.mark.slow

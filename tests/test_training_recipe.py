@@ -5,7 +5,7 @@ import pytest
 
 from oqatnets.training.demo import DEMO_PRESETS, demo_recipe
 from oqatnets.training.optim import PhasedWarmupCosine
-from oqatnets.training.presets import get_recipe
+from oqatnets.training.recipes import get_recipe
 
 
 def test_quantized_phase_after_float_peaks_at_its_factor():

@@ -11,10 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from oqatnets.training.checkpoint import (CHECKPOINT_NAME, CheckpointError, TrainState, capture_rng,
-                                          load_checkpoint, restore_rng, save_checkpoint)
 from training_helpers import run_script
+
+from oqatnets.training.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    TrainState,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 
 TESTS_DIR = str(Path(__file__).parent)
 
@@ -56,9 +63,10 @@ def test_corrupt_or_mismatched_checkpoint_is_refused_and_kept(tmp_path):
 
 
 def test_resume_requires_flag_when_a_checkpoint_exists(tmp_path):
+    from training_helpers import TINY_SPACE, synthetic_dataset
+
     from oqatnets.supernet import OQATSupernet
     from oqatnets.training import get_recipe, init_distributed, train_supernet
-    from training_helpers import TINY_SPACE, synthetic_dataset
     save_checkpoint(tmp_path / CHECKPOINT_NAME, _state())
     net = OQATSupernet(space=TINY_SPACE, bits=4, num_classes=4)
     with pytest.raises(CheckpointError, match='pass --resume'):

@@ -4,11 +4,18 @@ from __future__ import annotations
 import random
 
 import pytest
+from training_helpers import TINY_SPACE
 
 from oqatnets.spec import SubnetSpec
-from oqatnets.training.evolution import (CachedFitness, ConstrainedSampler, cost_of, evolutionary_search, pareto_front,
-                                      random_search, resolve_budgets)
-from training_helpers import TINY_SPACE
+from oqatnets.training.evolution import (
+    CachedFitness,
+    ConstrainedSampler,
+    cost_of,
+    evolutionary_search,
+    pareto_front,
+    random_search,
+    resolve_budgets,
+)
 
 
 def _structured_fitness(spec: SubnetSpec) -> float:
@@ -69,7 +76,7 @@ def _hashed_fitness(spec: SubnetSpec) -> float:
 def test_each_budget_chooses_the_best_evaluated_subnet_within_it(monkeypatch):
     import oqatnets.training.search as search_mod
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.presets import get_recipe
+    from oqatnets.training.recipes import get_recipe
 
     monkeypatch.setattr(search_mod, 'supernet_fitness', lambda supernet, **_: _hashed_fitness)
     supernet = OQATSupernet(space=TINY_SPACE, bits=2, num_classes=4)

@@ -14,13 +14,13 @@ Public API (everything else is an implementation detail of the ``oqat`` commands
 from .calibrate import calibrated_subnet, evaluate_subnet
 from .checkpoint import CheckpointError
 from .distributed import DistContext, init_distributed
+from .evolution import ConstrainedSampler, evolutionary_search, random_search
 from .finetune import finetune
 from .inherit import inherit_bits
 from .joint import sandwich_step, train_supernet
 from .ofa_init import load_ofa_supernet
+from .recipes import Recipe, get_recipe, list_recipes
 from .search import run_search
-from .presets import Recipe, get_recipe, list_recipes
-from .evolution import ConstrainedSampler, evolutionary_search, random_search
 
 __all__ = ['train_supernet', 'sandwich_step', 'inherit_bits', 'evaluate_subnet', 'calibrated_subnet',
            'evolutionary_search', 'random_search', 'ConstrainedSampler', 'run_search', 'finetune', 'Recipe',

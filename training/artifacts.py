@@ -23,7 +23,7 @@ from oqatnets.supernet import OQATSupernet
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .metrics import write_json
 
-__all__ = ['RUN_FILE', 'SUPERNET_DIR', 'read_run_file', 'load_model', 'load_supernet', 'data_cfg', 'export_model']
+__all__ = ['RUN_FILE', 'SUPERNET_DIR', 'read_run_file', 'load_model', 'load_supernet', 'data_cfg', 'save_model_folder']
 
 RUN_FILE = 'run.json'
 SUPERNET_DIR = 'supernet'
@@ -84,7 +84,7 @@ def data_cfg(data: ImageData, *, resolution: int) -> dict[str, Any]:
             'label_names': list(data.class_names) or None, 'dataset': data.name}
 
 
-def export_model(model: nn.Module, folder: 'str | Path', *, data: ImageData | None = None,
+def save_model_folder(model: nn.Module, folder: 'str | Path', *, data: ImageData | None = None,
                  metrics: dict[str, Any] | None = None, description: str | None = None,
                  extra_cfg: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as a zoo-entry folder (config.json, safetensors, packed file, model card)."""
@@ -105,9 +105,9 @@ def write_run_file(out_dir: 'str | Path', supernet: OQATSupernet, *, data: Image
     return write_json(Path(out_dir) / RUN_FILE, {'model_args': model_args, 'pretrained_cfg': cfg, **run_info})
 
 
-def export_trained_supernet(supernet: OQATSupernet, out_dir: 'str | Path', *, data: ImageData, bits: int,
+def save_trained_supernet(supernet: OQATSupernet, out_dir: 'str | Path', *, data: ImageData, bits: int,
                             last_epoch: dict[str, Any] | None) -> Path:
     """The run's ``supernet/`` folder: the trained supernet as ``create_model('local-dir:…')`` loads it."""
     metrics = {k: v for k, v in (last_epoch or {}).items() if k.endswith('top1')}
-    return export_model(supernet.cpu(), Path(out_dir) / SUPERNET_DIR, data=data, metrics=metrics,
+    return save_model_folder(supernet.cpu(), Path(out_dir) / SUPERNET_DIR, data=data, metrics=metrics,
                         description=f'{bits}-bit OQAT supernet ({supernet.space.name} space) trained on {data.name}')

@@ -1,21 +1,29 @@
-"""Data plumbing of training: the held-out split, eval-mode views, epoch orders and fixed batches.
+"""Training data: a source split into training, held-out and calibration parts, views, orders, batches.
 
-The split is a pure function of (dataset size, holdout size, seed), so ``train``, ``search`` and
-``calibrate`` agree on which training images were never trained on without passing files around.
+:func:`prepare_data` turns a data source (:mod:`oqatnets.training.sources`) into what the
+commands need. The split is a pure function of (dataset size, holdout size, seed), so ``train``,
+``search`` and ``calibrate`` agree on which training images were never trained on without
+passing files around. The builtin small data sets live in memory, so their fixed batches (BN
+calibration, held-out evaluation) are materialised once; folder data sets stream through a
+DataLoader.
 """
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
 
-from oqatnets.data import TensorImageDataset, calibration_subset, eval_transform
+from oqatnets.data import ImageData, TensorImageDataset, calibration_subset, eval_transform
 from oqatnets.errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ['Split', 'split_holdout', 'eval_view', 'epoch_order', 'batches_from', 'fixed_batches',
+from .recipes import SPLIT_SEED
+from .sources import load_image_data
+
+__all__ = ['PreparedData', 'prepare_data', 'Split', 'split_holdout', 'eval_view', 'epoch_order', 'batches_from', 'fixed_batches',
            'calibration_batches']
 
 
@@ -80,3 +88,47 @@ def calibration_batches(train_view: Dataset, *, num_images: int, batch_size: int
     calibration pipeline of training, search, ``oqat calibrate`` and ``oqat zoo build``."""
     return fixed_batches(calibration_subset(train_view, num_images), batch_size=batch_size, in_memory=in_memory,
                          num_workers=num_workers)
+
+
+@dataclass
+class PreparedData:
+    """A data set split for OQAT: train on ``train_set``, calibrate on ``calib``, search on ``holdout``."""
+
+    data: ImageData
+    split: Split
+    train_set: Dataset
+    holdout_set: Dataset
+    calib: Iterable
+    in_memory: bool
+    num_workers: int
+
+    def holdout_batches(self, *, batch_size: int) -> Iterable:
+        if not len(self.holdout_set):
+            raise InvalidArgumentError('no held-out images to search on; train and search with --holdout above 0')
+        return fixed_batches(self.holdout_set, batch_size=batch_size, in_memory=self.in_memory,
+                             num_workers=self.num_workers)
+
+    def val_batches(self, *, batch_size: int, limit: int | None = None) -> Iterable:
+        val = self.data.val if limit is None else Subset(self.data.val, range(min(limit, len(self.data.val))))
+        return fixed_batches(val, batch_size=batch_size, in_memory=self.in_memory, num_workers=self.num_workers)
+
+
+def prepare_data(source: str, *, holdout_images: int, calib_images: int, calib_batch_size: int,
+                 train_images: int | None = None, split_seed: int = SPLIT_SEED, num_workers: int = 0) -> PreparedData:
+    """Load ``source`` and split its training images into a training part and a held-out part.
+
+    ``train_images`` keeps only the first N images of the training part (quick runs and tests);
+    the held-out part does not change with it, so searches stay comparable.
+    """
+    data = load_image_data(source)
+    split = split_holdout(len(data.train), holdout_images=holdout_images, seed=split_seed)
+    train_idx = split.train if train_images is None else split.train[:train_images]
+    if not train_idx:
+        raise InvalidArgumentError('no training images left; lower --holdout or raise --train-images')
+    in_memory = isinstance(data.train, TensorImageDataset)
+    view = eval_view(data.train, resolution=data.resolution)
+    calib = calibration_batches(Subset(view, train_idx), num_images=calib_images, batch_size=calib_batch_size,
+                                in_memory=in_memory)
+    return PreparedData(data=data, split=split, train_set=Subset(data.train, train_idx),
+                        holdout_set=Subset(view, split.holdout), calib=calib, in_memory=in_memory,
+                        num_workers=0 if in_memory else num_workers)

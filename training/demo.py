@@ -13,9 +13,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from torch.utils.data import Dataset, Subset
 
@@ -25,15 +26,14 @@ from oqatnets.evaluation import evaluate
 from oqatnets.factory import load_packed
 from oqatnets.supernet import OQATSupernet
 
-from .artifacts import export_trained_supernet, write_run_file
+from .artifacts import save_trained_supernet, write_run_file
 from .calibrate import evaluate_subnet
-from .datasets import fixed_batches
+from .datasets import PreparedData, fixed_batches, prepare_data
 from .distributed import init_distributed
 from .inherit import inherit_bits
 from .joint import train_supernet
 from .metrics import StageTimer, write_json
-from .prepare import PreparedData, prepare_data
-from .presets import SPLIT_SEED, Recipe, get_recipe
+from .recipes import SPLIT_SEED, Recipe, get_recipe
 from .search import run_search
 
 __all__ = ['DemoPreset', 'DEMO_PRESETS', 'DemoData', 'demo_recipe', 'prepare_demo_data', 'run_demo', 'format_table',
@@ -232,7 +232,7 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
         timer.images[f'train_{bits}bit'] = len(prepared.train_set) * (epochs + float_epochs)
         training[f'{bits}bit'] = {'epochs': epochs, 'float_epochs': float_epochs, 'records': result.records,
                                   'summary': result.summary}
-        export_trained_supernet(supernet, run_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
+        save_trained_supernet(supernet, run_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
         supernet.to(ctx.device)  # the export copied it to the CPU
         supernet_dirs[bits] = run_dir
         supernets.append(supernet.eval())

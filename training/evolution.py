@@ -14,17 +14,17 @@ import itertools
 import math
 import random
 import statistics
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import torch
 
 from oqatnets.costs import profile
 from oqatnets.errors import InvalidArgumentError
+from oqatnets.evaluation import resize_batch
 from oqatnets.spec import SearchSpace, SubnetSpec
 from oqatnets.supernet import OQATSupernet
-
-from oqatnets.evaluation import resize_batch
 
 from .calibrate import calibrated_subnet, evaluate_subnet
 

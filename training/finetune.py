@@ -7,23 +7,24 @@ larger network) adds a soft-target distillation term.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from oqatnets.evaluation import evaluate, resize_batch
 from oqatnets.errors import InvalidArgumentError
+from oqatnets.evaluation import evaluate, resize_batch
 
-from .distributed import DistContext
-from .losses import soft_target_loss
 from .checkpoint import seeded_global_rng
+from .distributed import DistContext
 from .loop import Amp, LoopSettings, TrainResult, finish_run, run_loop
+from .losses import soft_target_loss
 from .optim import build_optimizer, build_scheduler
-from .presets import Recipe
+from .recipes import Recipe
 
 __all__ = ['finetune']
 

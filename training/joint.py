@@ -12,26 +12,27 @@ the first quantized forward initialises each step LSQ-style (all-reduced across 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import resize_batch
 from oqatnets.quant import FLOAT_BITS, set_bits, validate_bits
 from oqatnets.spec import SearchSpace, SubnetSpec
 from oqatnets.supernet import OQATSupernet
-from oqatnets.errors import InvalidArgumentError
 
 from .calibrate import evaluate_subnet
-from .distributed import DistContext
-from .losses import soft_target_loss
 from .checkpoint import seeded_global_rng
+from .distributed import DistContext
 from .loop import Amp, LoopSettings, TrainResult, finish_run, run_loop
+from .losses import soft_target_loss
 from .optim import build_optimizer, build_scheduler
-from .presets import Recipe
+from .recipes import Recipe
 
 __all__ = ['sandwich_specs', 'sandwich_step', 'train_supernet']
 

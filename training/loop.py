@@ -11,9 +11,10 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -22,14 +23,20 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import Dataset
 
 from oqatnets._io import atomic_path
-from oqatnets.errors import MissingDependencyError
+from oqatnets.errors import InvalidArgumentError, MissingDependencyError
 
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, TrainState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    TrainState,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from .datasets import batches_from, epoch_order
 from .distributed import DistContext, all_reduce_gradients, broadcast_buffers
 from .metrics import MetricsLog, StageTimer, progress, write_json
-
-from oqatnets.errors import InvalidArgumentError
 
 __all__ = ['Amp', 'LoopSettings', 'LoopResult', 'TrainResult', 'run_loop', 'finish_run', 'StepFn', 'epoch_line']
 

@@ -4,30 +4,39 @@ For each supernet (one per bit-width) and each budget, an evolutionary search pi
 fitness values are shared across the budgets of a bit-width (same supernet, same held-out
 images), so later budgets reuse earlier evaluations. ``pareto.json`` holds the chosen subnets and
 the front of everything evaluated; ``pareto.png`` draws held-out top-1 against BitOPs, one curve
-per bit-width; each chosen subnet is exported as a zoo-entry folder under ``entries/``.
+per bit-width; each chosen subnet is saved as a zoo-entry folder under ``entries/``.
 """
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from oqatnets._io import atomic_path
+from oqatnets.costs import profile
 from oqatnets.data import ImageData
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate
-from oqatnets.costs import profile
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
 
-from .artifacts import export_model
+from .artifacts import save_model_folder
 from .calibrate import calibrated_subnet
+from .evolution import (
+    BudgetMetric,
+    CachedFitness,
+    ConstrainedSampler,
+    cost_of,
+    evolutionary_search,
+    pareto_front,
+    resolve_budgets,
+    supernet_fitness,
+)
 from .metrics import StageTimer, write_json
-from .presets import Recipe
-from .evolution import (BudgetMetric, CachedFitness, ConstrainedSampler, cost_of, evolutionary_search, pareto_front,
-                        resolve_budgets, supernet_fitness)
+from .recipes import Recipe
 
 __all__ = ['entry_name', 'search_supernet', 'best_within', 'plot_pareto', 'run_search']
 
@@ -114,9 +123,9 @@ def plot_pareto(results: list[dict[str, Any]], path: 'str | Path', *, title: str
 
 def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, metric: BudgetMetric,
                recipe: Recipe, out_dir: 'str | Path', calib_batches: Iterable, holdout_batches: Iterable,
-               test_batches: Iterable | None = None, seed: int = 0, export: bool = True,
+               test_batches: Iterable | None = None, seed: int = 0, save_entries: bool = True,
                run_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Search every supernet at every budget, write ``pareto.json``/``pareto.png`` and export entries."""
+    """Search every supernet at every budget, write ``pareto.json``/``pareto.png`` and save the chosen entries."""
     out_dir = Path(out_dir)
     timer = StageTimer()
     results = []
@@ -128,7 +137,7 @@ def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, 
             result = search_supernet(supernet, budgets=values, metric=metric, recipe=recipe,
                                      calib_batches=calib_batches, eval_batches=holdout_batches, seed=seed)
         timer.images[f'search_{supernet.bits}bit'] = result['distinct_evaluations']
-        if export:
+        if save_entries:
             for point in result['chosen']:
                 spec = SubnetSpec.parse(point['spec'])
                 net = calibrated_subnet(supernet, spec, calib_batches=calib_batches)
@@ -142,7 +151,7 @@ def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, 
                            'holdout_top1': point['top1'], 'budget': f'{point["budget"]:g} {metric}',
                            'source': f'oqat search on {data.name}: ' + ('test split' if test_batches is not None
                                                                           else 'held-out training images')}
-                export_model(net, out_dir / 'entries' / point['entry'], data=data,
+                save_model_folder(net, out_dir / 'entries' / point['entry'], data=data,
                              metrics={k: v for k, v in metrics.items() if v is not None},
                              description=f'{spec.bits}-bit OQAT subnet searched under {point["budget"]:g} {metric}',
                              extra_cfg={'supernet': (run_info or {}).get('supernets', {}).get(str(spec.bits))})
