@@ -137,7 +137,8 @@ def set_fused_quantizer(enabled: bool) -> None:
     global _FUSED_ON
     if enabled and not _FUSED:
         _FUSED['forward'] = torch.compile(_fused_forward, dynamic=True, fullgraph=True)
-        _FUSED['backward'] = torch.compile(_fused_backward, dynamic=True, fullgraph=True)
+        _FUSED['backward'] = torch.compile(_fused_backward, dynamic=True, fullgraph=True,
+                                           options={'split_reductions': False})
     _FUSED_ON = bool(enabled)
 
 
