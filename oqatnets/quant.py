@@ -117,6 +117,12 @@ def _flat_view(t: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], 
     return t.contiguous().view(-1), lambda f: f.view(shape)
 
 
+def _unbacked(*flats: torch.Tensor) -> None:
+    """Tell the compiler the length of these 1-D tensors is unknown, so no kernel guards on it."""
+    for f in flats:
+        torch._dynamo.decorators.mark_unbacked(f, 0)
+
+
 def _bounds(qn: int, qp: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Qn and Qp as 0-dim tensors, so the compiled kernels do not specialise on them."""
     return torch.tensor(qn, dtype=like.dtype, device=like.device), torch.tensor(qp, dtype=like.dtype, device=like.device)
@@ -157,6 +163,7 @@ class _FusedLSQ(torch.autograd.Function):
         ctx.bounds = (qn, qp)
         s = step.abs()
         flat, restore = _flat_view(x.detach())
+        _unbacked(flat)
         return restore(_FUSED['forward'](flat, s, *_bounds(qn, qp, s)))
 
     @staticmethod
@@ -167,6 +174,7 @@ class _FusedLSQ(torch.autograd.Function):
         flat, restore = _flat_view(x.detach())
         layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         grad_flat, _ = _flat_view(grad_out.contiguous(memory_format=layout))
+        _unbacked(flat, grad_flat)
         grad_x, d_step = _FUSED['backward'](grad_flat, flat, s, *_bounds(qn, qp, s))
         grad_step = None
         if ctx.needs_input_grad[1]:
