@@ -22,7 +22,7 @@ since the Clip at 0 does its work. A network with quantization off (``set_bits(3
 the plain float graph (BN folded). The rounding relies on float32 arithmetic: the file must not
 be converted to fp16 or run with TF32 convolutions.
 
-``format='qcdq'`` keeps the QDQ form for toolchains that consume it (onnxruntime runs it 3–4.5×
+``format='qcdq'`` keeps the QDQ form for toolchains that consume it (onnxruntime runs it 2.5–4.6×
 slower than the float graph)::
 
     x ─ QuantizeLinear(|s_a|, uint8 0) ─ Clip(0, 2^b−1) ─ DequantizeLinear ─┐
