@@ -137,8 +137,9 @@ def set_fused_quantizer(enabled: bool) -> None:
 
     Eager LSQ runs divide, clamp, round and multiply as separate passes; in channels-last that is
     a large part of a CPU training step. The fused kernels compute the same values (the step
-    gradient summed in another order). Compiling takes tens of seconds per layout and dtype on
-    first use, so it is opt-in (``--compile`` of ``oqat train``/``finetune``). Inference is unaffected.
+    gradient summed in another order). Opt-in (``--compile`` of ``oqat train``/``finetune``): on the
+    2-core CPU it measured no faster than eager (docs/BENCHMARKS.md §1) and compiling takes minutes.
+    Inference is unaffected.
     """
     global _FUSED_ON
     if enabled and not _FUSED:
