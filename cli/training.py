@@ -43,8 +43,8 @@ _data = click.option('--data', 'data_source', required=True,
                      help='fashion-mnist, mnist, or a folder with train/ and val/ ImageFolder sub-folders.')
 _seed = click.option('--seed', type=int, default=0, show_default=True)
 _compile = click.option('--compile', 'compile_quantizer', is_flag=True,
-                        help='Fuse the LSQ quantizers with torch.compile (inductor): faster channels-last steps, '
-                             'same values; compiling costs a minute or so at start.')
+                        help='Fuse the LSQ quantizers with torch.compile (inductor), same values; no faster than '
+                             'eager on a 2-core CPU (docs/BENCHMARKS.md), and compiling costs minutes at start.')
 
 
 def _use_compile(compile_quantizer: bool) -> None:
