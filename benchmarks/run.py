@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 def steps(quick: bool) -> list[tuple[str, list[str]]]:
     return [
         ('speed', ['bench_speed.py'] + (['--quick'] if quick else [])),
-        ('deploy', ['bench_deploy.py'] + (['--quick'] if quick else [])),
+        ('deploy', ['bench_deploy.py'] + (['--quick', '--fmnist-steps', '100'] if quick else [])),
         ('zoo', ['bench_zoo.py', '--repeats', '3' if quick else '10']),
         ('training', ['bench_training.py', '--steps', '2' if quick else '5']),
         ('claims', ['bench_claims.py'] + (['--quick'] if quick else [])),

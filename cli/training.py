@@ -51,8 +51,8 @@ _data = click.option('--data', 'data_source', required=True,
 _seed = click.option('--seed', type=int, default=0, show_default=True,
                      help='Seed of the initial weights, subnet sampling and data order.')
 _compile = click.option('--compile', 'compile_quantizer', is_flag=True,
-                        help='Fuse the LSQ quantizers with torch.compile (inductor): faster channels-last steps, '
-                             'same values; compiling costs a minute or so at start.')
+                        help='Fuse the LSQ quantizers with torch.compile (inductor), same values; no faster than '
+                             'eager on a 2-core CPU (docs/BENCHMARKS.md), and compiling costs minutes at start.')
 
 
 def _use_compile(compile_quantizer: bool) -> None:

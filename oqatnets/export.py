@@ -1,22 +1,29 @@
 """ONNX export of a static OQATNet, and its check in onnxruntime; two forms.
 
-``format='onnx'`` (the default) is the fast exact form: plain operators onnxruntime folds at
-session start, so it runs at float speed. Every quantized conv with its BN becomes::
+``format='onnx'`` (the default) is the fast exact form: plain operators that onnxruntime folds at
+session start or keeps in its blocked NCHWc layout, so it runs at about float speed. Every
+quantized conv with its BN becomes::
 
-    x ─ Div(|s_a|) ─ Clip(0, 2^b−1) ─ Round ─────────────────────────────────┐
+    x ─ Conv1×1dw(w=1/|s_a|, b=M) ─ Conv1×1dw(w=1, b=−M) ─ Clip(0, 2^b−1) ───────┐   (M = 1.5·2^23)
     weight codes (int8, or int4 at opset 21) ─ Cast(float) ─ Mul(scale[c]) ─ Conv(+ bias[c])
 
-with ``scale[c] = |s_w|·|s_a|·γ[c]/σ[c]`` and ``bias[c] = β[c] − μ[c]·γ[c]/σ[c]``: the activation
-step is folded into the weight (convolution is linear: ``conv(codes·s_a, Q(w)) = conv(codes,
-Q(w)·s_a)``, as :meth:`QuantConv2d._inference_weight` does) and BN into per-channel scales. The
-file stores only the integer weight codes; Cast → Mul has constant inputs, so onnxruntime folds
-it into an fp32 weight when the session starts and runs a float Conv. Div → Clip → Round is
-exactly LSQ's ``round(clamp(x/|s|, 0, Qp))`` (ONNX Round is round-half-even, like torch.round);
-a ReLU whose only reader is a quantized conv is left out, since the Clip at 0 does its work. A
-network with quantization off (``set_bits(32)``) exports as the plain float graph (BN folded).
+Adding ``M`` to a float32 in [−2^22, 2^22] rounds it to an integer, half to even (as torch.round
+does), and subtracting it is exact; since the clip bounds are integers, ``clamp(round(v)) =
+round(clamp(v))``, so the input of the Conv is LSQ's codes ``round(clamp(x/|s_a|, 0, Qp))``. The
+Clip fuses into the second depthwise conv. (A Div → Clip → Round chain computes the same codes,
+but onnxruntime cannot keep Div, Clip or Round in NCHWc and wraps each in layout reorders: 1.5×
+at batch 1, 2× at batch 32; see docs/BENCHMARKS.md.) The weight is ``codes · scale[c]`` with
+``scale[c] = |s_w|·|s_a|·γ[c]/σ[c]`` and ``bias[c] = β[c] − μ[c]·γ[c]/σ[c]``: the activation step is
+folded into the weight (convolution is linear: ``conv(codes·s_a, Q(w)) = conv(codes, Q(w)·s_a)``,
+as :meth:`QuantConv2d._inference_weight` does) and BN into per-channel scales. The file stores
+only the integer weight codes; Cast → Mul has constant inputs, so onnxruntime folds it into an
+fp32 weight when the session starts. A ReLU whose only reader is a quantized conv is left out,
+since the Clip at 0 does its work. A network with quantization off (``set_bits(32)``) exports as
+the plain float graph (BN folded). The rounding relies on float32 arithmetic: the file must not
+be converted to fp16 or run with TF32 convolutions.
 
-``format='qcdq'`` keeps the QDQ form for toolchains that consume it (onnxruntime runs it 4–8×
-slower than the float graph; see docs/BENCHMARKS.md)::
+``format='qcdq'`` keeps the QDQ form for toolchains that consume it (onnxruntime runs it 2.5–4.6×
+slower than the float graph)::
 
     x ─ QuantizeLinear(|s_a|, uint8 0) ─ Clip(0, 2^b−1) ─ DequantizeLinear ─┐
     int8 weight codes ─ DequantizeLinear(|s_w|, int8 0) ──────────────────── Conv
@@ -25,13 +32,16 @@ so 2-, 3- and 4-bit ranges survive in standard 8-bit containers and BN stays a s
 Stem, SE and classifier stay float in both forms. The graph is written with ``onnx.helper`` from
 the module tree (no tracing), opset 17 (21 with int4 codes).
 
-Tolerance of :func:`check_onnx`: onnxruntime may compute ``x · (1/s)`` where PyTorch computes
-``x / s`` (QuantizeLinear), and folding BN or the activation step into the weights changes the
-float summation order; an activation lying within an ulp of a rounding tie can then land one
+Tolerance of :func:`check_onnx`: the fast form computes ``x · (1/s)`` and onnxruntime's
+QuantizeLinear may too, where PyTorch computes ``x / s``; onnxruntime sums convolutions in
+another order, and folding BN and the activation step into the weights changes the float
+summation order again. An activation lying within an ulp of a rounding tie can then land one
 step apart, and that step propagates. Outputs therefore agree to float precision almost
 everywhere, with rare larger differences; the check bounds the mean absolute difference by
 ``atol`` relative to the logits' scale and requires the top-1 predictions to agree on
-``min_top1_agreement`` of inputs.
+``min_top1_agreement`` of inputs. A trained network agrees on nearly every input; a random-weight
+one, whose logit margins are as small as that noise, on fewer (PyTorch's own float32 and float64
+forwards of a random 4-bit M net agree on under 90 %).
 """
 from __future__ import annotations
 

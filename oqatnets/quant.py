@@ -119,6 +119,12 @@ def _flat_view(t: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], 
     return t.contiguous().view(-1), lambda f: f.view(shape)
 
 
+def _unbacked(*flats: torch.Tensor) -> None:
+    """Tell the compiler the length of these 1-D tensors is unknown, so no kernel guards on it."""
+    for f in flats:
+        torch._dynamo.decorators.mark_unbacked(f, 0)
+
+
 def _bounds(qn: int, qp: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Qn and Qp as 0-dim tensors, so the compiled kernels do not specialise on them."""
     return torch.tensor(qn, dtype=like.dtype, device=like.device), torch.tensor(qp, dtype=like.dtype, device=like.device)
@@ -133,13 +139,15 @@ def set_fused_quantizer(enabled: bool) -> None:
 
     Eager LSQ runs divide, clamp, round and multiply as separate passes; in channels-last that is
     a large part of a CPU training step. The fused kernels compute the same values (the step
-    gradient summed in another order). Compiling takes tens of seconds per layout and dtype on
-    first use, so it is opt-in (``--compile`` of ``oqat train``/``finetune``). Inference is unaffected.
+    gradient summed in another order). Opt-in (``--compile`` of ``oqat train``/``finetune``): on the
+    2-core CPU it measured no faster than eager (docs/BENCHMARKS.md §1) and compiling takes minutes.
+    Inference is unaffected.
     """
     global _FUSED_ON
     if enabled and not _FUSED:
         _FUSED['forward'] = torch.compile(_fused_forward, dynamic=True, fullgraph=True)
-        _FUSED['backward'] = torch.compile(_fused_backward, dynamic=True, fullgraph=True)
+        _FUSED['backward'] = torch.compile(_fused_backward, dynamic=True, fullgraph=True,
+                                           options={'split_reductions': False})
     _FUSED_ON = bool(enabled)
 
 
@@ -158,6 +166,7 @@ class _FusedLSQ(torch.autograd.Function):
         ctx.bounds = (qn, qp)
         s = step.abs()
         flat, restore = _flat_view(x.detach())
+        _unbacked(flat)
         return restore(_FUSED['forward'](flat, s, *_bounds(qn, qp, s)))
 
     @staticmethod
@@ -168,6 +177,7 @@ class _FusedLSQ(torch.autograd.Function):
         flat, restore = _flat_view(x.detach())
         layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         grad_flat, _ = _flat_view(grad_out.contiguous(memory_format=layout))
+        _unbacked(flat, grad_flat)
         grad_x, d_step = _FUSED['backward'](grad_flat, flat, s, *_bounds(qn, qp, s))
         grad_step = None
         if ctx.needs_input_grad[1]:

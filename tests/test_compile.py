@@ -68,3 +68,16 @@ def test_fused_training_step_matches_eager(fused):
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize('command', [('train', 'supernet'), ('finetune', 'local-dir:/no/such/model')])
+def test_compile_option_switches_the_fused_quantizer_on(command, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import oqatnets.quant
+    from oqatnets.cli.main import cli
+    calls = []
+    monkeypatch.setattr(oqatnets.quant, 'set_fused_quantizer', calls.append)
+    result = CliRunner().invoke(cli, [*command, '--data', str(tmp_path / 'no-data'), '--out', str(tmp_path / 'o'),
+                                      '--compile'])
+    assert result.exit_code != 0 and calls == [True]  # switched on before the (missing) data is read
