@@ -100,10 +100,10 @@ def bench_bits(bits: int, *, out: Path, rounds: dict[int, int], agreement_images
         xb = np.random.default_rng(batch).standard_normal((batch, 3, r, r), dtype=np.float32)
         tb = torch.from_numpy(xb)
 
-        def ort_run(s):
+        def ort_run(s, xb=xb):
             return lambda: s.run(None, {'input': xb})
 
-        def torch_run(m):
+        def torch_run(m, tb=tb):
             def fn():
                 with torch.inference_mode():
                     m(tb)
@@ -124,6 +124,7 @@ FMNIST_SPEC = 'r32_k33335555333333335555_e43333333633366666666_d23423_b{bits}'  
 def fmnist_agreement(bits: int, *, steps: int, out: Path) -> dict:
     """Train a small-space subnet briefly on Fashion-MNIST; top-1 of PyTorch and of ORT on the test split."""
     import onnxruntime as ort
+
     from oqatnets.data import load_image_data
     data = load_image_data('fashion-mnist')
     torch.manual_seed(bits)

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
                                args.repeats)
         build = _median_seconds(lambda: oqatnets.create_model('oqat_2bit_m'), args.repeats)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, python {sys.version.split()[0]}\n')
-    print('| measurement | median of %d |' % args.repeats)
+    print(f'| measurement | median of {args.repeats} |')
     print('|---|---|')
     print(f'| load oqat_2bit_m (pretrained=True, warm Hub cache, offline) | {load * 1e3:.1f} ms |')
     print(f'| build oqat_2bit_m without weights | {build * 1e3:.1f} ms |')

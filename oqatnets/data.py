@@ -28,7 +28,7 @@ def eval_transform(resolution: int, *, crop_pct: float = 0.875, mean: Sequence[f
     """Resize(ceil(r / crop_pct)) → CenterCrop(r) → ToTensor → Normalize (the authors' eval)."""
     return T.Compose([
         T.Lambda(_to_rgb),
-        T.Resize(int(math.ceil(resolution / crop_pct)), interpolation=T.InterpolationMode(interpolation)),
+        T.Resize(math.ceil(resolution / crop_pct), interpolation=T.InterpolationMode(interpolation)),
         T.CenterCrop(resolution), T.ToTensor(), T.Normalize(mean, std)])
 
 

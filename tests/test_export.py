@@ -151,7 +151,7 @@ def test_qcdq_onnx_matches_pytorch_in_onnxruntime(bits, tmp_path):
     clips = [n for n in proto.graph.node if n.op_type == 'Clip']
     qmax = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}[clips[0].input[2]]
     assert int(qmax) == 2 ** bits - 1 and str(qmax.dtype) == 'uint8'
-    codes = [i for i in proto.graph.initializer if i.name.startswith('final_conv_weight_codes')][0]
+    codes = next(i for i in proto.graph.initializer if i.name.startswith('final_conv_weight_codes'))
     assert codes.data_type == onnx.TensorProto.INT8
     result = check_onnx(model, path, inputs=inputs(256), atol=0.05, min_top1_agreement=0.9)
     assert result['top1_agreement'] >= 0.9

@@ -97,7 +97,7 @@ def test_registered_entry_loads_through_hf_hub_download_and_checks_sha256(saved,
     monkeypatch.setenv('OQATNETS_HUB_ORG', 'testorg')
     good = sha256_file(folder / 'model.safetensors')
     oqatnets.register_zoo_table(small_table('oqat_hubtest_3bit', model.spec, sha256={'model.safetensors': good}))
-    with pytest.raises(RuntimeError, match='could not fetch the weights of oqat_hubtest_3bit.in1k'):
+    with pytest.raises(RuntimeError, match=r'could not fetch the weights of oqat_hubtest_3bit\.in1k'):
         oqatnets.create_model('oqat_hubtest_3bit', pretrained=True, cache_dir=tmp_path)
     oqatnets.publish_to_cache(folder, 'testorg/oqat_hubtest_3bit.in1k', cache_dir=tmp_path)
     loaded = oqatnets.create_model('oqat_hubtest_3bit', pretrained=True, cache_dir=tmp_path)

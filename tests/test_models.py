@@ -105,7 +105,7 @@ def test_supernet_rejects_bad_specs():
         sup.set_active_subnet(get_space('small').largest(2))
     narrow = OQATSupernet(space=get_space('small').__class__(**{**get_space('small').to_dict(),
                                                                 'name': 'k35', 'ks_choices': [3, 5]}))
-    with pytest.raises(ValueError, match="SubnetSpec.ks uses \\[7\\]"):
+    with pytest.raises(ValueError, match=r"SubnetSpec\.ks uses \[7\]"):
         narrow.set_active_subnet(get_space('small').largest(4))
 
 

@@ -13,7 +13,7 @@ whose gradient is ``None`` on a rank contribute zeros, so ranks stay identical.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -31,7 +31,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device('cpu')
+    device: torch.device = field(default_factory=lambda: torch.device('cpu'))
 
     @property
     def is_main(self) -> bool:

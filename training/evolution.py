@@ -280,7 +280,7 @@ def fitness_noise(correct: dict[str, torch.Tensor], *, sizes: Iterable[int]) -> 
             variances.append(statistics.pvariance(diff.tolist()) * chunks / (chunks - 1))
         noise[size] = math.sqrt(sum(variances) / len(variances))
     full = sorted((float(acc[n].mean()) for n in names), reverse=True)
-    gaps = [x - y for x, y in zip(full, full[1:])]
+    gaps = [x - y for x, y in itertools.pairwise(full)]
     gap = statistics.median(gaps) if gaps else float('nan')
     usable = [n for n in noise if total // n >= 4] or list(noise)
     needed = None
