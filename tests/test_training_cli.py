@@ -19,7 +19,7 @@ def test_train_inherit_search_calibrate_finetune(tmp_path):
     import oqatnets
     run4, run3 = tmp_path / 'run4', tmp_path / 'inh3'
     common = ['--data', 'fashion-mnist', '--holdout', '300']
-    result = _invoke('train', 'supernet', *common, '--bits', '4', '--epochs', '1', '--batch-size', '32',
+    result = _invoke('train', 'supernet', *common, '--bits', '4', '--epochs', '1', '--float-epochs', '0', '--batch-size', '32',
                      '--train-images', '256', '--eval-images', '100', '--out', str(run4), '--checkpoint-every', '4')
     if result.exit_code == 2 and 'could not prepare' in result.output:
         pytest.skip('Fashion-MNIST unavailable offline')
@@ -82,7 +82,8 @@ def test_train_command_under_torchrun(tmp_path):
     out = tmp_path / 'ddp'
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
            '--master_port', str(port), '-m', 'oqatnets.cli.main', 'train', 'supernet', '--data', 'fashion-mnist',
-           '--holdout', '300', '--epochs', '1', '--batch-size', '32', '--train-images', '64', '--eval-images', '0',
+           '--holdout', '300', '--epochs', '1', '--float-epochs', '0', '--batch-size', '32', '--train-images', '64',
+           '--eval-images', '0',
            '--out', str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     if 'could not prepare' in result.stderr:
