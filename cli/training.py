@@ -61,15 +61,43 @@ def _use_compile(compile_quantizer: bool) -> None:
         set_fused_quantizer(True)
 
 
-def _check_fresh_out(out: str, resume: bool) -> None:
-    """Refuse, before anything is written, an --out that cannot take a new run (or has none to resume)."""
+_resume = click.option('--resume', 'resume_from', is_flag=False, flag_value='.', default=None, metavar='[PATH]',
+                       help='Continue a run exactly where it stopped: the one in --out, or the run folder (or its '
+                            'checkpoint.pt) at PATH, copied into an empty --out first.')
+
+
+def _prepare_out(out: str, resume_from: str | None) -> tuple[bool, Path | None]:
+    """Validate --out (and --resume PATH) before anything is written: (whether the run resumes, the run
+    folder to copy into --out first, if another)."""
     from oqatnets._io import check_output
     from oqatnets.training.checkpoint import CHECKPOINT_NAME
     check_output(out, folder=True)
-    if not resume and (Path(out) / CHECKPOINT_NAME).exists():
-        raise BadUsage(f'{out} already holds a checkpoint; pass --resume to continue it or choose another --out')
-    if resume and not (Path(out) / CHECKPOINT_NAME).is_file():
-        raise BadUsage(f'{out} holds no checkpoint to resume; drop --resume to start a new run there')
+    if resume_from is None:
+        if (Path(out) / CHECKPOINT_NAME).exists():
+            raise BadUsage(f'{out} already holds a checkpoint; pass --resume to continue it or choose another --out')
+        return False, None
+    source = Path(out) if resume_from == '.' else Path(resume_from)
+    source = source.parent if source.name == CHECKPOINT_NAME else source
+    if not (source / CHECKPOINT_NAME).is_file():
+        raise BadUsage(f'{source} holds no checkpoint to resume; drop --resume to start a new run there')
+    if source.resolve() != Path(out).resolve():
+        if int(os.environ.get('WORLD_SIZE', '1')) > 1:
+            raise BadUsage(f'--resume {resume_from} into another --out runs on one process; copy the run folder '
+                           'to --out first, then pass --resume alone')
+        check_output(out, folder=True, overwrite=False)
+        return True, source
+    return True, None
+
+
+def _adopt_run(source: Path | None, out: str) -> None:
+    """Copy the files of the run folder ``source`` into the (empty) --out, whole, so the run resumes there."""
+    from oqatnets._io import atomic_dir
+    if source is None:
+        return
+    with atomic_dir(out) as tmp:
+        for entry in source.iterdir():
+            if entry.is_file():
+                (tmp / entry.name).write_bytes(entry.read_bytes())
 
 
 def default_workers() -> int:
@@ -146,7 +174,7 @@ def train_group() -> None:
               help='Start from this model (local-dir:PATH, a run folder, or ofa:PATH for the float OFA supernet).')
 @click.option('--out', required=True, type=click.Path(file_okay=False),
               help='Run folder (checkpoint, metrics, the saved supernet).')
-@click.option('--resume', is_flag=True, help='Continue the run in --out exactly where it stopped.')
+@_resume
 @click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True,
               help='Steps between checkpoints.')
 @click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.')
@@ -158,7 +186,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                        float_epochs: int | None, quant_lr_factor: float | None, batch_size: int | None,
                        lr: float | None, num_random: int | None,
                        holdout: int | None, train_images: int | None, eval_images: int, init_source: str | None,
-                       out: str, resume: bool, checkpoint_every: int, no_amp: bool, compile_quantizer: bool,
+                       out: str, resume_from: str | None, checkpoint_every: int, no_amp: bool, compile_quantizer: bool,
                        workers: int | None, clip_grad: float | None, tensorboard: bool, ema_decay: float | None,
                        optimizer: str, seed: int,
                        device: str | None) -> None:
@@ -182,7 +210,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     if epochs + recipe.float_epochs < 1:
         raise BadUsage(f'nothing to train: --epochs {epochs} and --float-epochs {recipe.float_epochs}; '
                        'give at least one epoch')
-    _check_fresh_out(out, resume)  # validate everything before run.json is written
+    resume, adopt = _prepare_out(out, resume_from)  # validate everything before run.json is written
     ctx = _ctx(device)
     _console_logging(ctx)
     prepared = prepare_data(data_source, holdout_images=recipe.holdout_images, calib_images=recipe.calib_images,
@@ -208,6 +236,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     run_info = {'data': data_source, 'init': init_source, 'holdout_images': recipe.holdout_images,
                 'split_seed': SPLIT_SEED, 'train_images_limit': train_images}
     out_dir = Path(out)
+    _adopt_run(adopt, out)
     if ctx.is_main and not resume:
         write_run_file(out_dir, supernet, data=data, run_info=run_info)
     val = prepared.val_batches(batch_size=recipe.calib_batch_size, limit=eval_images) if eval_images else None
@@ -263,6 +292,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
     """Recalibrate BN statistics of MODEL (or of one subnet of a supernet) and save it to OUT."""
     from oqatnets.evaluation import evaluate
     from oqatnets.spec import SubnetSpec
+    from oqatnets.supernet import OQATSupernet
     from oqatnets.training.artifacts import load_model, save_model_folder
     from oqatnets.training.calibrate import calibrate_model, calibrated_subnet
     from oqatnets.training.datasets import prepare_data
@@ -274,7 +304,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=calib_images,
                                 calib_batch_size=batch_size, split_seed=split_seed)
         model.to(ctx.device)
-        if hasattr(model, 'active_spec'):
+        if isinstance(model, OQATSupernet):
             chosen = SubnetSpec.parse(spec) if spec else model.space.largest(model.bits)
             net = calibrated_subnet(model, chosen, calib_batches=prepared.calib)
         else:
@@ -365,7 +395,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
               help='Weight of the distillation loss.')
 @click.option('--train-images', type=click.IntRange(min=1), default=None,
               help='Train on only the first N training images.')
-@click.option('--resume', is_flag=True, help='Continue the run in --out exactly where it stopped.')
+@_resume
 @click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True,
               help='Steps between checkpoints.')
 @click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.')
@@ -375,27 +405,29 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
 @_device
 def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | None, lr: float | None,
                  batch_size: int | None, resolution: int | None, teacher: str | None, kd_ratio: float,
-                 train_images: int | None, resume: bool, checkpoint_every: int, no_amp: bool,
+                 train_images: int | None, resume_from: str | None, checkpoint_every: int, no_amp: bool,
                  compile_quantizer: bool, workers: int | None, clip_grad: float | None, tensorboard: bool,
                  ema_decay: float | None, optimizer: str, seed: int, device: str | None) -> None:
     """Finetune a static subnet or zoo model on a data set (any number of classes), bits kept."""
     _use_compile(compile_quantizer)
+    from oqatnets.supernet import OQATSupernet
     from oqatnets.training.artifacts import load_model, save_model_folder
     from oqatnets.training.datasets import prepare_data
     from oqatnets.training.finetune import finetune
-    _check_fresh_out(out, resume)
+    resume, adopt = _prepare_out(out, resume_from)
     ctx = _ctx(device)
     _console_logging(ctx)
     prepared = prepare_data(data_source, holdout_images=0, calib_images=1, calib_batch_size=1,
                             train_images=train_images, num_workers=default_workers() if workers is None else workers)
     data = prepared.data
     model = load_model(model_source, num_classes=data.num_classes)
-    if hasattr(model, 'active_spec'):
+    if isinstance(model, OQATSupernet):
         raise BadUsage(f'{model_source} is a supernet; finetune takes a static subnet: pick one with `oqat search` '
                        'or `oqat calibrate --spec SPEC`, and finetune its folder')
     recipe = _recipe(model.space.name if model.space.name in ('small', 'imagenet') else 'imagenet',
                      batch_size=batch_size)
     resolution = resolution or model.spec.resolution
+    _adopt_run(adopt, out)
     result = finetune(model=model, train_set=prepared.train_set, recipe=recipe,
                       epochs=recipe.finetune_epochs if epochs is None else epochs, resolution=resolution, out_dir=out, ctx=ctx, lr=lr,
                       teacher=load_model(teacher, num_classes=data.num_classes) if teacher else None,
@@ -409,7 +441,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
         metrics = {'top1': last.get('val_top1'), 'top5': last.get('val_top5'),
                    'source': f'oqat finetune on {data.name}, val split'}
         save_model_folder(model.cpu(), Path(out) / 'model', data=data, metrics=metrics,
-                     extra_cfg={'input_size': [3, resolution, resolution]})
+                          extra_cfg={'input_size': [3, resolution, resolution]})
     _echo(ctx, result.summary)
     _finish(ctx)
 

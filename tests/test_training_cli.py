@@ -91,3 +91,21 @@ def test_train_command_under_torchrun(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / 'summary.json').read_text())['steps'] == 2  # 64 images, 2 ranks × 16 per step
     assert (out / 'supernet' / 'model.safetensors').is_file()
+
+
+def test_resume_path_continues_another_run_folder_in_an_empty_out(tmp_path):
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    args = ['train', 'supernet', '--data', 'fashion-mnist', '--holdout', '300', '--epochs', '1', '--float-epochs', '0',
+            '--batch-size', '32', '--train-images', '64', '--eval-images', '0', '--checkpoint-every', '1']
+    assert _invoke(*args, '--out', str(first)).exit_code == 0
+    (tmp_path / 'busy').mkdir()
+    (tmp_path / 'busy' / 'keep.txt').write_text('mine')
+    refused = _invoke(*args, '--out', str(tmp_path / 'busy'), '--resume', str(first))
+    assert refused.exit_code == 1 and 'already exists' in refused.output
+    assert sorted(p.name for p in (tmp_path / 'busy').iterdir()) == ['keep.txt']
+    result = _invoke(*args, '--out', str(second), '--resume', str(first / 'checkpoint.pt'))
+    assert result.exit_code == 0, result.output
+    assert json.loads((second / 'summary.json').read_text())['steps'] == 2
+    assert (second / 'supernet' / 'model.safetensors').is_file()
+    again = _invoke(*args, '--out', str(second), '--resume')  # the flag alone: the run in --out
+    assert again.exit_code == 0, again.output

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate, resize_batch
+from oqatnets.supernet import OQATSupernet
 
 from .checkpoint import seeded_global_rng
 from .distributed import DistContext
@@ -45,7 +46,7 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
     """
     if epochs < 1:
         raise InvalidArgumentError(f'finetuning needs --epochs 1 or more, got {epochs}')
-    if hasattr(model, 'active_spec'):
+    if isinstance(model, OQATSupernet):
         raise InvalidArgumentError('finetune takes a static subnet; extract one first (supernet.get_subnet(spec)) '
                          'or search the supernet with `oqat search`')
     if recipe.batch_size % ctx.world_size:
