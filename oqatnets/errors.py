@@ -11,7 +11,7 @@ from __future__ import annotations
 __all__ = [
     'OQATNetsError', 'InvalidArgumentError', 'InvalidTypeError', 'UnknownModelError', 'InvalidFileError', 'IncompatibleWeightsError',
     'ChecksumError', 'FileMissingError', 'PretrainedWeightsError', 'MissingDependencyError', 'DataError',
-    'CheckpointError', 'OfficialCheckpointError', 'UnsafeOutputError', 'QuantizationError',
+    'CheckpointError', 'OfficialCheckpointError', 'OFACheckpointError', 'UnsafeOutputError', 'QuantizationError',
 ]
 
 
@@ -75,6 +75,10 @@ class CheckpointError(OQATNetsError, RuntimeError):
 
 class OfficialCheckpointError(InvalidFileError):
     """A file is not a checkpoint in the authors' OQA format."""
+
+
+class OFACheckpointError(InvalidFileError):
+    """A file is not a float Once-for-All MobileNetV3 supernet, or does not fit the OQAT supernet."""
 
 
 class QuantizationError(OQATNetsError, ValueError):

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 
 from . import registry
-from .errors import FileMissingError, InvalidArgumentError, OfficialCheckpointError
+from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, OfficialCheckpointError
 from .spec import MAX_DEPTH
 from .supernet import OQATSupernet
 
-__all__ = ['load_official_supernet', 'official_to_oqat_key', 'bits_from_official_name',
+__all__ = ['load_official_supernet', 'official_to_oqat_key', 'bits_from_official_name', 'read_checkpoint_state',
            'OfficialCheckpointError']
 
 _STEP_NAMES = {'sa': 'act_step', 'sw': 'weight_step'}
@@ -76,7 +76,7 @@ def bits_from_official_name(path: 'str | os.PathLike') -> int:
     return int(match[1])
 
 
-def _refusal(path: Path, exc: Exception) -> str:
+def _refusal(path: Path, exc: Exception, kind: str) -> str:
     """One line on why ``torch.load(weights_only=True)`` refused ``path``, keeping torch's warning.
 
     For a pickle that holds more than tensors the line says what torch found and that loading it
@@ -85,23 +85,26 @@ def _refusal(path: Path, exc: Exception) -> str:
     text = ' '.join(str(exc).split())
     if 'Weights only load failed' in text:
         found = text.split('WeightsUnpickler error:', 1)[-1].split('Check the documentation', 1)[0].strip()
-        return (f'{path} is not a loadable OQA checkpoint: it holds Python objects besides tensors '
+        return (f'{path} is not a loadable {kind} checkpoint: it holds Python objects besides tensors '
                 f'({found[:160] or "unsupported content"}); oqatnets loads checkpoints with weights_only=True only, '
                 'because loading this file with weights_only=False can run arbitrary code: do that only for a '
                 'file from a trusted source')
-    return f'{path} is not a loadable OQA checkpoint ({type(exc).__name__}: {text[:200]})'
+    return f'{path} is not a loadable {kind} checkpoint ({type(exc).__name__}: {text[:200]})'
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_checkpoint_state(path: Path, *, kind: str = 'OQA',
+                          error: type[InvalidFileError] = OfficialCheckpointError) -> dict[str, torch.Tensor]:
+    """The tensors of a pickled ``{'state_dict': ...}`` (or bare) checkpoint, read with ``weights_only=True``;
+    ``module.`` prefixes dropped. ``kind`` names the expected checkpoint and ``error`` is raised otherwise."""
     if not path.is_file():
-        raise FileMissingError(f'no checkpoint at {path}; download the authors\' file and pass its path')
+        raise FileMissingError(f'no checkpoint at {path}; download the {kind} checkpoint and pass its path')
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:  # torch raises many types for non-pickles and unsafe pickles
-        raise OfficialCheckpointError(_refusal(path, exc)) from None
+        raise error(_refusal(path, exc, kind)) from None
     state = obj.get('state_dict', obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise OfficialCheckpointError(f'{path} holds no state_dict of tensors; is it an OQA supernet checkpoint?')
+        raise error(f'{path} holds no state_dict of tensors; is it an {kind} supernet checkpoint?')
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
@@ -113,7 +116,7 @@ def load_official_supernet(path: 'str | os.PathLike', bits: int | None = None) -
     """
     path = Path(path)
     bits = bits_from_official_name(path) if bits is None else bits
-    state = _read_state_dict(path)
+    state = read_checkpoint_state(path)
     classifier = state.get('classifier.linear.weight')
     first = state.get('first_conv.conv.weight')
     if classifier is None or first is None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from oqatnets.official import official_to_oqat_key
+from oqatnets.errors import OFACheckpointError
+from oqatnets.official import official_to_oqat_key, read_checkpoint_state
 from oqatnets.quant import FLOAT_BITS, validate_bits
 from oqatnets.supernet import OQATSupernet
 
@@ -24,27 +25,12 @@ _OFA_BLOCK = re.compile(r'^blocks\.(\d+)\.conv\.')
 _STEP_SUFFIXES = ('act_step', 'weight_step', 'step_initialized')  # LSQ state the float supernet lacks
 
 
-class OFAInitError(ValueError):
-    """The file is not a float OFA MobileNetV3 supernet, or does not fit the OQAT supernet."""
+OFAInitError = OFACheckpointError  # the name this module exported first
 
 
 def ofa_to_oqat_key(key: str) -> str:
     """Map one key of ``OFAMobileNetV3.state_dict()`` to ours (``ValueError`` if unknown)."""
     return official_to_oqat_key(_OFA_BLOCK.sub(r'blocks.\1.mobile_inverted_conv.', key))
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f'no OFA checkpoint at {path}')
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:  # torch raises many types for non-pickles and unsafe pickles
-        raise OFAInitError(f'{path} is not a loadable OFA checkpoint '
-                           f'({type(exc).__name__}: {str(exc).splitlines()[0][:200]})') from None
-    state = obj.get('state_dict', obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise OFAInitError(f'{path} holds no state_dict of tensors; is it an OFA MobileNetV3 supernet?')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
 def ofa_state_to_oqat(state: dict[str, torch.Tensor], supernet: OQATSupernet, *, source: str = 'state dict'
@@ -53,17 +39,17 @@ def ofa_state_to_oqat(state: dict[str, torch.Tensor], supernet: OQATSupernet, *,
     try:
         converted = {ofa_to_oqat_key(k): v for k, v in state.items()}
     except ValueError as exc:
-        raise OFAInitError(f'{source}: {exc}') from None
+        raise OFACheckpointError(f'{source}: {exc}') from None
     own = supernet.state_dict()
     missing = sorted(k for k in set(own) - set(converted) if not k.endswith(_STEP_SUFFIXES))
     unexpected = sorted(set(converted) - set(own))
     if missing or unexpected:
-        raise OFAInitError(f'{source} does not match the OQAT MobileNetV3 supernet: {len(missing)} missing keys '
+        raise OFACheckpointError(f'{source} does not match the OQAT MobileNetV3 supernet: {len(missing)} missing keys '
                            f'(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); '
                            'expected OFAMobileNetV3 with ks 3/5/7, expand 3/4/6, depth 2/3/4, width 1.0')
     for name, tensor in converted.items():
         if own[name].shape != tensor.shape:
-            raise OFAInitError(f'{source}: {name} has shape {tuple(tensor.shape)}, '
+            raise OFACheckpointError(f'{source}: {name} has shape {tuple(tensor.shape)}, '
                                f'the supernet expects {tuple(own[name].shape)}')
     return converted
 
@@ -77,10 +63,10 @@ def load_ofa_supernet(path: 'str | os.PathLike', bits: int = 4, *, num_classes: 
     """
     validate_bits(bits)
     path = Path(path)
-    state = _read_state_dict(path)
+    state = read_checkpoint_state(path, kind='OFA MobileNetV3', error=OFACheckpointError)
     classifier, first = state.get('classifier.linear.weight'), state.get('first_conv.conv.weight')
     if classifier is None or first is None:
-        raise OFAInitError(f'{path} lacks first_conv/classifier keys; is it an OFA MobileNetV3 supernet?')
+        raise OFACheckpointError(f'{path} lacks first_conv/classifier keys; is it an OFA MobileNetV3 supernet?')
     supernet = OQATSupernet(space='imagenet', bits=bits, num_classes=classifier.shape[0], in_chans=first.shape[1])
     converted = ofa_state_to_oqat(state, supernet, source=str(path))
     supernet.load_state_dict(converted, strict=False)  # checked above: only LSQ state is absent
