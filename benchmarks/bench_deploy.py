@@ -25,32 +25,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_times  # benchmarks/timing.py (this folder is on sys.path)
 
 import oqatnets
 from oqatnets.export import export_onnx
 
 ENTRIES = {2: 'oqat_2bit_m', 3: 'oqat_3bit_m', 4: 'oqat_4bit_m'}
 FORMS = ('float', 'onnx', 'onnx_int4', 'qcdq')
-
-
-def _median_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def _model(name: str) -> oqatnets.OQATNet:
@@ -111,7 +97,7 @@ def bench_bits(bits: int, *, out: Path, rounds: dict[int, int], agreement_images
 
         fns = {f'ort_{k}': ort_run(s) for k, s in sessions.items()}
         fns.update(torch_quant=torch_run(model), torch_float=torch_run(fp))
-        t = _median_times(fns, n)
+        t = median_times(fns, n)
         result[f'batch{batch}'] = {'seconds': t, 'ratio': {
             **{k: t[f'ort_{k}'] / t['ort_float'] for k in FORMS if k != 'float'},
             'torch': t['torch_quant'] / t['torch_float'], 'torch_float_vs_ort_float': t['torch_float'] / t['ort_float']}}

@@ -20,13 +20,13 @@ import argparse
 import copy
 import json
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from timing import median_times  # benchmarks/timing.py (this folder is on sys.path)
 
 import oqatnets
 from oqatnets import OQATNet, OQATSupernet, SubnetSpec, get_space
@@ -35,18 +35,6 @@ EVAL_SPECS = {  # the 2-bit L and 4-bit L README subnets, both evaluated at 220 
     2: 'r220_k55533735533557577533_e33346646634644336464_d33443_b2',
     4: 'r220_k53535573377577335537_e44343364344466436466_d24244_b4',
 }
-
-
-def _median_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
-    for fn in fns.values():  # warm-up: allocator, caches, LSQ init
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def bench_eval(bits: int, *, batch: int, rounds: int) -> dict:
@@ -65,7 +53,7 @@ def bench_eval(bits: int, *, batch: int, rounds: int) -> dict:
                 model(x)
         return fn
 
-    t = _median_times({'quant': run(quant), 'float': run(fp)}, rounds)
+    t = median_times({'quant': run(quant), 'float': run(fp)}, rounds)
     return {'bench': f'eval {bits}-bit', 'batch': batch, 'resolution': spec.resolution,
             'quant_s': t['quant'], 'float_s': t['float'], 'ratio': t['quant'] / t['float'], 'target': 1.3}
 
@@ -148,7 +136,7 @@ def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int, chann
         ofa_net.to(memory_format=layout)
         fns['ofa_float'] = _step_fn(ofa_net, [ofa_forward(s) for s in specs],
                                     torch.optim.SGD(ofa_net.parameters(), lr=1e-4, momentum=0.9))
-    t = _median_times(fns, rounds)
+    t = median_times(fns, rounds)
     static_sum = sum(t[f'static_{i}'] for i in range(len(statics)))
     result = {'bench': f'sandwich step {bits}-bit, {"channels-last" if channels_last else "NCHW"}',
               'batch': batch, 'resolution': resolution,
