@@ -66,6 +66,18 @@ _resume = click.option('--resume', 'resume_from', is_flag=False, flag_value='.',
                             'checkpoint.pt) at PATH, copied into an empty --out first.')
 
 
+def _run_options(f: Callable) -> Callable:
+    """The options every training run takes: --resume, --checkpoint-every, --no-amp, --compile, the loop
+    options, --seed and --device."""
+    for option in (_device, _seed, _loop_options, _compile,
+                   click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.'),
+                   click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True,
+                                help='Steps between checkpoints.'),
+                   _resume):
+        f = option(f)
+    return f
+
+
 def _prepare_out(out: str, resume_from: str | None) -> tuple[bool, Path | None]:
     """Validate --out (and --resume PATH) before anything is written: (whether the run resumes, the run
     folder to copy into --out first, if another)."""
@@ -174,14 +186,7 @@ def train_group() -> None:
               help='Start from this model (local-dir:PATH, a run folder, or ofa:PATH for the float OFA supernet).')
 @click.option('--out', required=True, type=click.Path(file_okay=False),
               help='Run folder (checkpoint, metrics, the saved supernet).')
-@_resume
-@click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True,
-              help='Steps between checkpoints.')
-@click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.')
-@_compile
-@_loop_options
-@_seed
-@_device
+@_run_options
 def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bits: int, epochs: int | None,
                        float_epochs: int | None, quant_lr_factor: float | None, batch_size: int | None,
                        lr: float | None, num_random: int | None,
@@ -395,14 +400,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
               help='Weight of the distillation loss.')
 @click.option('--train-images', type=click.IntRange(min=1), default=None,
               help='Train on only the first N training images.')
-@_resume
-@click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True,
-              help='Steps between checkpoints.')
-@click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.')
-@_compile
-@_loop_options
-@_seed
-@_device
+@_run_options
 def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | None, lr: float | None,
                  batch_size: int | None, resolution: int | None, teacher: str | None, kd_ratio: float,
                  train_images: int | None, resume_from: str | None, checkpoint_every: int, no_amp: bool,
