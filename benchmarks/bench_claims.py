@@ -74,8 +74,9 @@ def _train_static(spec: SubnetSpec, *, name: str, prepared, recipe, epochs: int,
                   test_batches, seed: int) -> float:
     """A 2-bit static net of ``spec`` trained alone from scratch; test top-1 after BN recalibration."""
     torch.manual_seed(seed)  # the net's initial weights (a benchmark script may set global seeds)
-    net = OQATNet(spec, space='small', num_classes=prepared.data.num_classes)
-    finetune(model=net, train_set=prepared.train_set, recipe=recipe, epochs=epochs, resolution=spec.resolution,
+    net = OQATNet(spec, space=recipe.space, num_classes=prepared.data.num_classes)
+    finetune(model=net, train_set=prepared.training_set(augment=recipe.augment),
+             recipe=recipe, epochs=epochs, resolution=spec.resolution,
              out_dir=out / name, ctx=ctx, lr=recipe.lr, seed=seed + 1)
     recalibrate_bn(net, prepared.calib, resolution=spec.resolution)
     return evaluate(net, test_batches(), resolution=spec.resolution)['top1']
@@ -109,7 +110,7 @@ def run_seed(*, preset: DemoPreset, seed: int, demo_dir: Path | None, out: Path)
         return evaluate_subnet(supernet, spec, calib_batches=prepared.calib, eval_batches=test_batches())['top1']
 
     # 1. searched 2-bit subnet vs the MobileNetV3-Large-like spec, at equal or lower BitOPs
-    budget = profile(MBV3_LARGE_LIKE, space='small', num_classes=10).bitops
+    budget = profile(MBV3_LARGE_LIKE, space=recipe.space, num_classes=10).bitops
     _log(f'seed {seed}, claim 1: searching the 2-bit supernet under {budget:.4f} GBitOPs')
     # all held-out images as fitness (not the demo's 1 000): at 1 000 the std of a difference between
     # two candidates is ~1.6 points, at 5 000 ~0.7 (search_fitness_noise)
@@ -117,7 +118,7 @@ def run_seed(*, preset: DemoPreset, seed: int, demo_dir: Path | None, out: Path)
                             calib_batches=prepared.calib, eval_batches=holdout_batches, seed=seed)['chosen'][0]
     searched = SubnetSpec.parse(found['spec'])
     claim1 = {
-        'searched_spec': str(searched), 'searched_bitops_g': profile(searched, space='small', num_classes=10).bitops,
+        'searched_spec': str(searched), 'searched_bitops_g': profile(searched, space=recipe.space, num_classes=10).bitops,
         'searched_holdout_top1': found['top1'], 'searched_top1': from_supernet(inherited, searched),
         'mbv3_spec': str(MBV3_LARGE_LIKE), 'mbv3_bitops_g': budget,
         'mbv3_from_supernet_top1': from_supernet(inherited, MBV3_LARGE_LIKE),
@@ -130,11 +131,12 @@ def run_seed(*, preset: DemoPreset, seed: int, demo_dir: Path | None, out: Path)
     # 2. bit inheritance vs a 2-bit supernet trained from scratch for the same total epochs
     _log(f'seed {seed}, claim 2: training a 2-bit supernet from scratch for {total_epochs} epochs')
     torch.manual_seed(seed)
-    scratch = OQATSupernet(space='small', bits=2, num_classes=prepared.data.num_classes)
-    train_supernet(supernet=scratch, train_set=prepared.train_set, recipe=replace(recipe, float_epochs=0), bits=2,
+    scratch = OQATSupernet(space=recipe.space, bits=2, num_classes=prepared.data.num_classes)
+    train_supernet(supernet=scratch, train_set=prepared.training_set(augment=recipe.augment),
+                   recipe=replace(recipe, float_epochs=0), bits=2,
                    epochs=total_epochs, out_dir=out / 'supernet_w2a2_scratch', ctx=ctx, seed=seed + 2)
     subnets = {'smallest': inherited.space.smallest(2), 'middle': MIDDLE, 'largest': inherited.space.largest(2)}
-    claim2 = {name: {'spec': str(spec), 'bitops_g': profile(spec, space='small', num_classes=10).bitops,
+    claim2 = {name: {'spec': str(spec), 'bitops_g': profile(spec, space=recipe.space, num_classes=10).bitops,
                      'inherited_top1': from_supernet(inherited, spec), 'scratch_top1': from_supernet(scratch, spec)}
               for name, spec in subnets.items()}
     _log(f'seed {seed}, claim 2: {claim2}')
@@ -241,11 +243,12 @@ def markdown(r: dict) -> str:
 
 def noise_only(checkpoint: Path, *, candidates: int = 12) -> dict:
     """The fitness-noise measurement alone, on a 2-bit supernet from a training checkpoint."""
-    supernet = OQATSupernet(space='small', bits=2, num_classes=10)
-    supernet.load_state_dict(load_checkpoint(checkpoint).model)
     preset = DEMO_PRESETS['default']
-    prepared = prepare_demo_data(preset, demo_recipe(preset)).prepared
-    budget = profile(MBV3_LARGE_LIKE, space='small', num_classes=10).bitops
+    recipe = demo_recipe(preset)
+    supernet = OQATSupernet(space=recipe.space, bits=2, num_classes=10)
+    supernet.load_state_dict(load_checkpoint(checkpoint).model)
+    prepared = prepare_demo_data(preset, recipe).prepared
+    budget = profile(MBV3_LARGE_LIKE, space=recipe.space, num_classes=10).bitops
     result = _noise(supernet.eval(), budget=budget, prepared=prepared, candidates=candidates, seed=0)
     print(json.dumps(result))
     return result

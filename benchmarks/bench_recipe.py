@@ -36,6 +36,8 @@ class Row:
     change: str
     float_epochs: int = 0
     epochs: tuple[int, ...] = (3,)  # 4-bit, then (optionally) 3-bit and 2-bit after inheritance
+    augment: bool = True  # every row before the no-augmentation ablation was measured with crop and flip
+    space: str = 'small'  # and with the authors' unsigned quantizer
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -58,6 +60,10 @@ ROWS: list[Row] = [
         float_epochs=1, epochs=(1, 1, 1)),
     Row('demo_4bit_stage', "the default demo preset's 4-bit stage: 1 float epoch, then 1 at 4 bits",
         float_epochs=1, epochs=(1,)),
+    Row('demo_float_first_noaug', 'demo_float_first without crop and flip', float_epochs=1, epochs=(1, 1, 1),
+        augment=False),
+    Row('demo_float_first_noaug_signed', 'demo_float_first_noaug in the small_signed space (the demo now)',
+        float_epochs=1, epochs=(1, 1, 1), augment=False, space='small_signed'),
 ]
 
 
@@ -70,8 +76,9 @@ def _top1(supernet: OQATSupernet, bits: int, calib, test_batches) -> dict[str, f
 def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, seed: int) -> dict[str, Any]:
     """Train one row's supernet(s); returns its record (top-1 per stage, minutes)."""
     preset = DEMO_PRESETS['default']
-    preset = type(preset)(**{**preset.__dict__, 'train_images': train_images, 'test_images': test_images})
-    recipe = demo_recipe(preset).override(float_epochs=row.float_epochs, **row.overrides)
+    preset = type(preset)(**{**preset.__dict__, 'train_images': train_images, 'test_images': test_images,
+                             'space': row.space})
+    recipe = demo_recipe(preset).override(float_epochs=row.float_epochs, augment=row.augment, **row.overrides)
     data = prepare_demo_data(preset, recipe)
     prepared = data.prepared
     ctx = init_distributed(device='cpu')
@@ -79,11 +86,12 @@ def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, 
     record: dict[str, Any] = {'row': row.name, 'change': row.change, 'float_epochs': row.float_epochs,
                               'epochs': list(row.epochs), 'overrides': row.overrides,
                               'train_images': len(prepared.train_set), 'test_images': len(data.test_set)}
-    supernet = OQATSupernet(space='small', bits=4, num_classes=prepared.data.num_classes)
+    supernet = OQATSupernet(space=recipe.space, bits=4, num_classes=prepared.data.num_classes)
     for index, (bits, epochs) in enumerate(zip((4, 3, 2), row.epochs)):
         if index:
             supernet = inherit_bits(supernet, bits)
-        train_supernet(supernet=supernet, train_set=prepared.train_set, recipe=recipe, bits=bits, epochs=epochs,
+        train_supernet(supernet=supernet, train_set=prepared.training_set(augment=recipe.augment),
+                       recipe=recipe, bits=bits, epochs=epochs,
                        float_epochs=row.float_epochs if index == 0 else 0, out_dir=out / row.name / f'w{bits}',
                        ctx=ctx, seed=seed + bits, log_every=10**9)
         if bits in (4, 2):

@@ -23,6 +23,12 @@ def _recipe(name: str, **overrides: Any):
     return get_recipe(name).override(**overrides)
 
 
+def _recipe_for(space: str, **overrides: Any):
+    """The recipe of a model's space (``imagenet``'s for a custom one), with CLI overrides."""
+    from oqatnets.training.recipes import recipe_for_space
+    return recipe_for_space(space).override(**overrides)
+
+
 def _ctx(device: str | None, *, rank0_only: bool = False):
     """This process's place under torchrun; ``rank0_only`` work joins no process group (see init_distributed)."""
     from oqatnets.training.distributed import init_distributed
@@ -61,15 +67,17 @@ def _use_compile(compile_quantizer: bool) -> None:
         set_fused_quantizer(True)
 
 
+_augment = click.option('--augment/--no-augment', default=None,
+                        help="Random crop and flip of the training images (default: the recipe's; small: off).")
 _resume = click.option('--resume', 'resume_from', is_flag=False, flag_value='.', default=None, metavar='[PATH]',
                        help='Continue a run exactly where it stopped: the one in --out, or the run folder (or its '
                             'checkpoint.pt) at PATH, copied into an empty --out first.')
 
 
 def _run_options(f: Callable) -> Callable:
-    """The options every training run takes: --resume, --checkpoint-every, --no-amp, --compile, the loop
-    options, --seed and --device."""
-    for option in (_device, _seed, _loop_options, _compile,
+    """The options every training run takes: --resume, --checkpoint-every, --no-amp, --compile, --augment,
+    the loop options, --seed and --device."""
+    for option in (_device, _seed, _loop_options, _augment, _compile,
                    click.option('--no-amp', is_flag=True, help='Disable mixed precision on GPU.'),
                    click.option('--checkpoint-every', type=click.IntRange(min=0), default=50, show_default=True,
                                 help='Steps between checkpoints.'),
@@ -164,8 +172,9 @@ def train_group() -> None:
 
 @click.command('supernet')
 @_data
-@click.option('--space', type=click.Choice(['small', 'imagenet']), default='small', show_default=True,
-              help='Search space of the supernet (small: 32 px data sets, imagenet: the paper\'s).')
+@click.option('--space', type=click.Choice(['small', 'small_signed', 'imagenet']), default='small', show_default=True,
+              help="Search space of the supernet (small: 32 px data sets; small_signed: the same with signed block "
+                   "inputs, the demo's; imagenet: the paper's).")
 @click.option('--recipe', 'recipe_name', default=None, help='Recipe preset (default: the space name).')
 @click.option('--bits', type=int, default=4, show_default=True, help='Bit-width (32 = float).')
 @click.option('--epochs', type=click.IntRange(min=0), default=None, help='Quantized epochs (default: the recipe\'s).')
@@ -192,7 +201,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                        lr: float | None, num_random: int | None,
                        holdout: int | None, train_images: int | None, eval_images: int, init_source: str | None,
                        out: str, resume_from: str | None, checkpoint_every: int, no_amp: bool, compile_quantizer: bool,
-                       workers: int | None, clip_grad: float | None, tensorboard: bool, ema_decay: float | None,
+                       augment: bool | None, workers: int | None, clip_grad: float | None, tensorboard: bool, ema_decay: float | None,
                        optimizer: str, seed: int,
                        device: str | None) -> None:
     """Jointly train a quantized supernet with the sandwich rule; saves OUT/supernet at the end."""
@@ -210,7 +219,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     if init_source and init_source.startswith('ofa:') and space != 'imagenet':
         raise BadUsage('--init ofa:PATH is the OFA MobileNetV3 supernet: pass --space imagenet')
     recipe = _recipe(recipe_name or space, batch_size=batch_size, lr=lr, num_random_subnets=num_random,
-                     holdout_images=holdout, float_epochs=float_epochs, quant_lr_factor=quant_lr_factor)
+                     holdout_images=holdout, float_epochs=float_epochs, quant_lr_factor=quant_lr_factor,
+                     augment=augment)
     epochs = recipe.epochs if epochs is None else epochs
     if epochs + recipe.float_epochs < 1:
         raise BadUsage(f'nothing to train: --epochs {epochs} and --float-epochs {recipe.float_epochs}; '
@@ -245,7 +255,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     if ctx.is_main and not resume:
         write_run_file(out_dir, supernet, data=data, run_info=run_info)
     val = prepared.val_batches(batch_size=recipe.calib_batch_size, limit=eval_images) if eval_images else None
-    result = train_supernet(supernet=supernet, train_set=prepared.train_set, recipe=recipe, bits=bits,
+    result = train_supernet(supernet=supernet, train_set=prepared.training_set(augment=recipe.augment), recipe=recipe,
+                            bits=bits,
                             epochs=epochs, float_epochs=recipe.float_epochs, out_dir=out_dir, ctx=ctx, resume=resume,
                             seed=seed, checkpoint_every=checkpoint_every, amp=not no_amp,
                             calib_batches=prepared.calib if val is not None else None, eval_batches=val,
@@ -304,7 +315,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
     ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:
         model = load_model(model_source)
-        recipe = _recipe(model.space.name if model.space.name in ('small', 'imagenet') else 'imagenet')
+        recipe = _recipe_for(model.space.name)
         holdout_images, split_seed = _split_of(model_source, holdout, recipe)
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=calib_images,
                                 calib_batch_size=batch_size, split_seed=split_seed)
@@ -363,7 +374,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
         bits = [m.bits for m in models]
         if len(set(bits)) != len(bits):
             raise BadUsage(f'give one supernet per bit-width; got bit-widths {bits}')
-        recipe = _recipe(models[0].space.name if models[0].space.name in ('small', 'imagenet') else 'imagenet',
+        recipe = _recipe_for(models[0].space.name,
                          population=population, generations=generations, calib_images=calib_images)
         holdout_images, split_seed = _split_of(supernets[0], holdout, recipe)
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=recipe.calib_images,
@@ -404,8 +415,8 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
 def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | None, lr: float | None,
                  batch_size: int | None, resolution: int | None, teacher: str | None, kd_ratio: float,
                  train_images: int | None, resume_from: str | None, checkpoint_every: int, no_amp: bool,
-                 compile_quantizer: bool, workers: int | None, clip_grad: float | None, tensorboard: bool,
-                 ema_decay: float | None, optimizer: str, seed: int, device: str | None) -> None:
+                 compile_quantizer: bool, augment: bool | None, workers: int | None, clip_grad: float | None,
+                 tensorboard: bool, ema_decay: float | None, optimizer: str, seed: int, device: str | None) -> None:
     """Finetune a static subnet or zoo model on a data set (any number of classes), bits kept."""
     _use_compile(compile_quantizer)
     from oqatnets.supernet import OQATSupernet
@@ -422,11 +433,11 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
     if isinstance(model, OQATSupernet):
         raise BadUsage(f'{model_source} is a supernet; finetune takes a static subnet: pick one with `oqat search` '
                        'or `oqat calibrate --spec SPEC`, and finetune its folder')
-    recipe = _recipe(model.space.name if model.space.name in ('small', 'imagenet') else 'imagenet',
-                     batch_size=batch_size)
+    recipe = _recipe_for(model.space.name,
+                     batch_size=batch_size, augment=augment)
     resolution = resolution or model.spec.resolution
     _adopt_run(adopt, out)
-    result = finetune(model=model, train_set=prepared.train_set, recipe=recipe,
+    result = finetune(model=model, train_set=prepared.training_set(augment=recipe.augment), recipe=recipe,
                       epochs=recipe.finetune_epochs if epochs is None else epochs, resolution=resolution, out_dir=out, ctx=ctx, lr=lr,
                       teacher=load_model(teacher, num_classes=data.num_classes) if teacher else None,
                       kd_ratio=kd_ratio, resume=resume, seed=seed, checkpoint_every=checkpoint_every,

@@ -35,13 +35,16 @@ BITOPS_CONVENTION = ('bitops = sum over quantized convs of MACs*b_w*b_a (G); flo
                      "(the authors' profile_quant)")
 
 
-def _quantization_block(bits: int) -> dict[str, Any]:
+def _quantization_block(bits: int, *, signed_inputs: bool = False) -> dict[str, Any]:
     block: dict[str, Any] = {'method': 'lsq', 'bits': bits, 'weight_bits': bits, 'activation_bits': bits,
                              'granularity': 'per_tensor', 'step_parameters': ['weight_step', 'act_step'],
                              'shared_step_size': True, 'bitops_convention': BITOPS_CONVENTION}
     if bits < FLOAT_BITS:
         block['weight'] = dict(zip(('qmin', 'qmax'), quant_range(bits, signed=True)), signed=True)
         block['activation'] = dict(zip(('qmin', 'qmax'), quant_range(bits, signed=False)), signed=False)
+        if signed_inputs:  # the space's signed_inputs: block inputs on the signed grid
+            block['block_input_activation'] = dict(zip(('qmin', 'qmax'), quant_range(bits, signed=True)), signed=True,
+                                                   layers=['blocks.*.*.conv_pw', 'blocks.0.0.conv_dw', 'final_conv'])
     block['float_layers'] = ['conv_stem', 'bn', 'se', 'classifier']
     block['rounding'] = 'half_to_even'
     block['dequantize'] = 'code * abs(step)'
@@ -71,7 +74,7 @@ def model_config(model: nn.Module, overrides: 'PretrainedCfg | dict[str, Any] | 
         'label_names': clean.get('label_names'),
         'model_args': model.model_args(),
         'pretrained_cfg': clean,
-        'quantization': _quantization_block(model.bits),
+        'quantization': _quantization_block(model.bits, signed_inputs=model.space.signed_inputs),
     }
 
 

@@ -25,7 +25,7 @@ be converted to fp16 or run with TF32 convolutions.
 ``format='qcdq'`` keeps the QDQ form for toolchains that consume it (onnxruntime runs it 2.5–4.6×
 slower than the float graph)::
 
-    x ─ QuantizeLinear(|s_a|, uint8 0) ─ Clip(0, 2^b−1) ─ DequantizeLinear ─┐
+    x ─ QuantizeLinear(|s_a|, uint8 0) ─ Clip(0, 2^b−1) ─ DequantizeLinear ─┐   (int8, Clip(−2^(b−1), 2^(b−1)−1) for a signed input)
     int8 weight codes ─ DequantizeLinear(|s_w|, int8 0) ──────────────────── Conv
 
 so 2-, 3- and 4-bit ranges survive in standard 8-bit containers and BN stays a separate node.
@@ -118,7 +118,7 @@ class _GraphBuilder:
 
 def _feeds_quant(g: _GraphBuilder, conv: QuantConv2d) -> bool:
     """True when the fast form may drop a ReLU read only by ``conv`` (its Clip at 0 does the work)."""
-    return g.fast and conv.quantized
+    return g.fast and conv.quantized and not conv.signed_input
 
 
 def _act(g: _GraphBuilder, x: str, module: nn.Module, hint: str, *, read_by: QuantConv2d | None = None) -> str:
@@ -159,11 +159,13 @@ def _conv_node(g: _GraphBuilder, inputs: list[str], conv: nn.Conv2d, hint: str) 
 
 def _qcdq_conv(g: _GraphBuilder, x: str, conv: QuantConv2d, hint: str) -> str:
     _check_quantizable(conv, hint)
-    _, qp = quant_range(conv.bits, signed=False)
+    qn, qp = quant_range(conv.bits, signed=conv.signed_input)
+    code_type = np.int8 if conv.signed_input else np.uint8
     a_scale = g.const(f'{hint}_act_scale', np.float32(conv.act_step.detach().abs().item()))
-    a_zero = g.const(f'{hint}_act_zero', np.uint8(0))
+    a_zero = g.const(f'{hint}_act_zero', code_type(0))
     q = g.op('QuantizeLinear', [x, a_scale, a_zero], f'{hint}_q')
-    q = g.op('Clip', [q, a_zero, g.const(f'{hint}_act_qmax', np.uint8(qp))], f'{hint}_clip')
+    q = g.op('Clip', [q, g.const(f'{hint}_act_qmin', code_type(qn)), g.const(f'{hint}_act_qmax', code_type(qp))],
+             f'{hint}_clip')
     xq = g.op('DequantizeLinear', [q, a_scale, a_zero], f'{hint}_dq')
     codes = g.tensor(f'{hint}_weight_codes', conv.weight_codes())
     w_scale = g.const(f'{hint}_weight_scale', np.float32(conv.weight_step.detach().abs().item()))
@@ -174,8 +176,8 @@ def _qcdq_conv(g: _GraphBuilder, x: str, conv: QuantConv2d, hint: str) -> str:
 _ROUNDER = 1.5 * 2 ** 23  # adding it to a float32 in [-2^22, 2^22] rounds to an integer, half to even
 
 
-def _round_clip_dw(g: _GraphBuilder, x: str, step: float, qp: int, channels: int, hint: str) -> str:
-    """``clamp(round(x / step), 0, qp)`` (= round(clamp(…)), the bounds being integers) as two 1×1 depthwise convs.
+def _round_clip_dw(g: _GraphBuilder, x: str, step: float, qn: int, qp: int, channels: int, hint: str) -> str:
+    """``clamp(round(x / step), qn, qp)`` (= round(clamp(…)), the bounds being integers) as two 1×1 depthwise convs.
 
     The first computes ``x·(1/step) + 1.5·2^23`` (float32 rounds the sum to an integer, half to even);
     the second subtracts ``1.5·2^23`` exactly and clips with a fused Clip activation. onnxruntime keeps
@@ -187,7 +189,7 @@ def _round_clip_dw(g: _GraphBuilder, x: str, step: float, qp: int, channels: int
     x = g.op('Conv', [x, g.const(f'{hint}_unround_w', np.ones((channels, 1, 1, 1), np.float32)),
                       g.const(f'{hint}_unround_b', np.full((channels,), -_ROUNDER, np.float32))],
              f'{hint}_unround', kernel_shape=[1, 1], group=channels)
-    return g.op('Clip', [x, g.const(f'{hint}_act_qmin', np.float32(0)), g.const(f'{hint}_act_qmax', np.float32(qp))],
+    return g.op('Clip', [x, g.const(f'{hint}_act_qmin', np.float32(qn)), g.const(f'{hint}_act_qmax', np.float32(qp))],
                 f'{hint}_clip')
 
 
@@ -196,9 +198,9 @@ def _fast_conv(g: _GraphBuilder, x: str, conv: nn.Conv2d, bn: nn.BatchNorm2d | N
     scale, bias = _bn_affine(bn, conv.out_channels)
     if isinstance(conv, QuantConv2d) and conv.quantized:
         _check_quantizable(conv, hint)
-        _, qp = quant_range(conv.bits, signed=False)
+        qn, qp = quant_range(conv.bits, signed=conv.signed_input)
         s_a = conv.act_step.detach().abs().float()
-        x = _round_clip_dw(g, x, float(s_a.item()), qp, conv.in_channels, hint)
+        x = _round_clip_dw(g, x, float(s_a.item()), qn, qp, conv.in_channels, hint)
         # (|s_w|·|s_a|) in float32 as QuantConv2d._inference_weight forms it, then BN's factor.
         step = (conv.weight_step.detach().abs().float() * s_a).double().numpy()
         codes = g.codes(f'{hint}_weight_codes', conv.weight_codes().numpy())

@@ -60,13 +60,15 @@ class DepthwiseSeparable(nn.Module):
     """The network's first block: dw 3×3 → BN → act → pw 1×1 → BN (+ identity when shapes allow).
 
     Both convs are :class:`QuantConv2d`; the projection reads a fresh tensor, so it may quantize in place.
+    ``signed_input`` quantizes the block's input on a signed grid (see :class:`SearchSpace`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int, stride: int, act: str,
-                 bits: int = 4):
+                 bits: int = 4, signed_input: bool = False):
         super().__init__()
         self.has_skip = stride == 1 and in_channels == out_channels
-        self.conv_dw = QuantConv2d(in_channels, in_channels, kernel_size, stride, groups=in_channels, bits=bits)
+        self.conv_dw = QuantConv2d(in_channels, in_channels, kernel_size, stride, groups=in_channels, bits=bits,
+                                   signed_input=signed_input)
         self.bn_dw = batch_norm(in_channels)
         self.act_dw = create_act(act)
         self.conv_pwl = QuantConv2d(in_channels, out_channels, 1, bits=bits, inplace=True)
@@ -83,13 +85,15 @@ class InvertedResidual(nn.Module):
 
     Every conv is a :class:`QuantConv2d`; BN, activations, SE and the shortcut stay float. The
     depthwise and projection convs read fresh tensors that nothing else uses, so they quantize in place.
+    ``signed_input`` quantizes the block's input (the expand conv's) on a signed grid.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int, stride: int,
-                 mid_channels: int, act: str, se_channels: int = 0, bits: int = 4, drop_path_rate: float = 0.0):
+                 mid_channels: int, act: str, se_channels: int = 0, bits: int = 4, drop_path_rate: float = 0.0,
+                 signed_input: bool = False):
         super().__init__()
         self.has_skip = stride == 1 and in_channels == out_channels
-        self.conv_pw = QuantConv2d(in_channels, mid_channels, 1, bits=bits)
+        self.conv_pw = QuantConv2d(in_channels, mid_channels, 1, bits=bits, signed_input=signed_input)
         self.bn_pw = batch_norm(mid_channels)
         self.act_pw = create_act(act)
         self.conv_dw = QuantConv2d(mid_channels, mid_channels, kernel_size, stride, groups=mid_channels, bits=bits,

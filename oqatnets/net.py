@@ -56,7 +56,8 @@ class OQATBase(nn.Module):
 
     def _build_head(self) -> None:
         s = self.space
-        self.final_conv = QuantConv2d(s.stage_channels[-1], s.final_expand_channels, 1, bits=self._build_bits)
+        self.final_conv = QuantConv2d(s.stage_channels[-1], s.final_expand_channels, 1, bits=self._build_bits,
+                                      signed_input=s.signed_inputs)
         self.final_bn = batch_norm(s.final_expand_channels)
         self.final_act = create_act('h_swish')
         self.conv_head = QuantConv2d(s.final_expand_channels, s.head_channels, 1, bits=self._build_bits, inplace=True)
@@ -69,7 +70,7 @@ class OQATBase(nn.Module):
     def _first_block(self) -> DepthwiseSeparable:
         s = self.space
         return DepthwiseSeparable(s.stem_channels, s.first_block_channels, kernel_size=3, stride=1, act='relu',
-                                  bits=self._build_bits)
+                                  bits=self._build_bits, signed_input=s.signed_inputs)
 
     @property
     def feature_info(self) -> list[dict[str, Any]]:
@@ -280,7 +281,7 @@ class OQATNet(OQATBase):
                     kernel_size=spec.ks[b], stride=space.stage_strides[stage] if index == 0 else 1,
                     mid_channels=mid, act=space.stage_acts[stage],
                     se_channels=space.se_channels(mid) if space.stage_se[stage] else 0, bits=spec.bits,
-                    drop_path_rate=path_rates[stage][index]))
+                    drop_path_rate=path_rates[stage][index], signed_input=space.signed_inputs))
             stages.append(nn.Sequential(*blocks))
         self.blocks = nn.Sequential(*stages)
         self._build_head()

@@ -1,6 +1,7 @@
 """LSQ fake quantization with the exact semantics of the authors' OQA code.
 
-One scalar step per tensor; weights signed, activations unsigned (negative inputs clip to 0);
+One scalar step per tensor; weights signed, activations unsigned (negative inputs clip to 0) unless
+a conv is built with ``signed_input=True`` (a search space's ``signed_inputs``, not the authors');
 ``v̂ = round(clamp(v / |s|, Qn, Qp)) · |s|`` with round-half-even, a straight-through round, and
 the step receiving LSQ's gradient scaled by ``1 / sqrt(numel · Qp)`` where ``numel`` counts the
 whole tensor used (the batch included for activations).
@@ -229,7 +230,8 @@ def init_step(t: torch.Tensor, bits: int, *, signed: bool) -> torch.Tensor:
 class QuantConv2d(nn.Conv2d):
     """Conv2d (no bias) whose input and weight are LSQ fake-quantized with one step each.
 
-    ``act_step`` quantizes the (unsigned) input, ``weight_step`` the (signed) weight. A step is
+    ``act_step`` quantizes the input (unsigned, as in the authors' code, or signed with
+    ``signed_input=True`` for inputs that can be negative), ``weight_step`` the (signed) weight. A step is
     initialised from the first batch it sees unless it was loaded from a state dict. In eval mode
     without autograd the quantized weight, with the activation step folded in, is cached until
     the weight, a step or the bits change. ``inplace=True`` (as in ``nn.ReLU``) lets inference
@@ -237,11 +239,12 @@ class QuantConv2d(nn.Conv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 groups: int = 1, *, bits: int = 4, inplace: bool = False):
+                 groups: int = 1, *, bits: int = 4, inplace: bool = False, signed_input: bool = False):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride,
                          padding=kernel_size // 2, groups=groups, bias=False)
         self.bits = validate_bits(bits)
         self.inplace = inplace
+        self.signed_input = signed_input
         self.act_step = nn.Parameter(torch.zeros(1))
         self.weight_step = nn.Parameter(torch.zeros(1))
         self.register_buffer('step_initialized', torch.zeros((), dtype=torch.bool))
@@ -260,7 +263,7 @@ class QuantConv2d(nn.Conv2d):
         if not self.quantized or bool(self.step_initialized):
             return
         with torch.no_grad():
-            act = 2 * x.detach().abs().mean() / math.sqrt(quant_range(self.bits, signed=False)[1])
+            act = 2 * x.detach().abs().mean() / math.sqrt(quant_range(self.bits, signed=self.signed_input)[1])
             if not bool(torch.isfinite(act)) or float(act) <= 0:
                 what = 'is all zeros' if bool(torch.isfinite(act)) else 'holds NaN or infinite values'
                 raise QuantizationError(
@@ -271,12 +274,12 @@ class QuantConv2d(nn.Conv2d):
             if not bool(torch.isfinite(w).all()) or float(w) <= torch.finfo(w.dtype).tiny:
                 raise QuantizationError(f'this {self.bits}-bit layer\'s weights are all zero or not finite; its weight '
                                         'step size cannot be initialised; nothing was stored')
-            self.act_step.copy_(init_step(x, self.bits, signed=False))
+            self.act_step.copy_(init_step(x, self.bits, signed=self.signed_input))
             self.weight_step.copy_(w)
             self.step_initialized.fill_(True)
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        return lsq_quantize(x, self.act_step, self.bits, signed=False)
+        return lsq_quantize(x, self.act_step, self.bits, signed=self.signed_input)
 
     def quantize_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """Fake-quantized ``weight`` (the layer's own, or a slice/transform of it)."""
@@ -309,7 +312,7 @@ class QuantConv2d(nn.Conv2d):
         if not self.quantized:
             return F.conv2d(x, weight, None, stride, padding, 1, groups)
         if weight is self.weight and not self.training and not torch.is_grad_enabled():
-            codes = quant_codes(x, self.act_step, self.bits, signed=False, inplace=self.inplace)
+            codes = quant_codes(x, self.act_step, self.bits, signed=self.signed_input, inplace=self.inplace)
             return F.conv2d(codes, self._inference_weight(), None, stride, padding, 1, groups)
         x = self.quantize_input(x)
         return F.conv2d(x, self.quantize_weight(weight), None, stride, padding, 1, groups)
@@ -322,7 +325,7 @@ class QuantConv2d(nn.Conv2d):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f', bits={self.bits}'
+        return super().extra_repr() + f', bits={self.bits}' + (', signed_input=True' if self.signed_input else '')
 
 
 def iter_quant_convs(model: nn.Module) -> Iterator[tuple[str, QuantConv2d]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .errors import InvalidArgumentError
@@ -50,6 +50,10 @@ class SearchSpace:
     e_choices: tuple[int, ...] = (3, 4, 6)
     d_choices: tuple[int, ...] = (2, 3, 4)
     resolutions: tuple[int, ...] = tuple(range(128, 225, 4))
+    # Quantize the inputs that can be negative (each block's input: the expand 1×1 convs, the first
+    # block's depthwise conv, the final 1×1 conv) on a signed grid. False is the authors' quantizer
+    # (unsigned everywhere, negative inputs clip to 0), which their checkpoints expect.
+    signed_inputs: bool = False
     description: str = ''
 
     def __post_init__(self) -> None:
@@ -227,6 +231,13 @@ SPACES: dict[str, SearchSpace] = {
         description='The same elastic MobileNetV3 space, narrower and with output stride 8, '
                     'for 28-64 px data (Fashion-MNIST, MNIST) trained on a CPU.'),
 }
+# The small space with signed block inputs: LSQ's unsigned grid clips every block input (a linear
+# bottleneck output) at 0, which cost the largest subnet 3.2 points at 4 bits and stalls 2-bit
+# training from scratch at chance (benchmarks/bench_quant_gap.py, docs/TRAINING.md).
+SPACES['small_signed'] = replace(
+    SPACES['small'], name='small_signed', signed_inputs=True,
+    description='The small space with signed quantization of the block inputs (not the authors\' quantizer): '
+                'the default of the Fashion-MNIST demo.')
 
 
 def list_spaces() -> list[str]:

@@ -120,7 +120,7 @@ class ElasticInvertedResidual(nn.Module):
         self.use_se = space.stage_se[stage]
         max_mid = space.mid_channels(stage, index, space.max_expand)
         act = space.stage_acts[stage]
-        self.conv_pw = ElasticQuantConv2d(self.in_channels, max_mid, 1, bits=bits)
+        self.conv_pw = ElasticQuantConv2d(self.in_channels, max_mid, 1, bits=bits, signed_input=space.signed_inputs)
         self.bn_pw = _elastic_bn(max_mid)
         self.act_pw = create_act(act)
         self.conv_dw = ElasticDepthwiseQuantConv2d(max_mid, space.ks_choices, self.stride, bits=bits)
@@ -152,7 +152,8 @@ class ElasticInvertedResidual(nn.Module):
         se_mid = self.space.se_channels(mid) if self.use_se else 0
         block = InvertedResidual(self.in_channels, self.out_channels, kernel_size=self.active_ks,
                                  stride=self.stride, mid_channels=mid, act=self.space.stage_acts[self.stage],
-                                 se_channels=se_mid, bits=self.conv_pw.bits, drop_path_rate=self.drop_path_rate)
+                                 se_channels=se_mid, bits=self.conv_pw.bits, drop_path_rate=self.drop_path_rate,
+                                 signed_input=self.space.signed_inputs)
         block = block.to(device=self.conv_pw.weight.device, dtype=self.conv_pw.weight.dtype)
         _copy_conv(block.conv_pw, self.conv_pw, self.conv_pw.active_weight(self.in_channels, mid))
         _copy_conv(block.conv_dw, self.conv_dw, self.conv_dw.active_weight(mid, self.active_ks))

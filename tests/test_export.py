@@ -107,7 +107,7 @@ def test_onnx_rounding_is_lsq_rounding_half_to_even(tmp_path):
     x = torch.tensor([-1.0, -0.1, 0.0, 0.1, 0.125, 0.375, 0.5, 0.625, 0.6249, 0.6251, 0.75, 0.874, 0.876, 9.0,
                       1e30]).reshape(1, 15, 1, 1)
     g = _GraphBuilder(fast=True, int4=False)
-    out = _round_clip_dw(g, 'x', step, qp, 15, 'q')
+    out = _round_clip_dw(g, 'x', step, 0, qp, 15, 'q')
     graph = onnx.helper.make_graph(g.nodes, 'q', [onnx.helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, [1, 15, 1, 1])],
                                    [onnx.helper.make_empty_tensor_value_info(out)], g.initializers)
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid('', 17)]), str(tmp_path / 'q.onnx'))
@@ -154,6 +154,22 @@ def test_qcdq_onnx_matches_pytorch_in_onnxruntime(bits, tmp_path):
     codes = next(i for i in proto.graph.initializer if i.name.startswith('final_conv_weight_codes'))
     assert codes.data_type == onnx.TensorProto.INT8
     result = check_onnx(model, path, inputs=inputs(256), atol=0.05, min_top1_agreement=0.9)
+    assert result['top1_agreement'] >= 0.9
+
+
+@pytest.mark.parametrize('fmt', ['onnx', 'qcdq'])
+@pytest.mark.parametrize('bits', [2, 4])
+def test_signed_inputs_export_with_their_signed_grid(fmt, bits, tmp_path):
+    model = lively(small_net(bits, seed=20 + bits, space='small_signed'))
+    signed = {name for name, conv in iter_quant_convs(model) if conv.signed_input}
+    assert signed and 'final_conv' in signed and 'conv_head' not in signed
+    x = inputs(256)
+    path = export_onnx(model, tmp_path / 'm.onnx', format=fmt)
+    proto = onnx.load(str(path))
+    values = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    lows = {n.name.rsplit('_clip', 1)[0]: float(values[n.input[1]]) for n in proto.graph.node if n.op_type == 'Clip'}
+    assert lows == {name: (-(2 ** (bits - 1)) if name in signed else 0.0) for name, _ in iter_quant_convs(model)}
+    result = check_onnx(model, path, inputs=x, atol=0.05, min_top1_agreement=0.9)
     assert result['top1_agreement'] >= 0.9
 
 

@@ -101,6 +101,19 @@ def test_weights_of_other_bits_are_refused(tmp_path, packed):
         assert torch.equal(same(inputs()), m4(inputs()))
 
 
+@pytest.mark.parametrize('packed', [False, True])
+def test_weights_of_the_unsigned_space_do_not_load_into_the_signed_one(tmp_path, packed):
+    """Same tensors, other quantizer: a 'small' file refuses a 'small_signed' model and the reverse."""
+    m = _initialised(oqatnets.create_model('oqatnet', spec=S.format(2), space='small', num_classes=3))
+    folder = oqatnets.save_pretrained(m, tmp_path / 'm')
+    path = folder / ('model.packed.safetensors' if packed else 'model.safetensors')
+    with pytest.raises(IncompatibleWeightsError, match='space'):
+        oqatnets.create_model('oqatnet', spec=S.format(2), space='small_signed', num_classes=3, checkpoint_path=path)
+    signed = oqatnets.create_model('oqatnet', spec=S.format(2), space='small_signed', num_classes=3)
+    assert signed.model_args()['space'] == 'small_signed' and signed.final_conv.signed_input
+    assert not m.final_conv.signed_input
+
+
 def test_checkpoint_of_other_classes_is_refused_in_one_line(tmp_path):
     folder = oqatnets.save_pretrained(small_net(2, num_classes=10), tmp_path / 'n')
     spec = json.loads((folder / 'config.json').read_text())['model_args']['spec']

@@ -88,6 +88,27 @@ def test_quant_conv_initialises_steps_lsq_style_once():
     assert torch.equal(conv.act_step, before)
 
 
+def test_signed_input_conv_keeps_negative_inputs_on_the_signed_grid():
+    torch.manual_seed(0)
+    conv = QuantConv2d(4, 8, 1, bits=2, signed_input=True)
+    x = torch.randn(2, 4, 6, 6)
+    conv.train()
+    conv(x)
+    assert conv.act_step.item() == pytest.approx(2 * x.abs().mean().item() / math.sqrt(1))  # signed Qp = 1
+    q = conv.quantize_input(x)
+    codes = torch.round(q / conv.act_step.abs())
+    assert set(codes.unique().tolist()) == {-2.0, -1.0, 0.0, 1.0}
+    conv.eval()
+    with torch.no_grad():
+        cached = conv(x)  # the inference path: integer codes convolved with the folded weight
+    with torch.enable_grad():
+        reference = torch.nn.functional.conv2d(conv.quantize_input(x), conv.quantize_weight(conv.weight))
+    assert torch.allclose(cached, reference, atol=1e-6)
+    unsigned = QuantConv2d(4, 8, 1, bits=2)
+    unsigned.load_state_dict(conv.state_dict())
+    assert unsigned.quantize_input(x).min() == 0  # the authors' quantizer clips the same input at 0
+
+
 def test_quant_conv_gradients_reach_weight_and_both_steps():
     conv = QuantConv2d(4, 8, 3, bits=3)
     conv(torch.rand(2, 4, 6, 6)).square().sum().backward()

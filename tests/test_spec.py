@@ -74,6 +74,13 @@ def test_sampling_is_reproducible():
     assert a == b
 
 
+def test_space_dicts_written_before_signed_inputs_keep_the_unsigned_quantizer():
+    data = {k: v for k, v in get_space('small').to_dict().items() if k != 'signed_inputs'}
+    assert get_space({**data, 'name': 'custom'}).signed_inputs is False
+    assert get_space('small_signed').as_arg() == 'small_signed' and get_space('small_signed').signed_inputs
+    assert not get_space('imagenet').signed_inputs  # the authors' space keeps their quantizer
+
+
 def test_space_dicts_written_with_the_round1_field_names_still_load():
     data = {**get_space('small').to_dict(), 'name': 'old'}
     for new, old in (('ks_choices', 'kernel_choices'), ('e_choices', 'expand_choices'), ('d_choices', 'depth_choices')):

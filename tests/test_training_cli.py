@@ -26,6 +26,7 @@ def test_train_inherit_search_calibrate_finetune(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((run4 / 'summary.json').read_text())
     assert summary['steps'] == 8 and summary['throughput']['train']['images_per_s'] > 0
+    assert summary['recipe']['augment'] is False  # the small recipe's default
     assert (run4 / 'supernet' / 'config.json').is_file()
     assert len((run4 / 'metrics.jsonl').read_text().splitlines()) == 1
 
@@ -56,7 +57,7 @@ def test_train_inherit_search_calibrate_finetune(tmp_path):
     assert result.exit_code == 0, result.output
 
     result = _invoke('finetune', str(entry), '--data', 'fashion-mnist', '--epochs', '1', '--batch-size', '32',
-                     '--train-images', '64', '--out', str(tmp_path / 'ft'))
+                     '--train-images', '64', '--augment', '--out', str(tmp_path / 'ft'))
     assert result.exit_code == 0, result.output
     assert (tmp_path / 'ft' / 'model' / 'model.packed.safetensors').is_file()
 

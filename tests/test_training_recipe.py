@@ -27,3 +27,31 @@ def test_demo_preset_carries_its_float_phase_into_the_recipe():
     preset = DEMO_PRESETS['default']
     recipe = demo_recipe(preset)
     assert recipe.float_epochs == preset.float_epochs and recipe.quant_lr_factor == preset.quant_lr_factor
+
+
+def test_demo_preset_carries_its_augmentation_into_the_recipe():
+    assert demo_recipe(DEMO_PRESETS['default']).augment is False  # a few epochs: crop and flip cost points
+    assert demo_recipe(DEMO_PRESETS['full']).augment is True
+    assert get_recipe('imagenet').augment is True and get_recipe('small').augment is False
+
+
+def test_training_set_without_augmentation_serves_the_evaluation_view():
+    import torch
+
+    from oqatnets.data import ImageData, TensorImageDataset
+    from oqatnets.training.datasets import PreparedData, Split
+
+    images, labels = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8), torch.arange(8) % 2
+    train = TensorImageDataset(images, labels, mean=0.5, std=0.5, train=True)
+    data = ImageData(name='t', train=train, val=train, num_classes=2, resolution=32, mean=(0.5,), std=(0.5,))
+    prepared = PreparedData(data=data, split=Split(train=list(range(6)), holdout=[6, 7]),
+                            train_set=torch.utils.data.Subset(train, range(6)), holdout_set=[], calib=[],
+                            in_memory=True, num_workers=0)
+    plain = prepared.training_set(augment=False)
+    torch.manual_seed(0)
+    first = [plain[i][0] for i in range(6)]
+    torch.manual_seed(1)
+    assert all(torch.equal(a, plain[i][0]) for i, a in enumerate(first))  # deterministic: no crop, no flip
+    assert [plain[i][1] for i in range(6)] == [int(labels[i]) for i in range(6)]
+    assert prepared.training_set(augment=True) is prepared.train_set
+    assert train.train  # the augmented source is left as it was

@@ -18,10 +18,11 @@ def small_spec(bits: int = 2, seed: int = 0) -> oqatnets.SubnetSpec:
     return get_space('small').sample(bits, random.Random(seed)).replace(resolution=RESOLUTION)
 
 
-def small_net(bits: int = 2, *, num_classes: int = 10, seed: int = 0, in_chans: int = 3) -> oqatnets.OQATNet:
+def small_net(bits: int = 2, *, num_classes: int = 10, seed: int = 0, in_chans: int = 3,
+              space: str = 'small') -> oqatnets.OQATNet:
     """A random-init small-space OQATNet whose step sizes were initialised by one training forward."""
     torch.manual_seed(seed)
-    model = oqatnets.OQATNet(small_spec(bits, seed), space='small', num_classes=num_classes, in_chans=in_chans)
+    model = oqatnets.OQATNet(small_spec(bits, seed), space=space, num_classes=num_classes, in_chans=in_chans)
     model.train()
     with torch.no_grad():
         model(torch.randn(4, in_chans, RESOLUTION, RESOLUTION))

@@ -92,7 +92,10 @@ def calibration_batches(train_view: Dataset, *, num_images: int, batch_size: int
 
 @dataclass
 class PreparedData:
-    """A data set split for OQAT: train on ``train_set``, calibrate on ``calib``, search on ``holdout``."""
+    """A data set split for OQAT: train on ``train_set``, calibrate on ``calib``, search on ``holdout``.
+
+    ``train_set`` serves its images augmented; :meth:`training_set` picks per the recipe.
+    """
 
     data: ImageData
     split: Split
@@ -101,6 +104,10 @@ class PreparedData:
     calib: Iterable
     in_memory: bool
     num_workers: int
+
+    def training_set(self, *, augment: bool) -> Dataset:
+        """The training images, augmented (random crop and flip) or as the model sees them at evaluation."""
+        return self.train_set if augment else eval_view(self.train_set, resolution=self.data.resolution)
 
     def holdout_batches(self, *, batch_size: int) -> Iterable:
         if not len(self.holdout_set):

@@ -49,6 +49,7 @@ class DemoPreset:
 
     name: str
     data: str = 'fashion-mnist'
+    space: str = 'small_signed'  # signed block inputs: +3 points at 4 bits over 'small' (docs/TRAINING.md)
     train_images: int | None = 24000  # of the training part (after the held-out split); None = all
     holdout_images: int = 5000  # kept out of training; the search's fitness set
     search_images: int = 1000  # held-out images scored per candidate subnet
@@ -57,6 +58,7 @@ class DemoPreset:
     batch_size: int = 128
     lr: float = 0.1
     warmup_epochs: float = 0.2
+    augment: bool = False  # random crop and flip: they cost 4-6 points at a few epochs (docs/TRAINING.md)
     float_epochs: int = 0  # float joint training before the 4-bit phase (the authors began from float OFA)
     quant_lr_factor: float = 1.0  # peak LR of the 4-bit phase after the float one, relative to ``lr``
     epochs: tuple[int, int, int] = (4, 1, 1)  # 4-bit, then 3-bit and 2-bit after inheritance
@@ -74,15 +76,15 @@ DEMO_PRESETS: dict[str, DemoPreset] = {
     # so that the whole demo fits 12 min on 2 CPU cores (docs/TRAINING.md, recipe ablation)
     'default': DemoPreset('default', float_epochs=1, epochs=(1, 1, 1)),
     'full': DemoPreset('full', train_images=None, search_images=5000, calib_images=2000, batch_size=256,
-                       float_epochs=10, epochs=(30, 20, 20), warmup_epochs=2.0, population=32, generations=10,
+                       float_epochs=10, epochs=(30, 20, 20), warmup_epochs=2.0, augment=True, population=32, generations=10,
                        eval_images=5000),
 }
 
 
 def demo_recipe(preset: DemoPreset) -> Recipe:
-    """The ``small`` recipe with the preset's batch, LR schedule, split and search sizes."""
-    return get_recipe('small').override(
-        batch_size=preset.batch_size, lr=preset.lr, warmup_epochs=preset.warmup_epochs,
+    """The recipe of the preset's space with the preset's batch, LR schedule, split and search sizes."""
+    return get_recipe(preset.space).override(
+        batch_size=preset.batch_size, lr=preset.lr, warmup_epochs=preset.warmup_epochs, augment=preset.augment,
         float_epochs=preset.float_epochs, quant_lr_factor=preset.quant_lr_factor,
         holdout_images=preset.holdout_images, calib_images=preset.calib_images, population=preset.population,
         generations=preset.generations)
@@ -123,7 +125,7 @@ def _zoo_rows(report: dict[str, Any], entries_dir: Path, supernet_dirs: dict[int
             config = json.loads((entries_dir / point['entry'] / 'config.json').read_text())
             cfg = config['pretrained_cfg']
             rows.append({
-                'name': f'{ZOO_PREFIX}_{bits}bit_{size}.fmnist', 'spec': point['spec'], 'space': 'small',
+                'name': f'{ZOO_PREFIX}_{bits}bit_{size}.fmnist', 'spec': point['spec'], 'space': config['model_args']['space'],
                 'num_classes': config['num_classes'], 'input_size': cfg['input_size'], 'crop_pct': cfg['crop_pct'],
                 'mean': cfg['mean'], 'std': cfg['std'], 'label_names': cfg.get('label_names'),
                 'dataset': 'fashion-mnist', 'license': 'apache-2.0',
@@ -210,7 +212,7 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
     supernets: list[OQATSupernet] = []
     inheritance: dict[str, Any] = {}
     training: dict[str, Any] = {}
-    supernet = OQATSupernet(space='small', bits=4, num_classes=data.num_classes)
+    supernet = OQATSupernet(space=preset.space, bits=4, num_classes=data.num_classes)
     for bits, epochs in zip((4, 3, 2), preset.epochs):
         if bits < 4:
             supernet = inherit_bits(supernets[-1], bits)
@@ -224,7 +226,8 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
         float_epochs = recipe.float_epochs if bits == 4 else 0  # the float phase precedes 4 bits only
         write_run_file(run_dir, supernet, data=data, run_info=run_info)
         with timer.stage(f'train_{bits}bit'):
-            result = train_supernet(supernet=supernet, train_set=prepared.train_set, recipe=recipe, bits=bits,
+            result = train_supernet(supernet=supernet, train_set=prepared.training_set(augment=recipe.augment),
+                                    recipe=recipe, bits=bits,
                                     epochs=epochs, float_epochs=float_epochs, out_dir=run_dir, ctx=ctx,
                                     seed=seed + bits, checkpoint_every=100, calib_batches=prepared.calib,
                                     eval_batches=eval_batches,
@@ -256,7 +259,7 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
         measured = _publish_and_reload(rows, table_path=table_path, cache_dir=out / 'hub', test_batches=test_batches)
     table_md = format_table(measured)
     report = {
-        'preset': asdict(preset), 'seed': seed, 'data': data.name, 'space': 'small', 'device': str(ctx.device),
+        'preset': asdict(preset), 'seed': seed, 'data': data.name, 'space': preset.space, 'device': str(ctx.device),
         'oqatnets_version': oqatnets.__version__, 'entries': measured, 'inheritance': inheritance,
         'training': training, 'search': {'metric': search['metric'],
                                          'results': [{k: r[k] for k in ('bits', 'chosen', 'front')}

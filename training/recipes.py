@@ -13,7 +13,7 @@ from typing import Any
 
 from oqatnets.errors import InvalidArgumentError
 
-__all__ = ['Recipe', 'RECIPES', 'get_recipe', 'list_recipes', 'SPLIT_SEED']
+__all__ = ['Recipe', 'RECIPES', 'get_recipe', 'list_recipes', 'recipe_for_space', 'SPLIT_SEED']
 
 SPLIT_SEED = 20210401  # fixes which training images are held out for the search, across commands
 
@@ -30,6 +30,7 @@ class Recipe:
     weight_decay: float = 4e-5  # never applied to step sizes, BN parameters or biases
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
+    augment: bool = True  # random crop and flip of the training images (RandomResizedCrop for folders)
     kd_ratio: float = 1.0  # weight of the in-place distillation loss of the non-largest subnets
     kd_temperature: float = 1.0
     num_random_subnets: int = 2  # the sandwich: largest + smallest + this many random subnets
@@ -86,14 +87,22 @@ RECIPES: dict[str, Recipe] = {
     # Fashion-MNIST on 2 CPU cores: a few epochs, one random subnet per sandwich, a short search.
     # A float epoch first, then 3 quantized (same 4 in all): the float phase won every equal-epoch
     # comparison of benchmarks/bench_recipe.py on the smallest subnet, and at the demo's shape on all.
-    'small': Recipe(space='small', batch_size=128, lr=0.1, warmup_epochs=0.5, float_epochs=1, epochs=3,
+    # No augmentation: at a few epochs crop and flip only slow fitting (+4 to +6 points without, docs/TRAINING.md).
+    'small': Recipe(space='small', batch_size=128, lr=0.1, warmup_epochs=0.5, augment=False, float_epochs=1, epochs=3,
                     inherit_epochs=2, num_random_subnets=1, holdout_images=5000, calib_images=1000,
                     calib_batch_size=250, population=16, generations=6, finetune_lr=0.02, finetune_epochs=3),
 }
+# The same recipe for the small space with signed block inputs (the demo's space).
+RECIPES['small_signed'] = replace(RECIPES['small'], space='small_signed')
 
 
 def list_recipes() -> list[str]:
     return sorted(RECIPES)
+
+
+def recipe_for_space(space: str) -> Recipe:
+    """The recipe named after ``space``, or ``imagenet``'s for a custom space."""
+    return RECIPES.get(space, RECIPES['imagenet'])
 
 
 def get_recipe(name: str) -> Recipe:

@@ -1,0 +1,95 @@
+"""Why the quantized nets lag float: the small space's largest subnet trained alone, one change per run.
+
+One static network, no supernet, so each run takes ~2 minutes on 2 cores and isolates one factor:
+bit-width, augmentation, training images, optimizer, batch, LR, label smoothing, a float epoch
+first, and the space: ``small`` (the authors' quantizer, unsigned everywhere) or ``small_signed``
+(the convs whose input can be negative, i.e. each block's expand conv, the first block's depthwise
+conv and the final 1×1 conv, quantize on a signed grid). SGD (nesterov
+0.9, wd on conv/linear weights only), linear warm-up then cosine per phase, as the recipes; test
+top-1 on all 10 000 Fashion-MNIST test images after BN recalibration on 500 training images.
+Prints one JSON line per run (append it to a file to build the table in docs/TRAINING.md):
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_quant_gap.py --bits 4 --no-augment >> runs/bench/gap.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from oqatnets import quant
+from oqatnets.evaluation import evaluate, recalibrate_bn
+from oqatnets.net import OQATNet
+from oqatnets.spec import get_space
+from oqatnets.training.datasets import batches_from, epoch_order, prepare_data
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--bits', type=int, default=4)
+    p.add_argument('--space', choices=['small', 'small_signed'], default='small')
+    p.add_argument('--epochs', type=int, default=1, help='epochs at --bits')
+    p.add_argument('--float-epochs', type=int, default=0, help='float epochs first')
+    p.add_argument('--images', type=int, default=24000, help='training images (the demo uses 24 000)')
+    p.add_argument('--augment', action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument('--optimizer', choices=['sgd', 'adamw'], default='sgd')
+    p.add_argument('--lr', type=float, default=0.1)
+    p.add_argument('--batch-size', type=int, default=128)
+    p.add_argument('--label-smoothing', type=float, default=0.1)
+    p.add_argument('--warmup', type=float, default=0.2, help='warm-up epochs per phase')
+    args = p.parse_args()
+    torch.manual_seed(0)
+    net = OQATNet(get_space(args.space).largest(args.bits), space=args.space, num_classes=10, in_chans=3)
+    if args.float_epochs:
+        quant.set_bits(net, quant.FLOAT_BITS)
+    net = net.to(memory_format=torch.channels_last)
+    data = prepare_data('fashion-mnist', holdout_images=5000, calib_images=500, calib_batch_size=250,
+                        train_images=args.images)
+    train_set = data.training_set(augment=args.augment)
+    bs = args.batch_size
+    spe = len(train_set) // bs
+    order = []
+    for epoch in range(args.float_epochs):
+        order += epoch_order(len(train_set), epoch=100 + epoch, seed=0, rank=0, world_size=1)[:spe * bs]
+    for epoch in range(args.epochs):
+        order += epoch_order(len(train_set), epoch=epoch, seed=0, rank=0, world_size=1)[:spe * bs]
+    float_steps, quant_steps = args.float_epochs * spe, args.epochs * spe
+    groups = [{'params': [], 'weight_decay': 4e-5}, {'params': [], 'weight_decay': 0.0}]
+    for name, param in net.named_parameters():
+        groups[0 if param.dim() > 1 and not name.endswith('_step') else 1]['params'].append(param)
+    opt = (torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True) if args.optimizer == 'sgd'
+           else torch.optim.AdamW(groups, lr=args.lr))
+    warm = max(1, int(args.warmup * spe))
+    start = time.time()
+    net.train()
+    resolution = net.spec.resolution
+    for i, (x, y) in enumerate(batches_from(train_set, order, batch_size=bs)):
+        if i == float_steps and args.float_epochs:
+            quant.set_bits(net, args.bits)
+        j, n = (i, float_steps) if i < float_steps else (i - float_steps, quant_steps)
+        factor = (j + 1) / warm if j < warm else 0.5 * (1 + math.cos(math.pi * (j - warm) / max(1, n - warm)))
+        for g in opt.param_groups:
+            g['lr'] = args.lr * factor
+        x = x.to(memory_format=torch.channels_last)
+        if x.shape[-1] != resolution:
+            x = F.interpolate(x, size=resolution, mode='bilinear', align_corners=False)
+        loss = F.cross_entropy(net(x), y, label_smoothing=args.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i % 50 == 0:
+            print(f'step {i}/{float_steps + quant_steps} loss {loss.item():.3f} {time.time() - start:.0f} s',
+                  file=sys.stderr, flush=True)
+    recalibrate_bn(net, data.calib, resolution=resolution)
+    result = evaluate(net, data.val_batches(batch_size=250), resolution=resolution)
+    print(json.dumps({**vars(args), 'steps': float_steps + quant_steps, 'top1': round(result['top1'], 2),
+                      'minutes': round((time.time() - start) / 60, 2)}), flush=True)
+
+
+if __name__ == '__main__':
+    main()
