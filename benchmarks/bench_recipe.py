@@ -86,6 +86,7 @@ def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, 
     record: dict[str, Any] = {'row': row.name, 'change': row.change, 'float_epochs': row.float_epochs,
                               'epochs': list(row.epochs), 'overrides': row.overrides,
                               'train_images': len(prepared.train_set), 'test_images': len(data.test_set)}
+    torch.manual_seed(seed)  # the initial weights (rows before 2026-11-29 drew them unseeded)
     supernet = OQATSupernet(space=recipe.space, bits=4, num_classes=prepared.data.num_classes)
     for index, (bits, epochs) in enumerate(zip((4, 3, 2), row.epochs)):
         if index:

@@ -61,3 +61,22 @@ def test_demo_refuses_to_overwrite_a_run(demo_run):
     out, _ = demo_run
     with pytest.raises(ValueError, match='--overwrite'):
         run_demo(out, preset='tiny')
+
+
+@pytest.mark.slow
+def test_demo_seed_fixes_the_initial_weights(demo_run, tmp_path):
+    """Two runs with one seed train the same supernet (torch's own start-up seed differs per process)."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from oqatnets.training.demo import DEMO_PRESETS, run_demo
+    preset = replace(DEMO_PRESETS['tiny'], train_images=64, epochs=(1, 1, 1))
+    torch.seed()  # whatever the global stream holds must not matter
+    first = run_demo(tmp_path / 'a', preset=preset, device='cpu', stop_after_training=True)
+    torch.manual_seed(12345)
+    second = run_demo(tmp_path / 'b', preset=preset, device='cpu', stop_after_training=True)
+    for bits in ('4', '2'):
+        a = load_file(f"{first['supernets'][bits]}/supernet/model.safetensors")
+        b = load_file(f"{second['supernets'][bits]}/supernet/model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

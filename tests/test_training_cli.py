@@ -110,3 +110,12 @@ def test_resume_path_continues_another_run_folder_in_an_empty_out(tmp_path):
     assert (second / 'supernet' / 'model.safetensors').is_file()
     again = _invoke(*args, '--out', str(second), '--resume')  # the flag alone: the run in --out
     assert again.exit_code == 0, again.output
+
+
+def test_space_choices_are_the_registered_spaces():
+    """The CLI spells the spaces out (no torch import at start-up); they must be spec's."""
+    from oqatnets.cli.training import train_supernet_cmd
+    from oqatnets.spec import list_spaces
+    from oqatnets.training.recipes import list_recipes
+    option = next(p for p in train_supernet_cmd.params if p.name == 'space')
+    assert sorted(option.type.choices) == list_spaces() == list_recipes()

@@ -28,6 +28,7 @@ from oqatnets.supernet import OQATSupernet
 
 from .artifacts import save_trained_supernet, write_run_file
 from .calibrate import evaluate_subnet
+from .checkpoint import seeded_global_rng
 from .datasets import PreparedData, fixed_batches, prepare_data
 from .distributed import init_distributed
 from .inherit import inherit_bits
@@ -212,7 +213,8 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
     supernets: list[OQATSupernet] = []
     inheritance: dict[str, Any] = {}
     training: dict[str, Any] = {}
-    supernet = OQATSupernet(space=preset.space, bits=4, num_classes=data.num_classes)
+    with seeded_global_rng(seed, device=ctx.device):  # --seed fixes the initial weights too
+        supernet = OQATSupernet(space=preset.space, bits=4, num_classes=data.num_classes)
     for bits, epochs in zip((4, 3, 2), preset.epochs):
         if bits < 4:
             supernet = inherit_bits(supernets[-1], bits)
