@@ -212,4 +212,6 @@ def render_model_card(model: nn.Module, config: dict[str, Any], *, metrics: dict
         front_matter=data.to_yaml(), name=name,
         description=card.pop('description', None) or cfg.get('description') or '',
         bits=model.bits, details=_rows(details), profile=_rows(_profile_rows(model)), metrics=metrics_text,
+        activations=('signed block inputs and otherwise unsigned (the `signed_inputs` space, not the authors\' '
+                     'quantizer)' if model.space.signed_inputs else 'unsigned'),
         load_name=card.pop('load_name', None) or f'hf-hub:{cfg.get("hf_hub_id") or _hub_id_of(name)}'))

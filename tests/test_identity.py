@@ -112,6 +112,13 @@ def test_weights_of_the_unsigned_space_do_not_load_into_the_signed_one(tmp_path,
     signed = oqatnets.create_model('oqatnet', spec=S.format(2), space='small_signed', num_classes=3)
     assert signed.model_args()['space'] == 'small_signed' and signed.final_conv.signed_input
     assert not m.final_conv.signed_input
+    signed_folder = oqatnets.save_pretrained(_initialised(signed), tmp_path / 's')
+    quant = json.loads((signed_folder / 'config.json').read_text())['quantization']
+    assert quant['block_input_activation'] == {'qmin': -2, 'qmax': 1, 'signed': True,
+                                               'layers': ['blocks.*.*.conv_pw', 'blocks.0.0.conv_dw', 'final_conv']}
+    assert 'block_input_activation' not in json.loads((folder / 'config.json').read_text())['quantization']
+    assert 'signed block inputs' in (signed_folder / 'README.md').read_text()
+    assert 'signed weights, unsigned activations' in (folder / 'README.md').read_text()
 
 
 def test_checkpoint_of_other_classes_is_refused_in_one_line(tmp_path):
