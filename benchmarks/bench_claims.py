@@ -14,9 +14,11 @@ that run used with the same preset, trained here otherwise). Each comparison run
 (``--seeds``, default 3): the pipeline, the searches and every baseline use that seed; the table
 gives mean ± std over seeds. The search's fitness noise is measured on the first seed's 2-bit
 supernet (``fitness_noise``: candidates within the claim-1 budget, held-out images cut into
-chunks) and says how many held-out images the ranking needs.
+chunks) and says how many held-out images the ranking needs. ``--claims`` picks which comparisons
+run (claim 1 alone is the pipeline, one search and one baseline per seed: about a third of the time).
 
-    python benchmarks/bench_claims.py [--quick] [--seeds 0,1,2] [--demo-dir runs/demo] [--out runs/bench/claims]
+    python benchmarks/bench_claims.py [--quick] [--seeds 0,1,2] [--claims 1,2,3] [--demo-dir runs/demo]
+        [--out runs/bench/claims]
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ MBV3_LARGE_LIKE = SubnetSpec(
     e=[4, 3, 3, 3, 3, 3, 3, 3, 6, 3, 3, 3, 6, 6, 6, 6, 6, 6, 6, 6],
     d=[2, 3, 4, 2, 3], bits=2)
 MIDDLE = SubnetSpec(28, [5] * 20, [4] * 20, [3] * 5, bits=2)
+ALL_CLAIMS = frozenset({1, 2, 3})
 
 
 def _log(message: str) -> None:
@@ -93,15 +96,15 @@ def _noise(supernet: OQATSupernet, *, budget: float, prepared, candidates: int, 
     return fitness_noise(correct, sizes=(100, 250, 500, 1000, 2500))
 
 
-def run_seed(*, preset: DemoPreset, seed: int, demo_dir: Path | None, out: Path) -> dict[str, Any]:
-    """The three comparisons for one seed (pipeline, search and baselines all seeded with it)."""
+def run_seed(*, preset: DemoPreset, seed: int, demo_dir: Path | None, out: Path,
+             claims: frozenset[int] = ALL_CLAIMS) -> dict[str, Any]:
+    """The chosen comparisons for one seed (pipeline, search and baselines all seeded with it)."""
     out.mkdir(parents=True, exist_ok=True)
     ctx = init_distributed(device='cpu')
     recipe = demo_recipe(preset)
     demo_data = prepare_demo_data(preset, recipe)
     prepared = demo_data.prepared
     test_batches = demo_data.test_batches
-    holdout_batches = prepared.holdout_batches(batch_size=250)
     total_epochs = sum(preset.epochs) + recipe.float_epochs
     supernets = _supernets(preset, demo_dir, out, seed=seed)
     inherited = supernets[2]
@@ -109,7 +112,34 @@ def run_seed(*, preset: DemoPreset, seed: int, demo_dir: Path | None, out: Path)
     def from_supernet(supernet: OQATSupernet, spec: SubnetSpec) -> float:
         return evaluate_subnet(supernet, spec, calib_batches=prepared.calib, eval_batches=test_batches())['top1']
 
-    # 1. searched 2-bit subnet vs the MobileNetV3-Large-like spec, at equal or lower BitOPs
+    result: dict[str, Any] = {'seed': seed, 'inherited_supernet': inherited}
+    if 1 in claims:
+        result['claim1_oqat_vs_mbv3'] = _claim1(inherited, seed=seed, prepared=prepared, recipe=recipe,
+                                                ctx=ctx, out=out, epochs=total_epochs, evaluate_on_test=from_supernet,
+                                                test_batches=test_batches)
+    if claims & {2, 3}:
+        subnets = {'smallest': inherited.space.smallest(2), 'middle': MIDDLE, 'largest': inherited.space.largest(2)}
+        from_inherited = {name: from_supernet(inherited, spec) for name, spec in subnets.items()}
+    if 2 in claims:
+        result['claim2_inheritance_vs_scratch'] = _claim2(subnets, from_inherited, seed=seed, prepared=prepared,
+                                                          recipe=recipe, ctx=ctx, out=out, epochs=total_epochs,
+                                                          evaluate_on_test=from_supernet)
+    if 3 in claims:
+        claim3 = {}
+        for name, spec in subnets.items():
+            alone = _train_static(spec, name=f'alone_{name}', prepared=prepared, recipe=recipe, epochs=total_epochs,
+                                  out=out, ctx=ctx, test_batches=test_batches, seed=seed)
+            claim3[name] = {'spec': str(spec), 'bitops_g': profile(spec, space=recipe.space, num_classes=10).bitops,
+                            'from_supernet_top1': from_inherited[name], 'alone_top1': alone}
+        _log(f'seed {seed}, claim 3: {claim3}')
+        result['claim3_shared_steps_vs_alone'] = claim3
+    return result
+
+
+def _claim1(inherited: OQATSupernet, *, seed: int, prepared, recipe, ctx, out: Path, epochs: int,
+            evaluate_on_test, test_batches) -> dict[str, Any]:
+    """The best 2-bit subnet searched within the MobileNetV3-Large-like spec's BitOPs vs that spec alone."""
+    holdout_batches = prepared.holdout_batches(batch_size=250)
     budget = profile(MBV3_LARGE_LIKE, space=recipe.space, num_classes=10).bitops
     _log(f'seed {seed}, claim 1: searching the 2-bit supernet under {budget:.4f} GBitOPs')
     # all held-out images as fitness (not the demo's 1 000): at 1 000 the std of a difference between
@@ -119,37 +149,31 @@ def run_seed(*, preset: DemoPreset, seed: int, demo_dir: Path | None, out: Path)
     searched = SubnetSpec.parse(found['spec'])
     claim1 = {
         'searched_spec': str(searched), 'searched_bitops_g': profile(searched, space=recipe.space, num_classes=10).bitops,
-        'searched_holdout_top1': found['top1'], 'searched_top1': from_supernet(inherited, searched),
+        'searched_holdout_top1': found['top1'], 'searched_top1': evaluate_on_test(inherited, searched),
         'mbv3_spec': str(MBV3_LARGE_LIKE), 'mbv3_bitops_g': budget,
-        'mbv3_from_supernet_top1': from_supernet(inherited, MBV3_LARGE_LIKE),
+        'mbv3_from_supernet_top1': evaluate_on_test(inherited, MBV3_LARGE_LIKE),
         'mbv3_scratch_top1': _train_static(MBV3_LARGE_LIKE, name='mbv3_scratch', prepared=prepared, recipe=recipe,
-                                           epochs=total_epochs, out=out, ctx=ctx, test_batches=test_batches,
+                                           epochs=epochs, out=out, ctx=ctx, test_batches=test_batches,
                                            seed=seed),
     }
     _log(f'seed {seed}, claim 1: {claim1}')
+    return claim1
 
-    # 2. bit inheritance vs a 2-bit supernet trained from scratch for the same total epochs
-    _log(f'seed {seed}, claim 2: training a 2-bit supernet from scratch for {total_epochs} epochs')
+
+def _claim2(subnets: dict[str, SubnetSpec], from_inherited: dict[str, float], *, seed: int, prepared, recipe,
+            ctx, out: Path, epochs: int, evaluate_on_test) -> dict[str, Any]:
+    """Bit inheritance vs a 2-bit supernet trained from scratch for the same total epochs."""
+    _log(f'seed {seed}, claim 2: training a 2-bit supernet from scratch for {epochs} epochs')
     torch.manual_seed(seed)
     scratch = OQATSupernet(space=recipe.space, bits=2, num_classes=prepared.data.num_classes)
     train_supernet(supernet=scratch, train_set=prepared.training_set(augment=recipe.augment),
                    recipe=replace(recipe, float_epochs=0), bits=2,
-                   epochs=total_epochs, out_dir=out / 'supernet_w2a2_scratch', ctx=ctx, seed=seed + 2)
-    subnets = {'smallest': inherited.space.smallest(2), 'middle': MIDDLE, 'largest': inherited.space.largest(2)}
+                   epochs=epochs, out_dir=out / 'supernet_w2a2_scratch', ctx=ctx, seed=seed + 2)
     claim2 = {name: {'spec': str(spec), 'bitops_g': profile(spec, space=recipe.space, num_classes=10).bitops,
-                     'inherited_top1': from_supernet(inherited, spec), 'scratch_top1': from_supernet(scratch, spec)}
+                     'inherited_top1': from_inherited[name], 'scratch_top1': evaluate_on_test(scratch, spec)}
               for name, spec in subnets.items()}
     _log(f'seed {seed}, claim 2: {claim2}')
-
-    # 3. shared step sizes: subnets from the supernet vs the same subnets trained alone
-    claim3 = {}
-    for name, spec in subnets.items():
-        alone = _train_static(spec, name=f'alone_{name}', prepared=prepared, recipe=recipe, epochs=total_epochs,
-                              out=out, ctx=ctx, test_batches=test_batches, seed=seed)
-        claim3[name] = {'spec': str(spec), 'from_supernet_top1': claim2[name]['inherited_top1'], 'alone_top1': alone}
-    _log(f'seed {seed}, claim 3: {claim3}')
-    return {'seed': seed, 'claim1_oqat_vs_mbv3': claim1, 'claim2_inheritance_vs_scratch': claim2,
-            'claim3_shared_steps_vs_alone': claim3, 'inherited_supernet': inherited}
+    return claim2
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -171,33 +195,33 @@ def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return walk([{k: v for k, v in r.items() if k.startswith('claim')} for r in per_seed])
 
 
-def run(*, quick: bool, demo_dir: Path | None, out: Path, seeds: list[int], noise_candidates: int = 12) -> dict:
+def run(*, quick: bool, demo_dir: Path | None, out: Path, seeds: list[int], claims: frozenset[int] = ALL_CLAIMS,
+        noise_candidates: int = 12) -> dict:
     preset = DEMO_PRESETS['tiny' if quick else 'default']
+    recipe = demo_recipe(preset)
     start = time.perf_counter()
     per_seed, noise = [], None
     for seed in seeds:
-        result = run_seed(preset=preset, seed=seed, demo_dir=demo_dir, out=out / f'seed{seed}')
+        result = run_seed(preset=preset, seed=seed, demo_dir=demo_dir, out=out / f'seed{seed}', claims=claims)
         inherited = result.pop('inherited_supernet')
-        if noise is None:
-            recipe = demo_recipe(preset)
+        if noise is None and 1 in claims:
             prepared = prepare_demo_data(preset, recipe).prepared
             noise = _noise(inherited, budget=result['claim1_oqat_vs_mbv3']['mbv3_bitops_g'], prepared=prepared,
                            candidates=noise_candidates, seed=seed)
             _log(f'search fitness noise (seed {seed} 2-bit supernet): {noise}')
         per_seed.append(result)
-    recipe = demo_recipe(preset)
-    c1 = [r['claim1_oqat_vs_mbv3'] for r in per_seed]
-    wins = [c['searched_top1'] - c['mbv3_scratch_top1'] for c in c1]
-    result = {'preset': preset.name, 'seeds': seeds, 'train_images': preset.train_images,
+    result = {'preset': preset.name, 'seeds': seeds, 'claims': sorted(claims), 'train_images': preset.train_images,
               'test_images': preset.test_images or 10000, 'search_images': preset.search_images,
               'oqat_epochs': {'float': recipe.float_epochs, 'bits_4_3_2': list(preset.epochs)},
               'total_epochs': sum(preset.epochs) + recipe.float_epochs,
               'summary': _aggregate(per_seed), 'per_seed': per_seed, 'search_fitness_noise': noise,
-              'claim1_holds': {'searched_minus_mbv3': _stats(wins),
-                               'holds_every_seed': all(w > 0 for w in wins),
-                               'searched_at_most_mbv3_bitops': all(c['searched_bitops_g'] <= c['mbv3_bitops_g'] + 1e-9
-                                                                   for c in c1)},
               'seconds': round(time.perf_counter() - start, 1)}
+    if 1 in claims:
+        c1 = [r['claim1_oqat_vs_mbv3'] for r in per_seed]
+        wins = [c['searched_top1'] - c['mbv3_scratch_top1'] for c in c1]
+        result['claim1_holds'] = {
+            'searched_minus_mbv3': _stats(wins), 'holds_every_seed': all(w > 0 for w in wins),
+            'searched_at_most_mbv3_bitops': all(c['searched_bitops_g'] <= c['mbv3_bitops_g'] + 1e-9 for c in c1)}
     out.mkdir(parents=True, exist_ok=True)
     (out / 'claims.json').write_text(json.dumps(result, indent=1) + '\n')
     return result
@@ -212,26 +236,28 @@ def _pm(s: 'dict[str, Any] | float', digits: int = 2) -> str:
 
 def markdown(r: dict) -> str:
     s = r['summary']
-    c1 = s['claim1_oqat_vs_mbv3']
     epochs = r['oqat_epochs']
     lines = [f"Fashion-MNIST, {r['train_images']} training images, {r['test_images']} test images, seeds "
              f"{r['seeds']} (mean ± std); OQAT: {epochs['float']} float + {epochs['bits_4_3_2']} epochs at 4/3/2 bits, "
              f"baselines {r['total_epochs']} epochs.", '',
-             '| claim | model | BitOPs (G) | top-1 (%) |', '|---|---|---|---|',
-             f"| 1 | OQAT searched 2-bit | {_pm(c1['searched_bitops_g'], 4)} | {_pm(c1['searched_top1'])} |",
-             f"| 1 | MobileNetV3-L-like 2-bit, from the supernet | {c1['mbv3_bitops_g']:.4f} | "
-             f"{_pm(c1['mbv3_from_supernet_top1'])} |",
-             f"| 1 | MobileNetV3-L-like 2-bit from scratch | {c1['mbv3_bitops_g']:.4f} | {_pm(c1['mbv3_scratch_top1'])} |"]
-    for name, c in s['claim2_inheritance_vs_scratch'].items():
+             '| claim | model | BitOPs (G) | top-1 (%) |', '|---|---|---|---|']
+    if 'claim1_oqat_vs_mbv3' in s:
+        c1 = s['claim1_oqat_vs_mbv3']
+        lines += [f"| 1 | OQAT searched 2-bit | {_pm(c1['searched_bitops_g'], 4)} | {_pm(c1['searched_top1'])} |",
+                  f"| 1 | MobileNetV3-L-like 2-bit, from the supernet | {c1['mbv3_bitops_g']:.4f} | "
+                  f"{_pm(c1['mbv3_from_supernet_top1'])} |",
+                  f"| 1 | MobileNetV3-L-like 2-bit from scratch | {c1['mbv3_bitops_g']:.4f} | "
+                  f"{_pm(c1['mbv3_scratch_top1'])} |"]
+    for name, c in s.get('claim2_inheritance_vs_scratch', {}).items():
         lines.append(f"| 2 | {name}: inherited 4→3→2 / 2-bit supernet from scratch | {c['bitops_g']:.4f} | "
                      f"{_pm(c['inherited_top1'])} / {_pm(c['scratch_top1'])} |")
-    for name, c in s['claim3_shared_steps_vs_alone'].items():
-        bitops = s['claim2_inheritance_vs_scratch'][name]['bitops_g']
-        lines.append(f"| 3 | {name}: from the supernet (shared steps) / trained alone | {bitops:.4f} | "
+    for name, c in s.get('claim3_shared_steps_vs_alone', {}).items():
+        lines.append(f"| 3 | {name}: from the supernet (shared steps) / trained alone | {c['bitops_g']:.4f} | "
                      f"{_pm(c['from_supernet_top1'])} / {_pm(c['alone_top1'])} |")
-    h = r['claim1_holds']
-    lines += ['', f"Claim 1 (searched − MobileNetV3-like from scratch): {_pm(h['searched_minus_mbv3'])} points; "
-                  f"holds on every seed: {h['holds_every_seed']}."]
+    if 'claim1_holds' in r:
+        h = r['claim1_holds']
+        lines += ['', f"Claim 1 (searched − MobileNetV3-like from scratch): {_pm(h['searched_minus_mbv3'])} points; "
+                      f"holds on every seed: {h['holds_every_seed']}."]
     n = r['search_fitness_noise']
     if n:
         lines.append(f"Search fitness noise (std of a top-1 difference between two candidates on the same images): "
@@ -254,12 +280,22 @@ def noise_only(checkpoint: Path, *, candidates: int = 12) -> dict:
     return result
 
 
+def _claims(text: str) -> frozenset[int]:
+    claims = frozenset(int(x) for x in text.split(',') if x.strip())
+    if not claims or not claims <= ALL_CLAIMS:
+        raise argparse.ArgumentTypeError(f'{text!r}: give claims among 1,2,3, comma-separated')
+    return claims
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='the tiny preset: a smoke run of the same code')
     parser.add_argument('--demo-dir', type=Path, default=Path('runs/demo'),
                         help='a finished `oqat demo` run whose supernets to reuse (same preset only)')
     parser.add_argument('--seeds', default='0,1,2', help='comma-separated seeds, one full comparison each')
+    parser.add_argument('--claims', default='1,2,3', type=_claims,
+                        help='comma-separated claims to compare (1: searched vs MobileNetV3-like; 2: inheritance; '
+                             '3: shared steps)')
     parser.add_argument('--noise-only', type=Path, default=None, metavar='CHECKPOINT',
                         help='only measure the search fitness noise on this 2-bit small-space checkpoint.pt')
     parser.add_argument('--out', type=Path, default=None)
@@ -268,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
         return noise_only(args.noise_only)
     out = args.out or Path('runs/bench') / ('claims-quick' if args.quick else 'claims')
     seeds = [int(x) for x in args.seeds.split(',') if x.strip()]
-    result = run(quick=args.quick, demo_dir=args.demo_dir, out=out, seeds=seeds)
+    result = run(quick=args.quick, demo_dir=args.demo_dir, out=out, seeds=seeds, claims=args.claims)
     print(markdown(result))
     return result
 
