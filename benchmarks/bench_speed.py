@@ -74,17 +74,6 @@ def _step_fn(model: torch.nn.Module, forward_specs: list[Callable[[], torch.Tens
     return fn
 
 
-def _fused(fn: Callable[[], None]) -> Callable[[], None]:
-    """``fn`` run with the compiled LSQ kernels switched on."""
-    def run():
-        oqatnets.quant.set_fused_quantizer(True)
-        try:
-            fn()
-        finally:
-            oqatnets.quant.set_fused_quantizer(False)
-    return run
-
-
 def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int, channels_last: bool,
                    compiled: bool = True) -> dict:
     """``channels_last`` as oqatnets.training runs it (faster conv backward), or PyTorch's default layout."""
@@ -98,7 +87,7 @@ def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int, chann
     sup(x[:4])  # LSQ step init so that every configuration starts from the same weights
     fp_sup = copy.deepcopy(sup)
     fp_sup.set_bits(32)
-    fused_sup = copy.deepcopy(sup)
+    fused_sup = oqatnets.quant.set_fused_quantizer(copy.deepcopy(sup))
     statics = [sup.get_subnet(s).train().to(memory_format=layout) for s in specs]
 
     def supernet_forward(model, spec):
@@ -118,8 +107,8 @@ def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int, chann
                                    torch.optim.SGD(fp_sup.parameters(), lr=1e-4, momentum=0.9)),
     }
     if compiled:
-        fns['supernet_fused'] = _fused(_step_fn(fused_sup, [supernet_forward(fused_sup, s) for s in specs],
-                                                torch.optim.SGD(fused_sup.parameters(), lr=1e-4, momentum=0.9)))
+        fns['supernet_fused'] = _step_fn(fused_sup, [supernet_forward(fused_sup, s) for s in specs],
+                                         torch.optim.SGD(fused_sup.parameters(), lr=1e-4, momentum=0.9))
         start = time.perf_counter()
         for _ in range(2):  # compile every layer's shapes (and the dynamic-shape recompile) before timing
             fns['supernet_fused']()

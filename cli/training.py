@@ -61,12 +61,6 @@ _compile = click.option('--compile', 'compile_quantizer', is_flag=True,
                              'eager on a 2-core CPU (docs/BENCHMARKS.md), and compiling costs minutes at start.')
 
 
-def _use_compile(compile_quantizer: bool) -> None:
-    if compile_quantizer:
-        from oqatnets.quant import set_fused_quantizer
-        set_fused_quantizer(True)
-
-
 _augment = click.option('--augment/--no-augment', default=None,
                         help="Random crop and flip of the training images (default: the recipe's; small: off).")
 _resume = click.option('--resume', 'resume_from', is_flag=False, flag_value='.', default=None, metavar='[PATH]',
@@ -207,7 +201,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     """Jointly train a quantized supernet with the sandwich rule; saves OUT/supernet at the end."""
     import torch
 
-    from oqatnets.quant import FLOAT_BITS, get_bits, set_bits, validate_bits
+    from oqatnets.quant import FLOAT_BITS, get_bits, set_bits, set_fused_quantizer, validate_bits
     from oqatnets.supernet import OQATSupernet
     from oqatnets.training.artifacts import load_supernet, save_trained_supernet, write_run_file
     from oqatnets.training.datasets import prepare_data
@@ -215,7 +209,6 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     from oqatnets.training.recipes import SPLIT_SEED
 
     validate_bits(bits)
-    _use_compile(compile_quantizer)
     if init_source and init_source.startswith('ofa:') and space != 'imagenet':
         raise BadUsage('--init ofa:PATH is the OFA MobileNetV3 supernet: pass --space imagenet')
     recipe = _recipe(recipe_name or space, batch_size=batch_size, lr=lr, num_random_subnets=num_random,
@@ -248,6 +241,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
         with torch.random.fork_rng(devices=[]):  # --seed fixes the initial weights; the global stream is left as it was
             torch.manual_seed(seed)
             supernet = OQATSupernet(space=space, bits=bits, num_classes=data.num_classes)
+    set_fused_quantizer(supernet, compile_quantizer)
     run_info = {'data': data_source, 'init': init_source, 'holdout_images': recipe.holdout_images,
                 'split_seed': SPLIT_SEED, 'train_images_limit': train_images}
     out_dir = Path(out)
@@ -418,7 +412,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                  compile_quantizer: bool, augment: bool | None, workers: int | None, clip_grad: float | None,
                  tensorboard: bool, ema_decay: float | None, optimizer: str, seed: int, device: str | None) -> None:
     """Finetune a static subnet or zoo model on a data set (any number of classes), bits kept."""
-    _use_compile(compile_quantizer)
+    from oqatnets.quant import set_fused_quantizer
     from oqatnets.supernet import OQATSupernet
     from oqatnets.training.artifacts import load_model, save_model_folder
     from oqatnets.training.datasets import prepare_data
@@ -433,8 +427,8 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
     if isinstance(model, OQATSupernet):
         raise BadUsage(f'{model_source} is a supernet; finetune takes a static subnet: pick one with `oqat search` '
                        'or `oqat calibrate --spec SPEC`, and finetune its folder')
-    recipe = _recipe_for(model.space.name,
-                     batch_size=batch_size, augment=augment)
+    set_fused_quantizer(model, compile_quantizer)
+    recipe = _recipe_for(model.space.name, batch_size=batch_size, augment=augment)
     resolution = resolution or model.spec.resolution
     _adopt_run(adopt, out)
     result = finetune(model=model, train_set=prepared.training_set(augment=recipe.augment), recipe=recipe,

@@ -8,6 +8,7 @@ whole tensor used (the batch included for activations).
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 
@@ -131,30 +132,11 @@ def _bounds(qn: int, qp: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return torch.tensor(qn, dtype=like.dtype, device=like.device), torch.tensor(qp, dtype=like.dtype, device=like.device)
 
 
-_FUSED: dict[str, object] = {}  # the compiled kernels, made on first use
-_FUSED_ON = False
-
-
-def set_fused_quantizer(enabled: bool) -> None:
-    """Train with ``torch.compile``d (inductor) LSQ kernels: one pass forward, one backward.
-
-    Eager LSQ runs divide, clamp, round and multiply as separate passes; in channels-last that is
-    a large part of a CPU training step. The fused kernels compute the same values (the step
-    gradient summed in another order). Opt-in (``--compile`` of ``oqat train``/``finetune``): on the
-    2-core CPU it measured no faster than eager (docs/BENCHMARKS.md §1) and compiling takes minutes.
-    Inference is unaffected.
-    """
-    global _FUSED_ON
-    if enabled and not _FUSED:
-        _FUSED['forward'] = torch.compile(_fused_forward, dynamic=True, fullgraph=True)
-        _FUSED['backward'] = torch.compile(_fused_backward, dynamic=True, fullgraph=True,
-                                           options={'split_reductions': False})
-    _FUSED_ON = bool(enabled)
-
-
-def fused_quantizer_enabled() -> bool:
-    """Whether training uses the compiled LSQ kernels (see :func:`set_fused_quantizer`)."""
-    return _FUSED_ON
+@functools.cache
+def _fused_kernels() -> tuple[Callable, Callable]:
+    """The compiled (inductor) forward and backward LSQ kernels, made once on first use."""
+    return (torch.compile(_fused_forward, dynamic=True, fullgraph=True),
+            torch.compile(_fused_backward, dynamic=True, fullgraph=True, options={'split_reductions': False}))
 
 
 class _FusedLSQ(torch.autograd.Function):
@@ -168,7 +150,7 @@ class _FusedLSQ(torch.autograd.Function):
         s = step.abs()
         flat, restore = _flat_view(x.detach())
         _unbacked(flat)
-        return restore(_FUSED['forward'](flat, s, *_bounds(qn, qp, s)))
+        return restore(_fused_kernels()[0](flat, s, *_bounds(qn, qp, s)))
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -179,7 +161,7 @@ class _FusedLSQ(torch.autograd.Function):
         layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         grad_flat, _ = _flat_view(grad_out.contiguous(memory_format=layout))
         _unbacked(flat, grad_flat)
-        grad_x, d_step = _FUSED['backward'](grad_flat, flat, s, *_bounds(qn, qp, s))
+        grad_x, d_step = _fused_kernels()[1](grad_flat, flat, s, *_bounds(qn, qp, s))
         grad_step = None
         if ctx.needs_input_grad[1]:
             grad_step = (d_step * (ctx.grad_scale * torch.sign(step))).reshape(step.shape)
@@ -194,8 +176,11 @@ def _binary_quantize(x: torch.Tensor, step: torch.Tensor, grad_scale: float) -> 
     return ((torch.sign(v) - v).detach() + v) * s
 
 
-def lsq_quantize(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool) -> torch.Tensor:
-    """LSQ fake quantization of ``x`` with scalar ``step`` at ``bits`` (identity at 32 bits)."""
+def lsq_quantize(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool, fused: bool = False) -> torch.Tensor:
+    """LSQ fake quantization of ``x`` with scalar ``step`` at ``bits`` (identity at 32 bits).
+
+    ``fused`` trains through the compiled one-pass kernels (see :func:`set_fused_quantizer`).
+    """
     if bits >= FLOAT_BITS:
         return x
     qn, qp = quant_range(bits, signed=signed)
@@ -203,7 +188,7 @@ def lsq_quantize(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool
     if bits == 1 and signed:
         return _binary_quantize(x, step, grad_scale)
     if torch.is_grad_enabled() and (x.requires_grad or step.requires_grad):
-        return (_FusedLSQ if _FUSED_ON else _LSQ).apply(x, step, qn, qp, grad_scale)
+        return (_FusedLSQ if fused else _LSQ).apply(x, step, qn, qp, grad_scale)
     return quant_codes(x, step, bits, signed=signed).mul_(step.abs())
 
 
@@ -245,6 +230,7 @@ class QuantConv2d(nn.Conv2d):
         self.bits = validate_bits(bits)
         self.inplace = inplace
         self.signed_input = signed_input
+        self.fused = False  # training through the compiled kernels: set_fused_quantizer()
         self.act_step = nn.Parameter(torch.zeros(1))
         self.weight_step = nn.Parameter(torch.zeros(1))
         self.register_buffer('step_initialized', torch.zeros((), dtype=torch.bool))
@@ -263,8 +249,8 @@ class QuantConv2d(nn.Conv2d):
         if not self.quantized or bool(self.step_initialized):
             return
         with torch.no_grad():
-            act = 2 * x.detach().abs().mean() / math.sqrt(quant_range(self.bits, signed=self.signed_input)[1])
-            if not bool(torch.isfinite(act)) or float(act) <= 0:
+            act = init_step(x, self.bits, signed=self.signed_input)
+            if not bool(torch.isfinite(act).all()) or float(act) <= torch.finfo(act.dtype).tiny:
                 what = 'is all zeros' if bool(torch.isfinite(act)) else 'holds NaN or infinite values'
                 raise QuantizationError(
                     f'the first batch this {self.bits}-bit layer sees {what}, so its activation step size cannot be '
@@ -274,16 +260,16 @@ class QuantConv2d(nn.Conv2d):
             if not bool(torch.isfinite(w).all()) or float(w) <= torch.finfo(w.dtype).tiny:
                 raise QuantizationError(f'this {self.bits}-bit layer\'s weights are all zero or not finite; its weight '
                                         'step size cannot be initialised; nothing was stored')
-            self.act_step.copy_(init_step(x, self.bits, signed=self.signed_input))
+            self.act_step.copy_(act)
             self.weight_step.copy_(w)
             self.step_initialized.fill_(True)
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        return lsq_quantize(x, self.act_step, self.bits, signed=self.signed_input)
+        return lsq_quantize(x, self.act_step, self.bits, signed=self.signed_input, fused=self.fused)
 
     def quantize_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """Fake-quantized ``weight`` (the layer's own, or a slice/transform of it)."""
-        return lsq_quantize(weight, self.weight_step, self.bits, signed=True)
+        return lsq_quantize(weight, self.weight_step, self.bits, signed=True, fused=self.fused)
 
     def _inference_weight(self) -> torch.Tensor:
         """``Q(weight)·|act_step|``, cached until the weight, a step or the bits change.
@@ -345,6 +331,25 @@ def set_bits(model: nn.Module, bits: int) -> nn.Module:
         module.bits = bits
         module._weight_cache = None
     return model
+
+
+def set_fused_quantizer(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Train ``model``'s quantized convs through ``torch.compile``d (inductor) LSQ kernels.
+
+    Eager LSQ runs divide, clamp, round and multiply as separate passes; the fused kernels do one
+    pass forward and one backward, with the same values (the step gradient summed in another
+    order). Opt-in (``--compile`` of ``oqat train``/``finetune``): on the 2-core CPU it measured no
+    faster than eager (docs/BENCHMARKS.md §1), and compiling takes minutes. Inference is unaffected.
+    """
+    for _, module in iter_quant_convs(model):
+        module.fused = bool(enabled)
+    return model
+
+
+def fused_quantizer_enabled(model: nn.Module) -> bool:
+    """Whether every quantized conv of ``model`` trains through the compiled kernels."""
+    convs = [m for _, m in iter_quant_convs(model)]
+    return bool(convs) and all(m.fused for m in convs)
 
 
 def get_bits(model: nn.Module) -> int:
