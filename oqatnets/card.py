@@ -23,7 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .costs import profile
 from .errors import InvalidFileError
 from .pretrained import PretrainedCfg
-from .quant import FLOAT_BITS, quant_range
+from .quant import FLOAT_BITS, iter_quant_convs, quant_range
 from .registry import DEFAULT_TAG, get_pretrained_cfg, hub_org, is_model, zoo_data_file
 from .supernet import OQATSupernet
 
@@ -35,16 +35,19 @@ BITOPS_CONVENTION = ('bitops = sum over quantized convs of MACs*b_w*b_a (G); flo
                      "(the authors' profile_quant)")
 
 
-def _quantization_block(bits: int, *, signed_inputs: bool = False) -> dict[str, Any]:
+def _quantization_block(model: nn.Module) -> dict[str, Any]:
+    """config.json's ``quantization``: grids, step convention and which layers take signed inputs."""
+    bits = model.bits
     block: dict[str, Any] = {'method': 'lsq', 'bits': bits, 'weight_bits': bits, 'activation_bits': bits,
                              'granularity': 'per_tensor', 'step_parameters': ['weight_step', 'act_step'],
                              'shared_step_size': True, 'bitops_convention': BITOPS_CONVENTION}
     if bits < FLOAT_BITS:
         block['weight'] = dict(zip(('qmin', 'qmax'), quant_range(bits, signed=True)), signed=True)
         block['activation'] = dict(zip(('qmin', 'qmax'), quant_range(bits, signed=False)), signed=False)
-        if signed_inputs:  # the space's signed_inputs: block inputs on the signed grid
+        signed_layers = [name for name, conv in iter_quant_convs(model) if conv.signed_input]
+        if signed_layers:  # the space's signed_inputs: block inputs on the signed grid
             block['block_input_activation'] = dict(zip(('qmin', 'qmax'), quant_range(bits, signed=True)), signed=True,
-                                                   layers=['blocks.*.*.conv_pw', 'blocks.0.0.conv_dw', 'final_conv'])
+                                                   layers=signed_layers)
     block['float_layers'] = ['conv_stem', 'bn', 'se', 'classifier']
     block['rounding'] = 'half_to_even'
     block['dequantize'] = 'code * abs(step)'
@@ -74,7 +77,7 @@ def model_config(model: nn.Module, overrides: 'PretrainedCfg | dict[str, Any] | 
         'label_names': clean.get('label_names'),
         'model_args': model.model_args(),
         'pretrained_cfg': clean,
-        'quantization': _quantization_block(model.bits, signed_inputs=model.space.signed_inputs),
+        'quantization': _quantization_block(model),
     }
 
 
