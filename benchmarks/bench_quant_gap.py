@@ -4,8 +4,9 @@ One static network, no supernet, so each run takes ~2 minutes on 2 cores and iso
 bit-width, augmentation, training images, optimizer, batch, LR, label smoothing, a float epoch
 first, and the space: ``small`` (the authors' quantizer, unsigned everywhere) or ``small_signed``
 (the convs whose input can be negative, i.e. each block's expand conv, the first block's depthwise
-conv and the final 1×1 conv, quantize on a signed grid). SGD (nesterov
-0.9, wd on conv/linear weights only), linear warm-up then cosine per phase, as the recipes; test
+conv and the final 1×1 conv, quantize on a signed grid). The recipes' optimizer and schedule
+(``build_optimizer``: SGD nesterov 0.9, wd 4e-5 on conv/linear weights only; ``build_scheduler``:
+linear warm-up then cosine per phase); test
 top-1 on all 10 000 Fashion-MNIST test images after BN recalibration on 500 training images.
 Prints one JSON line per run (append it to a file to build the table in docs/TRAINING.md):
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 
@@ -27,6 +27,7 @@ from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.net import OQATNet
 from oqatnets.spec import get_space
 from oqatnets.training.datasets import batches_from, epoch_order, prepare_data
+from oqatnets.training.optim import build_optimizer, build_scheduler
 
 
 def main() -> None:
@@ -59,22 +60,15 @@ def main() -> None:
     for epoch in range(args.epochs):
         order += epoch_order(len(train_set), epoch=epoch, seed=0, rank=0, world_size=1)[:spe * bs]
     float_steps, quant_steps = args.float_epochs * spe, args.epochs * spe
-    groups = [{'params': [], 'weight_decay': 4e-5}, {'params': [], 'weight_decay': 0.0}]
-    for name, param in net.named_parameters():
-        groups[0 if param.dim() > 1 and not name.endswith('_step') else 1]['params'].append(param)
-    opt = (torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True) if args.optimizer == 'sgd'
-           else torch.optim.AdamW(groups, lr=args.lr))
+    opt = build_optimizer(net, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=4e-5, opt=args.optimizer)
     warm = max(1, int(args.warmup * spe))
+    sched = build_scheduler(opt, phases=[(float_steps, warm), (quant_steps, warm)])
     start = time.time()
     net.train()
     resolution = net.spec.resolution
     for i, (x, y) in enumerate(batches_from(train_set, order, batch_size=bs)):
         if i == float_steps and args.float_epochs:
             quant.set_bits(net, args.bits)
-        j, n = (i, float_steps) if i < float_steps else (i - float_steps, quant_steps)
-        factor = (j + 1) / warm if j < warm else 0.5 * (1 + math.cos(math.pi * (j - warm) / max(1, n - warm)))
-        for g in opt.param_groups:
-            g['lr'] = args.lr * factor
         x = x.to(memory_format=torch.channels_last)
         if x.shape[-1] != resolution:
             x = F.interpolate(x, size=resolution, mode='bilinear', align_corners=False)
@@ -82,6 +76,7 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
         if i % 50 == 0:
             print(f'step {i}/{float_steps + quant_steps} loss {loss.item():.3f} {time.time() - start:.0f} s',
                   file=sys.stderr, flush=True)
