@@ -190,20 +190,26 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
 @click.option('--json', 'as_json', is_flag=True, help='Print the written file and check as JSON.')
 def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir: str | None, as_json: bool) -> None:
     """Write NAME's weights as ONNX (fast exact or QCDQ) or as the packed low-bit safetensors file."""
-    from oqatnets._io import check_output
+    from oqatnets._io import atomic_path, check_output
     if int4 and fmt != 'onnx':
         raise click.BadParameter('--int4 goes with --format onnx', param_hint='--int4')
-    check_output(out)  # refuse a device, FIFO or folder before loading anything
+    path = check_output(out)  # refuse a device, FIFO or folder before loading anything
     model = _load(name, cache_dir)
     result: dict[str, Any] = {}
     if fmt == 'packed':
         from oqatnets.weights import save_packed
         path = save_packed(model, out)
     else:
+        from oqatnets.errors import ExportMismatchError
         from oqatnets.export import check_onnx, export_onnx
-        path = export_onnx(model, out, format=fmt, int4=int4)
+        with atomic_path(path) as tmp:  # a file that fails --check never replaces OUT
+            export_onnx(model, tmp, format=fmt, int4=int4)
+            if check:
+                try:
+                    result = check_onnx(model, tmp)
+                except ExportMismatchError as exc:
+                    raise ExportMismatchError(path, f'not written: {exc.details}') from None
         if check:
-            result = check_onnx(model, path)
             if not as_json:
                 click.echo(f'onnxruntime check: max |diff| {result["max_abs_diff"]:.3g}, '
                            f'top-1 agreement {result["top1_agreement"]:.0%}')

@@ -12,6 +12,7 @@ __all__ = [
     'OQATNetsError', 'InvalidArgumentError', 'InvalidTypeError', 'UnknownModelError', 'InvalidFileError', 'IncompatibleWeightsError',
     'ChecksumError', 'FileMissingError', 'PretrainedWeightsError', 'MissingDependencyError', 'DataError',
     'CheckpointError', 'OfficialCheckpointError', 'OFACheckpointError', 'UnsafeOutputError', 'QuantizationError',
+    'ExportMismatchError',
 ]
 
 
@@ -79,6 +80,14 @@ class OfficialCheckpointError(InvalidFileError):
 
 class OFACheckpointError(InvalidFileError):
     """A file is not a float Once-for-All MobileNetV3 supernet, or does not fit the OQAT supernet."""
+
+
+class ExportMismatchError(OQATNetsError, RuntimeError):
+    """An exported ONNX file, run in onnxruntime, disagrees with the PyTorch model beyond the tolerance."""
+
+    def __init__(self, path: object, details: str) -> None:
+        self.path, self.details = path, details
+        super().__init__(f'{path}: {details}')
 
 
 class QuantizationError(OQATNetsError, ValueError):

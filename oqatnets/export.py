@@ -55,7 +55,7 @@ import torch
 import torch.nn as nn
 
 from ._io import atomic_path, resolve_output
-from .errors import InvalidArgumentError, MissingDependencyError, QuantizationError
+from .errors import ExportMismatchError, InvalidArgumentError, MissingDependencyError, QuantizationError
 from .layers import InvertedResidual, SqueezeExcite
 from .net import OQATNet
 from .quant import QuantConv2d, quant_range
@@ -324,5 +324,9 @@ def check_onnx(model: nn.Module, path: 'str | os.PathLike', *, inputs: torch.Ten
               'relative_mean_diff': float(diff.mean()) / scale,
               'top1_agreement': float((got.argmax(1) == expected.argmax(1)).mean())}
     if result['relative_mean_diff'] > atol or result['top1_agreement'] < min_top1_agreement:
-        raise RuntimeError(f'onnxruntime disagrees with PyTorch beyond the tolerance: {result}')
+        details = (f'onnxruntime disagrees with the PyTorch model (relative mean |diff| '
+                   f'{result["relative_mean_diff"]:.3g}, allowed {atol:g}; top-1 agreement '
+                   f'{result["top1_agreement"]:.0%}, needed {min_top1_agreement:.0%}): the export does not compute '
+                   'this model; please report it with the model name')
+        raise ExportMismatchError(path, details)
     return result

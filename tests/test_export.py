@@ -9,6 +9,7 @@ import torch
 from zoo_helpers import inputs, small_net
 
 import oqatnets
+from oqatnets.errors import ExportMismatchError
 from oqatnets.quant import iter_quant_convs, quant_codes
 from oqatnets.spec import get_space
 
@@ -139,6 +140,13 @@ def test_float_network_exports_as_the_plain_float_graph(tmp_path):
     assert ops.isdisjoint({'Clip', 'Cast', 'QuantizeLinear', 'BatchNormalization'})
     result = check_onnx(model, path, inputs=inputs(16))
     assert result['top1_agreement'] == 1.0 and result['relative_mean_diff'] < 1e-3
+
+
+def test_check_refuses_a_file_of_another_model(tmp_path):
+    path = export_onnx(lively(small_net(2, seed=1)), tmp_path / 'a.onnx')
+    with pytest.raises(ExportMismatchError, match=r'a\.onnx: onnxruntime disagrees') as info:
+        check_onnx(lively(small_net(2, seed=2)), path, inputs=inputs(16))
+    assert info.value.path == path and '\n' not in str(info.value)
 
 
 @pytest.mark.parametrize('bits', [2, 3, 4])

@@ -32,6 +32,7 @@ from oqatnets.errors import (
     CheckpointError,
     ChecksumError,
     DataError,
+    ExportMismatchError,
     FileMissingError,
     IncompatibleWeightsError,
     InvalidArgumentError,
@@ -486,6 +487,20 @@ def case_convert_official_onto_device(env, tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------- CLI misuse
+
+@case('clear')
+def case_export_that_fails_its_check_writes_nothing(env, tmp_path, monkeypatch):
+    pytest.importorskip('onnxruntime')
+    import oqatnets.export
+
+    def disagree(model, path, **kwargs):
+        raise ExportMismatchError(path, 'onnxruntime disagrees with the PyTorch model')
+    monkeypatch.setattr(oqatnets.export, 'check_onnx', disagree)
+    out = tmp_path / 'net.onnx'
+    out.write_bytes(b'an earlier export')
+    refused(run('export', f'local-dir:{env.net}', out, '--format', 'onnx'), 1, str(out), 'not written', 'disagrees')
+    assert out.read_bytes() == b'an earlier export' and os.listdir(tmp_path) == ['net.onnx']
+
 
 @case('clear')
 def case_export_onnx_without_onnx(env, tmp_path, monkeypatch):
