@@ -104,6 +104,33 @@ def atomic_dir(path: 'str | os.PathLike') -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def replacing_dir(path: 'str | os.PathLike') -> Iterator[Path]:
+    """Yield ``path`` as a new empty folder for a long job that writes in place; a folder already
+    there is kept aside, deleted when the job succeeds and put back when it fails.
+
+    For outputs that record their own paths (a training run's files), which :func:`atomic_dir`'s
+    temporary name would break. A failed job leaves ``path`` as it was.
+    """
+    path = resolve_output(path, folder=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.old', dir=path.parent))
+        os.replace(path, old / path.name)
+    try:
+        path.mkdir()
+        yield path
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        if old is not None:
+            os.replace(old / path.name, path)
+            old.rmdir()
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_text(path: 'str | os.PathLike', text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -1,6 +1,7 @@
 """The main job end to end on a tiny slice of Fashion-MNIST: every stage's output exists and loads."""
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -80,3 +81,31 @@ def test_demo_seed_fixes_the_initial_weights(demo_run, tmp_path):
         a = load_file(f"{first['supernets'][bits]}/supernet/model.safetensors")
         b = load_file(f"{second['supernets'][bits]}/supernet/model.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_failed_overwrite_keeps_the_earlier_run(tmp_path, monkeypatch):
+    """--overwrite replaces an earlier run only when the new one succeeds."""
+    from dataclasses import replace
+
+    from oqatnets.training.demo import DEMO_PRESETS, run_demo
+    demo = importlib.import_module('oqatnets.training.demo')
+    out = tmp_path / 'run'
+    out.mkdir()
+    (out / 'report.json').write_text('the earlier run')
+
+    def fail(**kwargs):
+        raise KeyboardInterrupt  # as Ctrl-C in the middle of training
+    monkeypatch.setattr(demo, 'train_supernet', fail)
+    preset = replace(DEMO_PRESETS['tiny'], train_images=64, epochs=(1, 1, 1))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_demo(out, preset=preset, device='cpu', overwrite=True)
+    except DataError as exc:
+        pytest.skip(f'Fashion-MNIST could not be prepared here: {exc}')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']
+    assert sorted(p.name for p in out.iterdir()) == ['report.json']
+    assert (out / 'report.json').read_text() == 'the earlier run'
+    monkeypatch.undo()
+    result = run_demo(out, preset=preset, device='cpu', overwrite=True, stop_after_training=True)
+    assert not (out / 'report.json').exists() and sorted(result['supernets']) == ['2', '3', '4']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run']

@@ -21,6 +21,7 @@ from typing import Any
 from torch.utils.data import Dataset, Subset
 
 import oqatnets
+from oqatnets._io import replacing_dir, resolve_output
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate
 from oqatnets.factory import load_packed
@@ -30,7 +31,7 @@ from .artifacts import save_trained_supernet, write_run_file
 from .calibrate import evaluate_subnet
 from .checkpoint import seeded_global_rng
 from .datasets import PreparedData, fixed_batches, prepare_data
-from .distributed import init_distributed
+from .distributed import DistContext, init_distributed
 from .inherit import inherit_bits
 from .joint import train_supernet
 from .metrics import StageTimer, write_json
@@ -183,31 +184,28 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
              device: str | None = None, stop_after_training: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run the whole pipeline into ``out``; returns the report (also written as ``report.json``).
 
-    ``out`` must be empty or absent unless ``overwrite`` (then its old contents are removed first).
+    ``out`` must be empty or absent unless ``overwrite``; an earlier run there is replaced only when
+    this one succeeds (a failed or interrupted run leaves it as it was).
     ``stop_after_training`` ends after the three supernets are trained (the benchmark reuses them).
     """
-
-
     preset = DEMO_PRESETS[preset] if isinstance(preset, str) else preset
-    out = Path(out)
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise InvalidArgumentError(f'{out} already holds a run; pass --overwrite to replace it or choose another --out')
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    timer = StageTimer()
-    ctx = init_distributed(device=device)
-    recipe = demo_recipe(preset)
-    _log(f'preset {preset.name}: {preset}')
+    out = resolve_output(out, folder=True)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InvalidArgumentError(f'{out} already holds a run; pass --overwrite to replace it or choose another --out')
+    with replacing_dir(out):
+        return _pipeline(out, preset=preset, seed=seed, device=device, stop_after_training=stop_after_training)
 
-    with timer.stage('data'):
-        demo_data = prepare_demo_data(preset, recipe)
-    prepared, data, test_set = demo_data.prepared, demo_data.prepared.data, demo_data.test_set
-    test_batches, search_batches = demo_data.test_batches, demo_data.search_batches
+
+def _train_supernets(demo_data: DemoData, *, preset: DemoPreset, recipe: Recipe, out: Path, ctx: DistContext,
+                     seed: int,
+                     timer: StageTimer) -> tuple[dict[int, Path], list[OQATSupernet], dict[str, Any], dict[str, Any]]:
+    """The 4-bit supernet (after the recipe's float phase), then 3 and 2 bits, each inherited from the last.
+
+    Returns the run folders and supernets by bits, the inherited nets' held-out top-1 before training,
+    and each stage's training records.
+    """
+    prepared, data, search_batches = demo_data.prepared, demo_data.prepared.data, demo_data.search_batches
     eval_batches = (prepared.val_batches(batch_size=250, limit=preset.eval_images) if preset.eval_images else None)
-    _log(f'{data.name}: {len(prepared.train_set)} training images, {len(prepared.holdout_set)} held out, '
-         f'{len(test_set)} test images')
-
     run_info = {'data': preset.data, 'holdout_images': preset.holdout_images, 'split_seed': SPLIT_SEED}
     supernet_dirs: dict[int, Path] = {}
     supernets: list[OQATSupernet] = []
@@ -242,12 +240,30 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
         supernet_dirs[bits] = run_dir
         supernets.append(supernet.eval())
         _log(f'{bits}-bit supernet trained ({epochs} epoch(s)) -> {run_dir}')
+    return supernet_dirs, supernets, inheritance, training
+
+
+def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
+              stop_after_training: bool) -> dict[str, Any]:
+    """Train, search, publish and test into the (new, empty) folder ``out``."""
+    timer = StageTimer()
+    ctx = init_distributed(device=device)
+    recipe = demo_recipe(preset)
+    _log(f'preset {preset.name}: {preset}')
+    with timer.stage('data'):
+        demo_data = prepare_demo_data(preset, recipe)
+    prepared, data, test_set = demo_data.prepared, demo_data.prepared.data, demo_data.test_set
+    _log(f'{data.name}: {len(prepared.train_set)} training images, {len(prepared.holdout_set)} held out, '
+         f'{len(test_set)} test images')
+    supernet_dirs, supernets, inheritance, training = _train_supernets(
+        demo_data, preset=preset, recipe=recipe, out=out, ctx=ctx, seed=seed, timer=timer)
     if stop_after_training:
         return {'supernets': {str(b): str(p) for b, p in supernet_dirs.items()}}
 
     with timer.stage('search'):
         search = run_search(supernets=supernets, data=data, budgets=preset.budgets, metric='bitops', recipe=recipe,
-                            out_dir=out / 'search', calib_batches=prepared.calib, holdout_batches=search_batches,
+                            out_dir=out / 'search', calib_batches=prepared.calib,
+                            holdout_batches=demo_data.search_batches,
                             test_batches=None, seed=seed,
                             run_info={'supernets': {str(b): str(p) for b, p in supernet_dirs.items()}})
     rows = _zoo_rows(search, out / 'search' / 'entries', supernet_dirs)
@@ -258,7 +274,8 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
     shutil.copyfile(out / 'search' / 'pareto.png', out / 'pareto.png')
 
     with timer.stage('publish_load_test'):
-        measured = _publish_and_reload(rows, table_path=table_path, cache_dir=out / 'hub', test_batches=test_batches)
+        measured = _publish_and_reload(rows, table_path=table_path, cache_dir=out / 'hub',
+                                       test_batches=demo_data.test_batches)
     table_md = format_table(measured)
     report = {
         'preset': asdict(preset), 'seed': seed, 'data': data.name, 'space': preset.space, 'device': str(ctx.device),
