@@ -83,7 +83,7 @@ def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, 
     prepared = data.prepared
     ctx = init_distributed(device='cpu')
     start = time.perf_counter()
-    record: dict[str, Any] = {'row': row.name, 'change': row.change, 'float_epochs': row.float_epochs,
+    record: dict[str, Any] = {'row': row.name, 'seed': seed, 'change': row.change, 'float_epochs': row.float_epochs,
                               'epochs': list(row.epochs), 'overrides': row.overrides,
                               'train_images': len(prepared.train_set), 'test_images': len(data.test_set)}
     torch.manual_seed(seed)  # the initial weights (rows before 2026-11-29 drew them unseeded)
@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / 'rows.jsonl'
     done = {json.loads(line)['row']: json.loads(line) for line in log.read_text().splitlines()} if log.exists() else {}
+    other_seed = sorted({r['row'] for r in done.values() if r.get('seed', 0) != args.seed})
+    if other_seed:
+        parser.error(f'{log} holds rows of another seed ({", ".join(other_seed)}); give another --out')
     for row in ROWS:
         if row.name in wanted and row.name not in done:
             print(f'[bench recipe {time.strftime("%H:%M:%S")}] {row.name}: {row.change}', flush=True)
