@@ -196,9 +196,9 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
         return _pipeline(out, preset=preset, seed=seed, device=device, stop_after_training=stop_after_training)
 
 
-def _train_supernets(demo_data: DemoData, *, preset: DemoPreset, recipe: Recipe, out: Path, ctx: DistContext,
-                     seed: int,
-                     timer: StageTimer) -> tuple[dict[int, Path], list[OQATSupernet], dict[str, Any], dict[str, Any]]:
+def _train_supernets(
+        demo_data: DemoData, *, preset: DemoPreset, recipe: Recipe, out: Path, ctx: DistContext, seed: int,
+        timer: StageTimer) -> tuple[dict[int, Path], list[OQATSupernet], dict[str, Any], dict[str, Any]]:
     """The 4-bit supernet (after the recipe's float phase), then 3 and 2 bits, each inherited from the last.
 
     Returns the run folders and supernets by bits, the inherited nets' held-out top-1 before training,
