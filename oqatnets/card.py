@@ -35,6 +35,11 @@ BITOPS_CONVENTION = ('bitops = sum over quantized convs of MACs*b_w*b_a (G); flo
                      "(the authors' profile_quant)")
 
 
+def _signed_input_layers(model: nn.Module) -> list[str]:
+    """Names of the quantized convs whose input is on the signed grid (the space's ``signed_inputs``)."""
+    return [name for name, conv in iter_quant_convs(model) if conv.signed_input]
+
+
 def _quantization_block(model: nn.Module) -> dict[str, Any]:
     """config.json's ``quantization``: grids, step convention and which layers take signed inputs."""
     bits = model.bits
@@ -44,7 +49,7 @@ def _quantization_block(model: nn.Module) -> dict[str, Any]:
     if bits < FLOAT_BITS:
         block['weight'] = dict(zip(('qmin', 'qmax'), quant_range(bits, signed=True)), signed=True)
         block['activation'] = dict(zip(('qmin', 'qmax'), quant_range(bits, signed=False)), signed=False)
-        signed_layers = [name for name, conv in iter_quant_convs(model) if conv.signed_input]
+        signed_layers = _signed_input_layers(model)
         if signed_layers:  # the space's signed_inputs: block inputs on the signed grid
             block['block_input_activation'] = dict(zip(('qmin', 'qmax'), quant_range(bits, signed=True)), signed=True,
                                                    layers=signed_layers)
@@ -216,5 +221,5 @@ def render_model_card(model: nn.Module, config: dict[str, Any], *, metrics: dict
         description=card.pop('description', None) or cfg.get('description') or '',
         bits=model.bits, details=_rows(details), profile=_rows(_profile_rows(model)), metrics=metrics_text,
         activations=('signed block inputs and otherwise unsigned (the `signed_inputs` space, not the authors\' '
-                     'quantizer)' if model.space.signed_inputs else 'unsigned'),
+                     'quantizer)' if _signed_input_layers(model) else 'unsigned'),
         load_name=card.pop('load_name', None) or f'hf-hub:{cfg.get("hf_hub_id") or _hub_id_of(name)}'))
