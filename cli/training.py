@@ -250,9 +250,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
         write_run_file(out_dir, supernet, data=data, run_info=run_info)
     val = prepared.val_batches(batch_size=recipe.calib_batch_size, limit=eval_images) if eval_images else None
     result = train_supernet(supernet=supernet, train_set=prepared.training_set(augment=recipe.augment), recipe=recipe,
-                            bits=bits,
-                            epochs=epochs, float_epochs=recipe.float_epochs, out_dir=out_dir, ctx=ctx, resume=resume,
-                            seed=seed, checkpoint_every=checkpoint_every, amp=not no_amp,
+                            bits=bits, epochs=epochs, float_epochs=recipe.float_epochs, out_dir=out_dir, ctx=ctx,
+                            resume=resume, seed=seed, checkpoint_every=checkpoint_every, amp=not no_amp,
                             calib_batches=prepared.calib if val is not None else None, eval_batches=val,
                             run_info=run_info,
                             loop_options=_loop_settings(ctx, prepared, workers=workers, clip_grad=clip_grad,
