@@ -9,7 +9,7 @@
    same subnets trained alone (own weights, own step sizes) for the same total epochs.
 
 Every subnet is evaluated on the test split after BN recalibration on the same fixed training
-images. The OQAT supernets come from the demo pipeline (reused from ``--demo-dir`` for the seed
+images. The OQAT supernets come from the demo pipeline (reused from a ``--demo-dir`` for the seed
 that run used with the same preset, trained here otherwise). Each comparison runs once per seed
 (``--seeds``, default 3): the pipeline, the searches and every baseline use that seed; the table
 gives mean ± std over seeds. The search's fitness noise is measured on the first seed's 2-bit
@@ -59,18 +59,22 @@ def _log(message: str) -> None:
     print(f'[bench claims {time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
-def _supernets(preset: DemoPreset, demo_dir: Path | None, out: Path, *, seed: int) -> dict[int, OQATSupernet]:
-    """The demo pipeline's 4/3/2-bit supernets: reused when ``demo_dir`` ran this preset and seed."""
-    report_path = demo_dir / 'report.json' if demo_dir else None
-    if report_path is not None and report_path.is_file():
+def _supernets(preset: DemoPreset, demo_dirs: list[Path], out: Path, *, seed: int) -> dict[int, OQATSupernet]:
+    """The demo pipeline's 4/3/2-bit supernets: those of the first of ``demo_dirs`` (or of an earlier
+    run's ``out/pipeline``) whose report says it ran this preset with this seed, else trained here."""
+    wanted = json.loads(json.dumps(asdict(preset)))
+    for folder in [*demo_dirs, out / 'pipeline']:
+        report_path = folder / 'report.json'
+        if not report_path.is_file():
+            continue
         report = json.loads(report_path.read_text())
-        if report['preset'] == json.loads(json.dumps(asdict(preset))) and report.get('seed', 0) == seed:
-            _log(f'reusing the supernets of {demo_dir}')
-            return {int(b): load_supernet(p) for b, p in report['artifacts']['supernets'].items()}
-        _log(f'{demo_dir} ran another preset or seed; training the pipeline here')
-    dirs = run_demo(out / 'pipeline', preset=preset, seed=seed, stop_after_training=True,
-                    overwrite=True)['supernets']
-    return {int(b): load_supernet(p) for b, p in dirs.items()}
+        if report['preset'] == wanted and report.get('seed', 0) == seed:
+            _log(f'seed {seed}: reusing the supernets of {folder}')
+            # the report's paths are relative to where that run was started; the folders sit in ``folder``
+            return {int(b): load_supernet(str(folder / Path(p).name)) for b, p in report['artifacts']['supernets'].items()}
+        _log(f'{folder} ran another preset or seed')
+    report = run_demo(out / 'pipeline', preset=preset, seed=seed, stop_after_training=True, overwrite=True)
+    return {int(b): load_supernet(p) for b, p in report['artifacts']['supernets'].items()}
 
 
 def _train_static(spec: SubnetSpec, *, name: str, prepared, recipe, epochs: int, out: Path, ctx,
@@ -96,7 +100,7 @@ def _noise(supernet: OQATSupernet, *, budget: float, prepared, candidates: int, 
     return fitness_noise(correct, sizes=(100, 250, 500, 1000, 2500))
 
 
-def run_seed(*, preset: DemoPreset, seed: int, demo_dir: Path | None, out: Path,
+def run_seed(*, preset: DemoPreset, seed: int, demo_dirs: list[Path], out: Path,
              claims: frozenset[int] = ALL_CLAIMS) -> dict[str, Any]:
     """The chosen comparisons for one seed (pipeline, search and baselines all seeded with it)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +110,7 @@ def run_seed(*, preset: DemoPreset, seed: int, demo_dir: Path | None, out: Path,
     prepared = demo_data.prepared
     test_batches = demo_data.test_batches
     total_epochs = sum(preset.epochs) + recipe.float_epochs
-    supernets = _supernets(preset, demo_dir, out, seed=seed)
+    supernets = _supernets(preset, demo_dirs, out, seed=seed)
     inherited = supernets[2]
 
     def from_supernet(supernet: OQATSupernet, spec: SubnetSpec) -> float:
@@ -195,14 +199,14 @@ def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return walk([{k: v for k, v in r.items() if k.startswith('claim')} for r in per_seed])
 
 
-def run(*, quick: bool, demo_dir: Path | None, out: Path, seeds: list[int], claims: frozenset[int] = ALL_CLAIMS,
+def run(*, quick: bool, demo_dirs: list[Path], out: Path, seeds: list[int], claims: frozenset[int] = ALL_CLAIMS,
         noise_candidates: int = 12) -> dict:
     preset = DEMO_PRESETS['tiny' if quick else 'default']
     recipe = demo_recipe(preset)
     start = time.perf_counter()
     per_seed, noise = [], None
     for seed in seeds:
-        result = run_seed(preset=preset, seed=seed, demo_dir=demo_dir, out=out / f'seed{seed}', claims=claims)
+        result = run_seed(preset=preset, seed=seed, demo_dirs=demo_dirs, out=out / f'seed{seed}', claims=claims)
         inherited = result.pop('inherited_supernet')
         if noise is None and 1 in claims:
             prepared = prepare_demo_data(preset, recipe).prepared
@@ -290,8 +294,9 @@ def _claims(text: str) -> frozenset[int]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='the tiny preset: a smoke run of the same code')
-    parser.add_argument('--demo-dir', type=Path, default=Path('runs/demo'),
-                        help='a finished `oqat demo` run whose supernets to reuse (same preset only)')
+    parser.add_argument('--demo-dir', type=Path, action='append', default=None,
+                        help='a finished `oqat demo` run (or a pipeline this benchmark trained) whose supernets to '
+                             'reuse for the seed it ran with the same preset; repeatable (default: runs/demo)')
     parser.add_argument('--seeds', default='0,1,2', help='comma-separated seeds, one full comparison each')
     parser.add_argument('--claims', default='1,2,3', type=_claims,
                         help='comma-separated claims to compare (1: searched vs MobileNetV3-like; 2: inheritance; '
@@ -304,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
         return noise_only(args.noise_only)
     out = args.out or Path('runs/bench') / ('claims-quick' if args.quick else 'claims')
     seeds = [int(x) for x in args.seeds.split(',') if x.strip()]
-    result = run(quick=args.quick, demo_dir=args.demo_dir, out=out, seeds=seeds, claims=args.claims)
+    result = run(quick=args.quick, demo_dirs=args.demo_dir or [Path('runs/demo')], out=out, seeds=seeds, claims=args.claims)
     print(markdown(result))
     return result
 

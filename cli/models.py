@@ -209,10 +209,9 @@ def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir
                     result = check_onnx(model, tmp)
                 except ExportMismatchError as exc:
                     raise ExportMismatchError(path, f'not written: {exc.details}') from None
-        if check:
-            if not as_json:
-                click.echo(f'onnxruntime check: max |diff| {result["max_abs_diff"]:.3g}, '
-                           f'top-1 agreement {result["top1_agreement"]:.0%}')
+        if result and not as_json:
+            click.echo(f'onnxruntime check: max |diff| {result["max_abs_diff"]:.3g}, '
+                       f'top-1 agreement {result["top1_agreement"]:.0%}')
     size = Path(path).stat().st_size
     if as_json:
         _echo_json({'model': name, 'format': fmt, 'path': str(path), 'bytes': size, 'check': result or None})

@@ -58,7 +58,7 @@ from ._io import atomic_path, resolve_output
 from .errors import ExportMismatchError, InvalidArgumentError, MissingDependencyError, QuantizationError
 from .layers import InvertedResidual, SqueezeExcite
 from .net import OQATNet
-from .quant import QuantConv2d, quant_range
+from .quant import QuantConv2d
 
 __all__ = ['export_onnx', 'check_onnx', 'FORMATS', 'OPSET', 'INT4_OPSET']
 
@@ -159,7 +159,7 @@ def _conv_node(g: _GraphBuilder, inputs: list[str], conv: nn.Conv2d, hint: str) 
 
 def _qcdq_conv(g: _GraphBuilder, x: str, conv: QuantConv2d, hint: str) -> str:
     _check_quantizable(conv, hint)
-    qn, qp = quant_range(conv.bits, signed=conv.signed_input)
+    qn, qp = conv.act_range
     code_type = np.int8 if conv.signed_input else np.uint8
     a_scale = g.const(f'{hint}_act_scale', np.float32(conv.act_step.detach().abs().item()))
     a_zero = g.const(f'{hint}_act_zero', code_type(0))
@@ -198,7 +198,7 @@ def _fast_conv(g: _GraphBuilder, x: str, conv: nn.Conv2d, bn: nn.BatchNorm2d | N
     scale, bias = _bn_affine(bn, conv.out_channels)
     if isinstance(conv, QuantConv2d) and conv.quantized:
         _check_quantizable(conv, hint)
-        qn, qp = quant_range(conv.bits, signed=conv.signed_input)
+        qn, qp = conv.act_range
         s_a = conv.act_step.detach().abs().float()
         x = _round_clip_dw(g, x, float(s_a.item()), qn, qp, conv.in_channels, hint)
         # (|s_w|·|s_a|) in float32 as QuantConv2d._inference_weight forms it, then BN's factor.

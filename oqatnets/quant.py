@@ -240,6 +240,11 @@ class QuantConv2d(nn.Conv2d):
     def quantized(self) -> bool:
         return self.bits < FLOAT_BITS
 
+    @property
+    def act_range(self) -> tuple[int, int]:
+        """The input's integer code range ``(qn, qp)`` at the current bits and signedness."""
+        return quant_range(self.bits, signed=self.signed_input)
+
     def maybe_init_steps(self, x: torch.Tensor, weight: torch.Tensor) -> None:
         """LSQ init of both steps from this input and weight, once per layer.
 

@@ -78,8 +78,8 @@ def test_demo_seed_fixes_the_initial_weights(demo_run, tmp_path):
     torch.manual_seed(12345)
     second = run_demo(tmp_path / 'b', preset=preset, device='cpu', stop_after_training=True)
     for bits in ('4', '2'):
-        a = load_file(f"{first['supernets'][bits]}/supernet/model.safetensors")
-        b = load_file(f"{second['supernets'][bits]}/supernet/model.safetensors")
+        a = load_file(f"{first['artifacts']['supernets'][bits]}/supernet/model.safetensors")
+        b = load_file(f"{second['artifacts']['supernets'][bits]}/supernet/model.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -107,5 +107,7 @@ def test_a_failed_overwrite_keeps_the_earlier_run(tmp_path, monkeypatch):
     assert (out / 'report.json').read_text() == 'the earlier run'
     monkeypatch.undo()
     result = run_demo(out, preset=preset, device='cpu', overwrite=True, stop_after_training=True)
-    assert not (out / 'report.json').exists() and sorted(result['supernets']) == ['2', '3', '4']
+    assert sorted(result['artifacts']['supernets']) == ['2', '3', '4'] and result['stopped_after'] == 'training'
+    on_disk = json.loads((out / 'report.json').read_text())
+    assert on_disk['seed'] == 0 and on_disk['preset']['train_images'] == 64 and 'entries' not in on_disk
     assert sorted(p.name for p in tmp_path.iterdir()) == ['run']

@@ -257,8 +257,14 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
          f'{len(test_set)} test images')
     supernet_dirs, supernets, inheritance, training = _train_supernets(
         demo_data, preset=preset, recipe=recipe, out=out, ctx=ctx, seed=seed, timer=timer)
+    report: dict[str, Any] = {
+        'preset': asdict(preset), 'seed': seed, 'data': data.name, 'space': preset.space, 'device': str(ctx.device),
+        'oqatnets_version': oqatnets.__version__, 'inheritance': inheritance, 'training': training,
+        'artifacts': {'supernets': {str(b): str(p) for b, p in supernet_dirs.items()}}}
     if stop_after_training:
-        return {'supernets': {str(b): str(p) for b, p in supernet_dirs.items()}}
+        report.update(stopped_after='training', timing=timer.summary())
+        write_json(out / 'report.json', report)
+        return report
 
     with timer.stage('search'):
         search = run_search(supernets=supernets, data=data, budgets=preset.budgets, metric='bitops', recipe=recipe,
@@ -277,15 +283,11 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
         measured = _publish_and_reload(rows, table_path=table_path, cache_dir=out / 'hub',
                                        test_batches=demo_data.test_batches)
     table_md = format_table(measured)
-    report = {
-        'preset': asdict(preset), 'seed': seed, 'data': data.name, 'space': preset.space, 'device': str(ctx.device),
-        'oqatnets_version': oqatnets.__version__, 'entries': measured, 'inheritance': inheritance,
-        'training': training, 'search': {'metric': search['metric'],
-                                         'results': [{k: r[k] for k in ('bits', 'chosen', 'front')}
-                                                     for r in search['results']]},
-        'timing': timer.summary(), 'table_markdown': table_md,
-        'artifacts': {'zoo_table': str(table_path), 'hub_cache': str(out / 'hub'), 'pareto_png': str(out / 'pareto.png'),
-                      'supernets': {str(b): str(p) for b, p in supernet_dirs.items()}},
-    }
+    report.update(
+        entries=measured,
+        search={'metric': search['metric'],
+                'results': [{k: r[k] for k in ('bits', 'chosen', 'front')} for r in search['results']]},
+        timing=timer.summary(), table_markdown=table_md)
+    report['artifacts'].update(zoo_table=str(table_path), hub_cache=str(out / 'hub'), pareto_png=str(out / 'pareto.png'))
     write_json(out / 'report.json', report)
     return report
