@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
 
-from oqatnets.data import ImageData, TensorImageDataset, calibration_subset, eval_transform
+from oqatnets.data import CALIBRATION_SEED, ImageData, TensorImageDataset, calibration_subset, eval_transform
 from oqatnets.errors import InvalidArgumentError, InvalidTypeError
 
 from .recipes import SPLIT_SEED
@@ -83,11 +83,11 @@ def fixed_batches(dataset: Dataset, *, batch_size: int, in_memory: bool, num_wor
 
 
 def calibration_batches(train_view: Dataset, *, num_images: int, batch_size: int, in_memory: bool,
-                        num_workers: int = 0):
+                        num_workers: int = 0, seed: int = CALIBRATION_SEED):
     """The fixed BN-calibration images (a seeded subset of the training part, eval transform): the one
     calibration pipeline of training, search, ``oqat calibrate`` and ``oqat zoo build``."""
-    return fixed_batches(calibration_subset(train_view, num_images), batch_size=batch_size, in_memory=in_memory,
-                         num_workers=num_workers)
+    return fixed_batches(calibration_subset(train_view, num_images, seed=seed), batch_size=batch_size,
+                         in_memory=in_memory, num_workers=num_workers)
 
 
 @dataclass
