@@ -55,3 +55,20 @@ def test_training_set_without_augmentation_serves_the_evaluation_view():
     assert [plain[i][1] for i in range(6)] == [int(labels[i]) for i in range(6)]
     assert prepared.training_set(augment=True) is prepared.train_set
     assert train.train  # the augmented source is left as it was
+
+
+def test_calibration_draws_are_seeded_and_draw_zero_is_the_pipelines_own():
+    import torch
+
+    from oqatnets.data import CALIBRATION_SEED
+    from oqatnets.training.datasets import calibration_batches
+
+    images = torch.arange(40, dtype=torch.float32).reshape(40, 1, 1, 1)
+    dataset = torch.utils.data.TensorDataset(images, torch.zeros(40, dtype=torch.long))
+
+    def drawn(**kwargs) -> list[int]:
+        batches = calibration_batches(dataset, num_images=10, batch_size=4, in_memory=True, **kwargs)
+        return sorted(int(v) for x, _ in batches for v in x.flatten())
+
+    assert drawn() == drawn(seed=CALIBRATION_SEED) == drawn(seed=CALIBRATION_SEED)
+    assert drawn(seed=CALIBRATION_SEED + 1) != drawn() and len(drawn(seed=CALIBRATION_SEED + 1)) == 10
