@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from .completion import complete_model_name
 from .errors import BadUsage
@@ -185,7 +186,7 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
               help='onnx: fast exact ONNX (plain ops, runs at float speed in onnxruntime); qcdq: ONNX in '
                    'QuantizeLinear/Clip/DequantizeLinear form for QDQ toolchains; packed: low-bit safetensors.')
 @click.option('--int4', is_flag=True, help='With --format onnx: store the weight codes as INT4 (opset 21).')
-@click.option('--check/--no-check', default=True, show_default=True, help='Compare onnxruntime with PyTorch.')
+@click.option('--check/--no-check', default=True, show_default=True, help='Compare onnxruntime with PyTorch (onnx, qcdq).')
 @click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
 @click.option('--json', 'as_json', is_flag=True, help='Print the written file and check as JSON.')
 def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir: str | None, as_json: bool) -> None:
@@ -193,6 +194,9 @@ def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir
     from oqatnets._io import atomic_path, check_output
     if int4 and fmt != 'onnx':
         raise click.BadParameter('--int4 goes with --format onnx', param_hint='--int4')
+    if fmt == 'packed' and check and click.get_current_context().get_parameter_source('check') is ParameterSource.COMMANDLINE:
+        raise click.BadParameter('--check compares an ONNX file with PyTorch; it goes with --format onnx or qcdq',
+                                 param_hint='--check')
     path = check_output(out)  # refuse a device, FIFO or folder before loading anything
     model = _load(name, cache_dir)
     result: dict[str, Any] = {}

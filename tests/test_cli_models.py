@@ -54,6 +54,7 @@ def test_info_and_profile():
     (('profile', 'oqat_2bit_m', '--space', 'small'), 'has its own', 2),
     (('export', 'oqat_2bit_m', '--format', 'packed', 'x.safetensors'), 'not published', 1),
     (('export', 'local-dir:/no/such/dir', '--format', 'onnx', 'x.onnx'), 'is not a folder', 1),
+    (('export', 'oqat_2bit_m', '--format', 'packed', '--check', 'x.safetensors'), 'goes with --format onnx', 2),
     (('convert-official', __file__, 'out'), 'cannot read the bit-width', 1),
 ])
 def test_bad_input_exits_with_one_line(args, message, code):
