@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset
 
 from oqatnets import SubnetSpec
 from oqatnets.data import CALIBRATION_SEED
@@ -31,9 +30,8 @@ from oqatnets.evaluation import evaluate
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import calibrated_subnet, evaluate_subnet
 from oqatnets.training.datasets import calibration_batches, eval_view
-from oqatnets.training.demo import DEMO_PRESETS, demo_recipe, prepare_demo_data
+from oqatnets.training.demo import DEMO_PRESETS, SIZES, demo_recipe, prepare_demo_data, ran_preset, report_supernet_dirs
 
-SIZES = ('s', 'm', 'l')
 # the calibration forward's float summation order: memory layout (training runs channels-last) and threads
 NUMERICS = (('NCHW', torch.contiguous_format, 1), ('NCHW', torch.contiguous_format, 2),
             ('channels-last', torch.channels_last, 1), ('channels-last', torch.channels_last, 2))
@@ -67,16 +65,17 @@ def run(demo_dir: Path, *, bits_list: list[int], sizes: list[int | None], draws:
         numerics: bool = True) -> dict[str, Any]:
     report = json.loads((demo_dir / 'report.json').read_text())
     preset = DEMO_PRESETS.get(report['preset']['name'])
-    if preset is None or json.loads(json.dumps(asdict(preset))) != report['preset']:
+    if preset is None or not ran_preset(report, preset):
         raise SystemExit(f'{demo_dir} ran a preset this version does not have; rerun `make demo`')
     recipe = demo_recipe(preset)
     demo_data = prepare_demo_data(preset, recipe)
     prepared = demo_data.prepared
     test = list(demo_data.test_batches())
-    train_view = Subset(eval_view(prepared.data.train, resolution=prepared.data.resolution), prepared.train_set.indices)
+    train_view = eval_view(prepared.train_set, resolution=prepared.data.resolution)  # the calibration images' pool
     rows, numeric_rows, start = [], [], time.perf_counter()
+    supernet_dirs = report_supernet_dirs(demo_dir, report)
     for bits in bits_list:
-        supernet = load_supernet(str(demo_dir / f'supernet_w{bits}a{bits}'))
+        supernet = load_supernet(str(supernet_dirs[bits]))
         for name, spec in _subnets(report, supernet, bits).items():
             for size in sizes:
                 n = len(train_view) if size is None else size

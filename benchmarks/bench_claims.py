@@ -27,7 +27,7 @@ import json
 import random
 import statistics
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import evaluate_subnet
 from oqatnets.training.checkpoint import load_checkpoint
-from oqatnets.training.demo import DEMO_PRESETS, DemoPreset, demo_recipe, prepare_demo_data, run_demo
+from oqatnets.training.demo import DEMO_PRESETS, DemoPreset, demo_recipe, prepare_demo_data, ran_preset, report_supernet_dirs, run_demo
 from oqatnets.training.distributed import init_distributed
 from oqatnets.training.evolution import ConstrainedSampler, correct_per_image, fitness_noise
 from oqatnets.training.finetune import finetune
@@ -62,19 +62,19 @@ def _log(message: str) -> None:
 def _supernets(preset: DemoPreset, demo_dirs: list[Path], out: Path, *, seed: int) -> dict[int, OQATSupernet]:
     """The demo pipeline's 4/3/2-bit supernets: those of the first of ``demo_dirs`` (or of an earlier
     run's ``out/pipeline``) whose report says it ran this preset with this seed, else trained here."""
-    wanted = json.loads(json.dumps(asdict(preset)))
     for folder in [*demo_dirs, out / 'pipeline']:
         report_path = folder / 'report.json'
         if not report_path.is_file():
             continue
         report = json.loads(report_path.read_text())
-        if report['preset'] == wanted and report.get('seed', 0) == seed:
+        if ran_preset(report, preset) and report.get('seed', 0) == seed:
             _log(f'seed {seed}: reusing the supernets of {folder}')
-            # the report's paths are relative to where that run was started; the folders sit in ``folder``
-            return {int(b): load_supernet(str(folder / Path(p).name)) for b, p in report['artifacts']['supernets'].items()}
+            break
         _log(f'{folder} ran another preset or seed')
-    report = run_demo(out / 'pipeline', preset=preset, seed=seed, stop_after_training=True, overwrite=True)
-    return {int(b): load_supernet(p) for b, p in report['artifacts']['supernets'].items()}
+    else:
+        folder = out / 'pipeline'
+        report = run_demo(folder, preset=preset, seed=seed, stop_after_training=True, overwrite=True)
+    return {bits: load_supernet(str(path)) for bits, path in report_supernet_dirs(folder, report).items()}
 
 
 def _train_static(spec: SubnetSpec, *, name: str, prepared, recipe, epochs: int, out: Path, ctx,

@@ -87,7 +87,7 @@ def test_a_failed_overwrite_keeps_the_earlier_run(tmp_path, monkeypatch):
     """--overwrite replaces an earlier run only when the new one succeeds."""
     from dataclasses import replace
 
-    from oqatnets.training.demo import DEMO_PRESETS, run_demo
+    from oqatnets.training.demo import DEMO_PRESETS, ran_preset, report_supernet_dirs, run_demo
     demo = importlib.import_module('oqatnets.training.demo')
     out = tmp_path / 'run'
     out.mkdir()
@@ -110,4 +110,6 @@ def test_a_failed_overwrite_keeps_the_earlier_run(tmp_path, monkeypatch):
     assert sorted(result['artifacts']['supernets']) == ['2', '3', '4'] and result['stopped_after'] == 'training'
     on_disk = json.loads((out / 'report.json').read_text())
     assert on_disk['seed'] == 0 and on_disk['preset']['train_images'] == 64 and 'entries' not in on_disk
+    assert ran_preset(on_disk, preset) and not ran_preset(on_disk, DEMO_PRESETS['tiny'])
+    assert report_supernet_dirs(out, on_disk) == {b: out / f'supernet_w{b}a{b}' for b in (4, 3, 2)}
     assert sorted(p.name for p in tmp_path.iterdir()) == ['run']

@@ -39,7 +39,7 @@ from .recipes import SPLIT_SEED, Recipe, get_recipe
 from .search import run_search
 
 __all__ = ['DemoPreset', 'DEMO_PRESETS', 'DemoData', 'demo_recipe', 'prepare_demo_data', 'run_demo', 'format_table',
-           'ZOO_PREFIX']
+           'ran_preset', 'report_supernet_dirs', 'SIZES', 'ZOO_PREFIX']
 
 ZOO_PREFIX = 'oqat_fmnist'
 SIZES = ('s', 'm', 'l')
@@ -194,6 +194,17 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
         raise InvalidArgumentError(f'{out} already holds a run; pass --overwrite to replace it or choose another --out')
     with replacing_dir(out):
         return _pipeline(out, preset=preset, seed=seed, device=device, stop_after_training=stop_after_training)
+
+
+def ran_preset(report: dict[str, Any], preset: DemoPreset) -> bool:
+    """Whether a demo ``report.json`` records ``preset`` (:func:`run_demo` writes it as ``asdict``)."""
+    return report['preset'] == json.loads(json.dumps(asdict(preset)))
+
+
+def report_supernet_dirs(run_dir: 'str | os.PathLike', report: dict[str, Any]) -> dict[int, Path]:
+    """A run's supernet folders by bits: they sit in ``run_dir``, wherever the run was started from
+    (the report's own paths are relative to that)."""
+    return {int(b): Path(run_dir) / Path(p).name for b, p in report['artifacts']['supernets'].items()}
 
 
 def _train_supernets(
