@@ -5,16 +5,19 @@ set of training images (the demo: 500). This benchmark takes a finished demo run
 searched entries (S/M/L by budget) and the largest and smallest subnets, recalibrates each on N
 training images for several independent seeded draws (draw 0 is the pipeline's own set) and tests
 it on the whole test split: the spread over draws is the calibration noise in every reported
-top-1, and the mean over sizes says whether more calibration images help. ``--numerics`` also
+top-1, and the mean over sizes says whether more calibration images help. Each draw is calibrated
+in every ``--modes`` of ``recalibrate_bn``: ``batch`` (the authors': per-batch statistics) and
+``population`` (all images in one forward: what the deployed net sees). ``--numerics`` also
 recalibrates on the pipeline's own images with the forward in NCHW or channels-last on 1 or 2
 threads: the same images and weights, only float summation order differs.
 
     python benchmarks/bench_calibration.py [--demo-dir runs/demo] [--bits 4,2] [--sizes 500,2000,all]
-        [--draws 3] [--out runs/bench/calibration.json]
+        [--draws 3] [--modes batch,population] [--out runs/bench/calibration.json]
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -26,7 +29,7 @@ import torch
 
 from oqatnets import SubnetSpec
 from oqatnets.data import CALIBRATION_SEED
-from oqatnets.evaluation import evaluate
+from oqatnets.evaluation import CALIBRATION_MODES, evaluate
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import calibrated_subnet, evaluate_subnet
 from oqatnets.training.datasets import calibration_batches, eval_view
@@ -46,14 +49,15 @@ def _subnets(report: dict[str, Any], supernet, bits: int) -> dict[str, SubnetSpe
     return subnets
 
 
-def _numerics_top1(supernet, spec: SubnetSpec, *, calib, test, layout: torch.memory_format, threads: int) -> float:
+def _numerics_top1(supernet, spec: SubnetSpec, *, calib, test, layout: torch.memory_format, threads: int,
+                   mode: str) -> float:
     """Test top-1 after recalibrating on ``calib`` with the forward in ``layout`` on ``threads`` threads;
     the test pass is the same every time (NCHW, the process's threads), so only the calibration differs."""
     default = torch.get_num_threads()
     supernet.to(memory_format=layout)
     torch.set_num_threads(threads)
     try:
-        net = calibrated_subnet(supernet, spec, calib_batches=calib)
+        net = calibrated_subnet(supernet, spec, calib_batches=calib, mode=mode)
     finally:
         torch.set_num_threads(default)
         supernet.to(memory_format=torch.contiguous_format)
@@ -62,7 +66,7 @@ def _numerics_top1(supernet, spec: SubnetSpec, *, calib, test, layout: torch.mem
 
 
 def run(demo_dir: Path, *, bits_list: list[int], sizes: list[int | None], draws: int,
-        numerics: bool = True) -> dict[str, Any]:
+        modes: tuple[str, ...] = CALIBRATION_MODES, numerics: bool = True) -> dict[str, Any]:
     report = json.loads((demo_dir / 'report.json').read_text())
     preset = DEMO_PRESETS.get(report['preset']['name'])
     if preset is None or not ran_preset(report, preset):
@@ -77,22 +81,23 @@ def run(demo_dir: Path, *, bits_list: list[int], sizes: list[int | None], draws:
     for bits in bits_list:
         supernet = load_supernet(str(supernet_dirs[bits]))
         for name, spec in _subnets(report, supernet, bits).items():
-            for size in sizes:
+            for size, mode in itertools.product(sizes, modes):
                 n = len(train_view) if size is None else size
                 top1 = []
                 for draw in range(1 if n >= len(train_view) else draws):
                     calib = calibration_batches(train_view, num_images=n, batch_size=recipe.calib_batch_size,
                                                 in_memory=prepared.in_memory, seed=CALIBRATION_SEED + draw)
-                    top1.append(round(evaluate_subnet(supernet, spec, calib_batches=calib, eval_batches=test)['top1'], 2))
-                row = {'bits': bits, 'subnet': name, 'spec': str(spec), 'calib_images': n, 'top1_per_draw': top1,
-                       'mean': round(statistics.mean(top1), 2),
+                    top1.append(round(evaluate_subnet(supernet, spec, calib_batches=calib, eval_batches=test,
+                                                      mode=mode)['top1'], 2))
+                row = {'bits': bits, 'subnet': name, 'spec': str(spec), 'calib_images': n, 'mode': mode,
+                       'top1_per_draw': top1, 'mean': round(statistics.mean(top1), 2),
                        'std': round(statistics.stdev(top1), 2) if len(top1) > 1 else 0.0}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-            if numerics:
-                row = {'bits': bits, 'subnet': name, 'spec': str(spec), 'calib_images': recipe.calib_images,
+            for mode in modes if numerics else ():
+                row = {'bits': bits, 'subnet': name, 'spec': str(spec), 'calib_images': recipe.calib_images, 'mode': mode,
                        'top1': {f'{label}, {threads} thread{"s" if threads > 1 else ""}': _numerics_top1(
-                           supernet, spec, calib=prepared.calib, test=test, layout=layout, threads=threads)
+                           supernet, spec, calib=prepared.calib, test=test, layout=layout, threads=threads, mode=mode)
                            for label, layout, threads in NUMERICS}}
                 print(json.dumps(row), flush=True)
                 numeric_rows.append(row)
@@ -102,16 +107,18 @@ def run(demo_dir: Path, *, bits_list: list[int], sizes: list[int | None], draws:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ['| bits | subnet | calibration images | top-1 per draw | mean ± std |', '|---|---|---|---|---|']
+    lines = ['| bits | subnet | calibration images | mode | top-1 per draw | mean ± std |', '|---|---|---|---|---|---|']
     for r in result['rows']:
         draws = ' / '.join(f'{t:.2f}' for t in r['top1_per_draw'])
-        lines.append(f"| {r['bits']} | {r['subnet']} | {r['calib_images']} | {draws} | {r['mean']:.2f} ± {r['std']:.2f} |")
+        lines.append(f"| {r['bits']} | {r['subnet']} | {r['calib_images']} | {r['mode']} | {draws} | "
+                     f"{r['mean']:.2f} ± {r['std']:.2f} |")
     if result['numerics']:
         labels = list(result['numerics'][0]['top1'])
-        lines += ['', '| bits | subnet | ' + ' | '.join(labels) + ' | spread |', '|---|---|' + '---|' * (len(labels) + 1)]
+        lines += ['', '| bits | subnet | mode | ' + ' | '.join(labels) + ' | spread |',
+                  '|---|---|---|' + '---|' * (len(labels) + 1)]
         for r in result['numerics']:
             values = list(r['top1'].values())
-            lines.append(f"| {r['bits']} | {r['subnet']} | " + ' | '.join(f'{v:.2f}' for v in values)
+            lines.append(f"| {r['bits']} | {r['subnet']} | {r['mode']} | " + ' | '.join(f'{v:.2f}' for v in values)
                          + f' | {max(values) - min(values):.2f} |')
     return '\n'.join(lines)
 
@@ -130,14 +137,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument('--sizes', type=_sizes, default='500,2000,all',
                         help='calibration image counts, comma-separated; "all" is the whole training part')
     parser.add_argument('--draws', type=int, default=3, help='seeded draws per size (draw 0: the pipeline\'s own)')
+    parser.add_argument('--modes', default=','.join(CALIBRATION_MODES),
+                        help='recalibrate_bn modes, comma-separated (population keeps every image in memory at once)')
     parser.add_argument('--numerics', action=argparse.BooleanOptionalAction, default=True,
                         help='also recalibrate on the pipeline\'s own images in NCHW and channels-last, 1 and 2 threads')
     parser.add_argument('--out', type=Path, default=Path('runs/bench/calibration.json'))
     args = parser.parse_args(argv)
     if not (args.demo_dir / 'report.json').is_file():
         parser.error(f'--demo-dir {args.demo_dir}: no report.json there; run `make demo` first')
+    modes = tuple(m.strip() for m in args.modes.split(',') if m.strip())
+    if not modes or not set(modes) <= set(CALIBRATION_MODES):
+        parser.error(f'--modes {args.modes!r}: choose among {", ".join(CALIBRATION_MODES)}')
     result = run(args.demo_dir, bits_list=[int(b) for b in args.bits.split(',')], sizes=args.sizes, draws=args.draws,
-                 numerics=args.numerics)
+                 modes=modes, numerics=args.numerics)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + '\n')
     print(markdown(result))

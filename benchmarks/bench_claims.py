@@ -85,17 +85,18 @@ def _train_static(spec: SubnetSpec, *, name: str, prepared, recipe, epochs: int,
     finetune(model=net, train_set=prepared.training_set(augment=recipe.augment),
              recipe=recipe, epochs=epochs, resolution=spec.resolution,
              out_dir=out / name, ctx=ctx, lr=recipe.lr, seed=seed + 1)
-    recalibrate_bn(net, prepared.calib, resolution=spec.resolution)
+    recalibrate_bn(net, prepared.calib, resolution=spec.resolution, mode=recipe.bn_calibration)
     return evaluate(net, test_batches(), resolution=spec.resolution)['top1']
 
 
-def _noise(supernet: OQATSupernet, *, budget: float, prepared, candidates: int, seed: int) -> dict[str, Any]:
+def _noise(supernet: OQATSupernet, *, budget: float, prepared, candidates: int, seed: int,
+           mode: str) -> dict[str, Any]:
     """The search fitness's noise on ``supernet``: random candidates within ``budget``, all held-out images."""
     sampler = ConstrainedSampler(supernet.space, supernet.bits, budget=budget, metric='bitops', num_classes=10)
     rng = random.Random(seed)
     specs = {str(s): s for s in (sampler.sample(rng) for _ in range(candidates))}
     holdout = prepared.holdout_batches(batch_size=250)
-    correct = {k: correct_per_image(supernet, s, calib_batches=prepared.calib, eval_batches=holdout)
+    correct = {k: correct_per_image(supernet, s, calib_batches=prepared.calib, eval_batches=holdout, mode=mode)
                for k, s in specs.items()}
     return fitness_noise(correct, sizes=(100, 250, 500, 1000, 2500))
 
@@ -114,7 +115,8 @@ def run_seed(*, preset: DemoPreset, seed: int, demo_dirs: list[Path], out: Path,
     inherited = supernets[2]
 
     def from_supernet(supernet: OQATSupernet, spec: SubnetSpec) -> float:
-        return evaluate_subnet(supernet, spec, calib_batches=prepared.calib, eval_batches=test_batches())['top1']
+        return evaluate_subnet(supernet, spec, calib_batches=prepared.calib, eval_batches=test_batches(),
+                               mode=recipe.bn_calibration)['top1']
 
     result: dict[str, Any] = {'seed': seed, 'inherited_supernet': inherited}
     if 1 in claims:
@@ -211,7 +213,7 @@ def run(*, quick: bool, demo_dirs: list[Path], out: Path, seeds: list[int], clai
         if noise is None and 1 in claims:
             prepared = prepare_demo_data(preset, recipe).prepared
             noise = _noise(inherited, budget=result['claim1_oqat_vs_mbv3']['mbv3_bitops_g'], prepared=prepared,
-                           candidates=noise_candidates, seed=seed)
+                           candidates=noise_candidates, seed=seed, mode=recipe.bn_calibration)
             _log(f'search fitness noise (seed {seed} 2-bit supernet): {noise}')
         per_seed.append(result)
     result = {'preset': preset.name, 'seeds': seeds, 'claims': sorted(claims), 'train_images': preset.train_images,
@@ -279,7 +281,8 @@ def noise_only(checkpoint: Path, *, candidates: int = 12) -> dict:
     supernet.load_state_dict(load_checkpoint(checkpoint).model)
     prepared = prepare_demo_data(preset, recipe).prepared
     budget = profile(MBV3_LARGE_LIKE, space=recipe.space, num_classes=10).bitops
-    result = _noise(supernet.eval(), budget=budget, prepared=prepared, candidates=candidates, seed=0)
+    result = _noise(supernet.eval(), budget=budget, prepared=prepared, candidates=candidates, seed=0,
+                    mode=recipe.bn_calibration)
     print(json.dumps(result))
     return result
 

@@ -67,9 +67,10 @@ ROWS: list[Row] = [
 ]
 
 
-def _top1(supernet: OQATSupernet, bits: int, calib, test_batches) -> dict[str, float]:
+def _top1(supernet: OQATSupernet, bits: int, calib, test_batches, *, mode: str) -> dict[str, float]:
     space = supernet.space
-    return {which: round(evaluate_subnet(supernet, spec, calib_batches=calib, eval_batches=test_batches())['top1'], 2)
+    return {which: round(evaluate_subnet(supernet, spec, calib_batches=calib, eval_batches=test_batches(),
+                                         mode=mode)['top1'], 2)
             for which, spec in (('largest', space.largest(bits)), ('smallest', space.smallest(bits)))}
 
 
@@ -96,7 +97,8 @@ def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, 
                        float_epochs=row.float_epochs if index == 0 else 0, out_dir=out / row.name / f'w{bits}',
                        ctx=ctx, seed=seed + bits, log_every=10**9)
         if bits in (4, 2):
-            record[f'top1_{bits}bit'] = _top1(supernet, bits, prepared.calib, data.test_batches)
+            record[f'top1_{bits}bit'] = _top1(supernet, bits, prepared.calib, data.test_batches,
+                                              mode=recipe.bn_calibration)
     record['minutes'] = round((time.perf_counter() - start) / 60, 2)
     return record
 

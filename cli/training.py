@@ -292,12 +292,15 @@ def inherit_cmd(src: str, dst: str, bits: int, as_json: bool) -> None:
 @click.option('--calib-images', type=click.IntRange(min=1), default=2000, show_default=True,
               help='Training images used to recalibrate BN statistics.')
 @click.option('--batch-size', type=click.IntRange(min=1), default=250, show_default=True, help='Images per batch.')
+@click.option('--mode', type=click.Choice(['batch', 'population']), default=None,  # evaluation.CALIBRATION_MODES
+              help='batch: average per-batch statistics (the authors\'); population: all images in one forward, '
+                   'what the deployed net sees (more memory). Default: the recipe\'s for the model\'s space.')
 @click.option('--holdout', type=click.IntRange(min=0), default=None,
               help='Held-out images to exclude (default: the recipe\'s).')
 @click.option('--eval/--no-eval', 'do_eval', default=True, help='Evaluate on the validation split afterwards.')
 @_device
 def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | None, calib_images: int,
-                  batch_size: int, holdout: int | None, do_eval: bool, device: str | None) -> None:
+                  batch_size: int, mode: str | None, holdout: int | None, do_eval: bool, device: str | None) -> None:
     """Recalibrate BN statistics of MODEL (or of one subnet of a supernet) and save it to OUT."""
     from oqatnets.evaluation import evaluate
     from oqatnets.spec import SubnetSpec
@@ -313,18 +316,20 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=calib_images,
                                 calib_batch_size=batch_size, split_seed=split_seed)
         model.to(ctx.device)
+        mode = mode or recipe.bn_calibration
         if isinstance(model, OQATSupernet):
             chosen = SubnetSpec.parse(spec) if spec else model.space.largest(model.bits)
-            net = calibrated_subnet(model, chosen, calib_batches=prepared.calib)
+            net = calibrated_subnet(model, chosen, calib_batches=prepared.calib, mode=mode)
         else:
             if spec:
                 raise BadUsage(f'{model_source} is a static network; --spec only applies to supernets')
-            net = calibrate_model(model, calib_batches=prepared.calib, resolution=model.spec.resolution).eval()
+            net = calibrate_model(model, calib_batches=prepared.calib, resolution=model.spec.resolution,
+                                  mode=mode).eval()
         metrics = None
         if do_eval:
             result = evaluate(net, prepared.val_batches(batch_size=batch_size), resolution=net.spec.resolution)
             metrics = {'top1': result['top1'], 'top5': result['top5'],
-                       'source': f'oqat calibrate ({calib_images} training images), {prepared.data.name} val'}
+                       'source': f'oqat calibrate ({calib_images} training images, {mode} mode), {prepared.data.name} val'}
         save_model_folder(net.cpu(), out, data=prepared.data, metrics=metrics)
         _echo(ctx, {'out': out, 'spec': str(net.spec), **(metrics or {})})
     _finish(ctx)

@@ -57,6 +57,29 @@ def test_demo_entries_load_offline_from_the_hub_cache(demo_run):
     assert oqatnets.is_model('oqat_fmnist_2bit_m')
 
 
+@pytest.mark.slow
+def test_demo_entries_carry_the_recipes_bn_calibration(demo_run):
+    from oqatnets.training.calibrate import calibrated_subnet
+    from oqatnets.training.demo import DEMO_PRESETS, demo_recipe, prepare_demo_data
+    out, report = demo_run
+    preset = DEMO_PRESETS['tiny']
+    recipe = demo_recipe(preset)
+    assert recipe.bn_calibration == 'population'
+    calib = prepare_demo_data(preset, recipe).prepared.calib
+    oqatnets.register_zoo_table(out / 'zoo.json')
+    entry = next(e for e in report['entries'] if e['bits'] == 2)
+    published = oqatnets.create_model(entry['entry'], pretrained=True, cache_dir=out / 'hub')
+    supernet = oqatnets.create_model(f'local-dir:{out / "supernet_w2a2" / "supernet"}', pretrained=True)
+    # the pipeline calibrates in the training layout: in another one, float rounding can flip a 2-bit rounding
+    supernet = supernet.to(memory_format=torch.channels_last)
+    spec = published.spec
+    for mode, same in (('population', True), ('batch', False)):
+        again = calibrated_subnet(supernet, spec, calib_batches=calib, mode=mode)
+        close = [torch.allclose(a, b, rtol=1e-4, atol=1e-6) for (name, a), (_, b)
+                 in zip(published.named_buffers(), again.named_buffers()) if name.endswith(('running_mean', 'running_var'))]
+        assert all(close) if same else not all(close), mode
+
+
 def test_demo_refuses_to_overwrite_a_run(demo_run):
     from oqatnets.training.demo import run_demo
     out, _ = demo_run

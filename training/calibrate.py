@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from oqatnets.evaluation import evaluate, recalibrate_bn
+from oqatnets.evaluation import CalibrationMode, evaluate, recalibrate_bn
 from oqatnets.net import OQATNet
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
@@ -38,23 +38,25 @@ def preserved_state(supernet: OQATSupernet) -> Iterator[None]:
 
 
 def evaluate_subnet(supernet: OQATSupernet, spec: SubnetSpec, *, calib_batches: Iterable,
-                    eval_batches: Iterable) -> dict[str, Any]:
-    """Top-1/top-5/loss of ``spec`` taken from ``supernet`` after BN recalibration at its resolution."""
+                    eval_batches: Iterable, mode: CalibrationMode = 'batch') -> dict[str, Any]:
+    """Top-1/top-5/loss of ``spec`` taken from ``supernet`` after BN recalibration (``mode``) at its resolution."""
     with preserved_state(supernet):
         supernet.set_active_subnet(spec)
-        recalibrate_bn(supernet, calib_batches, resolution=spec.resolution)
+        recalibrate_bn(supernet, calib_batches, resolution=spec.resolution, mode=mode)
         return evaluate(supernet, eval_batches, resolution=spec.resolution)
 
 
-def calibrated_subnet(supernet: OQATSupernet, spec: SubnetSpec, *, calib_batches: Iterable) -> OQATNet:
-    """The static :class:`OQATNet` of ``spec`` with recalibrated BN statistics (supernet untouched)."""
+def calibrated_subnet(supernet: OQATSupernet, spec: SubnetSpec, *, calib_batches: Iterable,
+                      mode: CalibrationMode = 'batch') -> OQATNet:
+    """The static :class:`OQATNet` of ``spec`` with BN statistics recalibrated (``mode``); supernet untouched."""
     with preserved_state(supernet):
         supernet.set_active_subnet(spec)
-        recalibrate_bn(supernet, calib_batches, resolution=spec.resolution)
+        recalibrate_bn(supernet, calib_batches, resolution=spec.resolution, mode=mode)
         net = supernet.get_subnet(spec)
     return net.eval()
 
 
-def calibrate_model(model: nn.Module, *, calib_batches: Iterable, resolution: int) -> nn.Module:
+def calibrate_model(model: nn.Module, *, calib_batches: Iterable, resolution: int,
+                    mode: CalibrationMode = 'batch') -> nn.Module:
     """Recalibrate a static network's BN statistics in place (``oqat calibrate`` on a zoo model)."""
-    return recalibrate_bn(model, calib_batches, resolution=resolution)
+    return recalibrate_bn(model, calib_batches, resolution=resolution, mode=mode)

@@ -229,8 +229,8 @@ def _train_supernets(
             supernet = inherit_bits(supernets[-1], bits)
             checks = {}
             for which, spec in (('largest', supernet.space.largest(bits)), ('smallest', supernet.space.smallest(bits))):
-                checks[which] = round(evaluate_subnet(supernet, spec, calib_batches=prepared.calib,
-                                                      eval_batches=search_batches)['top1'], 2)
+                checks[which] = round(evaluate_subnet(supernet, spec, calib_batches=prepared.calib, eval_batches=search_batches,
+                                                      mode=recipe.bn_calibration)['top1'], 2)
             inheritance[f'{bits}bit_before_training'] = checks
             _log(f'inherited {bits}-bit supernet before training (held-out top-1): {checks}')
         run_dir = out / f'supernet_w{bits}a{bits}'

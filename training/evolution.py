@@ -22,7 +22,7 @@ import torch
 
 from oqatnets.costs import profile
 from oqatnets.errors import InvalidArgumentError
-from oqatnets.evaluation import resize_batch
+from oqatnets.evaluation import CalibrationMode, resize_batch
 from oqatnets.spec import SearchSpace, SubnetSpec
 from oqatnets.supernet import OQATSupernet
 
@@ -236,19 +236,21 @@ def resolve_budgets(text: str, *, space: SearchSpace, bits: int, metric: BudgetM
     return budgets
 
 
-def supernet_fitness(supernet: OQATSupernet, *, calib_batches: Iterable, eval_batches: Iterable) -> Callable[[SubnetSpec], float]:
-    """Top-1 (%) on ``eval_batches`` of a spec taken from ``supernet`` after BN recalibration."""
+def supernet_fitness(supernet: OQATSupernet, *, calib_batches: Iterable, eval_batches: Iterable,
+                     mode: CalibrationMode = 'batch') -> Callable[[SubnetSpec], float]:
+    """Top-1 (%) on ``eval_batches`` of a spec taken from ``supernet`` after BN recalibration (``mode``)."""
     def fitness(spec: SubnetSpec) -> float:
-        return evaluate_subnet(supernet, spec, calib_batches=calib_batches, eval_batches=eval_batches)['top1']
+        return evaluate_subnet(supernet, spec, calib_batches=calib_batches, eval_batches=eval_batches,
+                               mode=mode)['top1']
     return fitness
 
 
 
 @torch.no_grad()
 def correct_per_image(supernet: OQATSupernet, spec: SubnetSpec, *, calib_batches: Iterable,
-                      eval_batches: Iterable) -> torch.Tensor:
-    """Whether ``spec`` (BN recalibrated) classifies each image of ``eval_batches`` right, in order."""
-    net = calibrated_subnet(supernet, spec, calib_batches=calib_batches)
+                      eval_batches: Iterable, mode: CalibrationMode = 'batch') -> torch.Tensor:
+    """Whether ``spec`` (BN recalibrated, ``mode``) classifies each image of ``eval_batches`` right, in order."""
+    net = calibrated_subnet(supernet, spec, calib_batches=calib_batches, mode=mode)
     device = next(net.parameters()).device
     hits = [net(resize_batch(images.to(device), spec.resolution)).argmax(1).cpu() == target
             for images, target in eval_batches]

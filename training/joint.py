@@ -125,7 +125,8 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
             return {'bits': supernet.bits}
         out: dict[str, Any] = {'bits': supernet.bits}
         for name, spec in (('largest', space.largest(supernet.bits)), ('smallest', space.smallest(supernet.bits))):
-            result = evaluate_subnet(supernet, spec, calib_batches=calib_batches, eval_batches=eval_batches)
+            result = evaluate_subnet(supernet, spec, calib_batches=calib_batches, eval_batches=eval_batches,
+                                     mode=recipe.bn_calibration)
             out[f'{name}_top1'] = round(result['top1'], 3)
         return out
 

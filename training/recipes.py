@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from oqatnets.errors import InvalidArgumentError
+from oqatnets.evaluation import CALIBRATION_MODES
 
 __all__ = ['Recipe', 'RECIPES', 'get_recipe', 'list_recipes', 'recipe_for_space', 'SPLIT_SEED']
 
@@ -41,6 +42,10 @@ class Recipe:
     holdout_images: int = 5000  # training images kept out of training, for the search
     calib_images: int = 2000  # fixed training images for BN recalibration (the authors' number)
     calib_batch_size: int = 256
+    # how every subnet's BN statistics are recalibrated (recalibrate_bn's modes): 'population' (all
+    # calibration images in one forward) computes what the deployed net sees; 'batch' (the authors')
+    # swings 2-bit top-1 by up to 10 points with the draw of images (docs/TRAINING.md)
+    bn_calibration: str = 'population'
     population: int = 32
     generations: int = 10
     mutation_prob: float = 0.2
@@ -58,6 +63,9 @@ class Recipe:
                 raise InvalidArgumentError(f'Recipe.{name} must not be negative, got {getattr(self, name)}')
         if self.quant_lr_factor <= 0:
             raise InvalidArgumentError(f'Recipe.quant_lr_factor must be positive, got {self.quant_lr_factor}')
+        if self.bn_calibration not in CALIBRATION_MODES:
+            raise InvalidArgumentError(f'Recipe.bn_calibration must be one of {", ".join(CALIBRATION_MODES)}, '
+                                       f'got {self.bn_calibration!r}')
         if self.lr <= 0:
             raise InvalidArgumentError(f'Recipe.lr must be positive, got {self.lr}')
 
@@ -83,7 +91,7 @@ RECIPES: dict[str, Recipe] = {
     # The float phase is the float OFA supernet itself: start with --init ofa:PATH (float_epochs 0).
     'imagenet': Recipe(space='imagenet', batch_size=256, lr=0.1, warmup_epochs=2.0, epochs=40,
                        inherit_epochs=20, float_epochs=0, holdout_images=10000, calib_images=2000,
-                       calib_batch_size=100, population=100, generations=20),
+                       calib_batch_size=100, bn_calibration='batch', population=100, generations=20),
     # Fashion-MNIST on 2 CPU cores: a few epochs, one random subnet per sandwich, a short search.
     # A float epoch first, then 3 quantized (same 4 in all): the float phase won every equal-epoch
     # comparison of benchmarks/bench_recipe.py on the smallest subnet, and at the demo's shape on all.

@@ -56,7 +56,8 @@ def _point(spec: SubnetSpec, top1: float, *, supernet: OQATSupernet) -> dict[str
 def search_supernet(supernet: OQATSupernet, *, budgets: list[float], metric: BudgetMetric, recipe: Recipe,
                     calib_batches: Iterable, eval_batches: Iterable, seed: int, progress: bool = True) -> dict[str, Any]:
     """Evolutionary search of one supernet at every budget; returns chosen points and the front."""
-    fitness = CachedFitness(supernet_fitness(supernet, calib_batches=calib_batches, eval_batches=eval_batches))
+    fitness = CachedFitness(supernet_fitness(supernet, calib_batches=calib_batches, eval_batches=eval_batches,
+                                             mode=recipe.bn_calibration))
     bar = tqdm(total=len(budgets) * recipe.population * (recipe.generations + 1), leave=False, dynamic_ncols=True,
                desc=f'search {supernet.bits}-bit', disable=not progress)
 
@@ -140,7 +141,7 @@ def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, 
         if save_entries:
             for point in result['chosen']:
                 spec = SubnetSpec.parse(point['spec'])
-                net = calibrated_subnet(supernet, spec, calib_batches=calib_batches)
+                net = calibrated_subnet(supernet, spec, calib_batches=calib_batches, mode=recipe.bn_calibration)
                 if test_batches is not None:
                     with timer.stage('test_eval'):
                         test = evaluate(net, test_batches, resolution=spec.resolution)
