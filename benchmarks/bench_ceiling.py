@@ -78,6 +78,7 @@ def run(demo_dir: Path, *, bits_list: list[int], seeds: list[int]) -> dict[str, 
     ctx = init_distributed(device='cpu')
     entries = {e['entry']: e for e in report['entries']}
     rows, start = [], time.perf_counter()
+    trained: dict[tuple[str, int], float] = {}
     for bits in bits_list:
         phases = schedule(recipe.float_epochs, preset.epochs, bits)
         for size in SIZES:
@@ -85,9 +86,12 @@ def run(demo_dir: Path, *, bits_list: list[int], seeds: list[int]) -> dict[str, 
             spec = SubnetSpec.parse(entry['spec'])
             alone = []
             for seed in seeds:
-                with tempfile.TemporaryDirectory() as work:
-                    alone.append(train_alone(spec, phases=phases, prepared=demo_data.prepared, recipe=recipe, test=test,
-                                             ctx=ctx, seed=seed, work=Path(work)))
+                if (str(spec), seed) not in trained:  # two budgets can choose the same subnet
+                    with tempfile.TemporaryDirectory() as work:
+                        trained[str(spec), seed] = train_alone(spec, phases=phases, prepared=demo_data.prepared,
+                                                               recipe=recipe, test=test, ctx=ctx, seed=seed,
+                                                               work=Path(work))
+                alone.append(trained[str(spec), seed])
                 _log(f'{bits}-bit {size.upper()} seed {seed}: alone {alone[-1]:.2f} (entry {entry["top1"]:.2f})')
             row = {'bits': bits, 'entry': entry['entry'], 'spec': str(spec),
                    'bitops_g': round(profile(spec, space=recipe.space, num_classes=10).bitops, 5),
