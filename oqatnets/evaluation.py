@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn as nn
@@ -15,7 +15,7 @@ from .errors import InvalidArgumentError
 __all__ = ['recalibrate_bn', 'evaluate', 'resize_batch', 'accuracy_counts', 'CalibrationMode', 'CALIBRATION_MODES']
 
 CalibrationMode = Literal['batch', 'population']
-CALIBRATION_MODES: tuple[str, ...] = ('batch', 'population')
+CALIBRATION_MODES: tuple[str, ...] = get_args(CalibrationMode)
 
 
 def resize_batch(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
