@@ -29,11 +29,12 @@ import torch
 
 from oqatnets import SubnetSpec
 from oqatnets.data import CALIBRATION_SEED
+from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import CALIBRATION_MODES, evaluate
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import calibrated_subnet, evaluate_subnet
 from oqatnets.training.datasets import calibration_batches, eval_view
-from oqatnets.training.demo import DEMO_PRESETS, SIZES, demo_recipe, prepare_demo_data, ran_preset, report_supernet_dirs
+from oqatnets.training.demo import SIZES, demo_recipe, load_finished_run, prepare_demo_data, report_supernet_dirs
 
 # the calibration forward's float summation order: memory layout (training runs channels-last) and threads
 NUMERICS = (('NCHW', torch.contiguous_format, 1), ('NCHW', torch.contiguous_format, 2),
@@ -67,10 +68,7 @@ def _numerics_top1(supernet, spec: SubnetSpec, *, calib, test, layout: torch.mem
 
 def run(demo_dir: Path, *, bits_list: list[int], sizes: list[int | None], draws: int,
         modes: tuple[str, ...] = CALIBRATION_MODES, numerics: bool = True) -> dict[str, Any]:
-    report = json.loads((demo_dir / 'report.json').read_text())
-    preset = DEMO_PRESETS.get(report['preset']['name'])
-    if preset is None or not ran_preset(report, preset):
-        raise SystemExit(f'{demo_dir} ran a preset this version does not have; rerun `make demo`')
+    report, preset = load_finished_run(demo_dir)
     recipe = demo_recipe(preset)
     demo_data = prepare_demo_data(preset, recipe)
     prepared = demo_data.prepared
@@ -143,8 +141,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help='also recalibrate on the pipeline\'s own images in NCHW and channels-last, 1 and 2 threads')
     parser.add_argument('--out', type=Path, default=Path('runs/bench/calibration.json'))
     args = parser.parse_args(argv)
-    if not (args.demo_dir / 'report.json').is_file():
-        parser.error(f'--demo-dir {args.demo_dir}: no report.json there; run `make demo` first')
+    try:
+        load_finished_run(args.demo_dir)  # a missing or foreign run is refused in one line, before any work
+    except InvalidArgumentError as exc:
+        parser.error(f'--demo-dir: {exc}')
     modes = tuple(m.strip() for m in args.modes.split(',') if m.strip())
     if not modes or not set(modes) <= set(CALIBRATION_MODES):
         parser.error(f'--modes {args.modes!r}: choose among {", ".join(CALIBRATION_MODES)}')

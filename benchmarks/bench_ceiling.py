@@ -26,9 +26,10 @@ from typing import Any
 import torch
 
 from oqatnets import OQATNet, SubnetSpec, profile
+from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.quant import FLOAT_BITS, set_bits
-from oqatnets.training.demo import DEMO_PRESETS, SIZES, demo_recipe, prepare_demo_data, ran_preset
+from oqatnets.training.demo import SIZES, demo_recipe, load_finished_run, prepare_demo_data
 from oqatnets.training.distributed import init_distributed
 from oqatnets.training.finetune import finetune
 from oqatnets.training.inherit import inherit_bits
@@ -68,10 +69,7 @@ def train_alone(spec: SubnetSpec, *, phases: list[tuple[int, int]], prepared, re
 
 
 def run(demo_dir: Path, *, bits_list: list[int], seeds: list[int]) -> dict[str, Any]:
-    report = json.loads((demo_dir / 'report.json').read_text())
-    preset = DEMO_PRESETS.get(report['preset']['name'])
-    if preset is None or not ran_preset(report, preset):
-        raise SystemExit(f'{demo_dir} ran a preset this version does not have; rerun `make demo`')
+    report, preset = load_finished_run(demo_dir)
     recipe = demo_recipe(preset)
     demo_data = prepare_demo_data(preset, recipe)
     test = list(demo_data.test_batches())
@@ -125,6 +123,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bits_list = [int(b) for b in args.bits.split(',') if b.strip()]
     if not bits_list or not set(bits_list) <= set(PIPELINE_BITS):
         parser.error(f'--bits {args.bits!r}: choose among {PIPELINE_BITS}')
+    try:
+        load_finished_run(args.demo_dir)  # a missing or foreign run is refused in one line, before any work
+    except InvalidArgumentError as exc:
+        parser.error(f'--demo-dir: {exc}')
     result = run(args.demo_dir, bits_list=bits_list, seeds=[int(s) for s in args.seeds.split(',') if s.strip()])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + '\n')

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import oqatnets
-from oqatnets.errors import DataError
+from oqatnets.errors import DataError, InvalidArgumentError
 
 
 @pytest.fixture(scope='module')
@@ -78,6 +78,22 @@ def test_demo_entries_carry_the_recipes_bn_calibration(demo_run):
         close = [torch.allclose(a, b, rtol=1e-4, atol=1e-6) for (name, a), (_, b)
                  in zip(published.named_buffers(), again.named_buffers()) if name.endswith(('running_mean', 'running_var'))]
         assert all(close) if same else not all(close), mode
+
+
+def test_load_finished_run_refuses_what_it_cannot_analyse(demo_run, tmp_path):
+    from oqatnets.training.demo import DEMO_PRESETS, load_finished_run
+    out, report = demo_run
+    loaded, preset = load_finished_run(out)
+    assert preset == DEMO_PRESETS['tiny'] and loaded['entries'] == report['entries']
+    with pytest.raises(InvalidArgumentError, match=r'no report\.json there'):
+        load_finished_run(tmp_path)
+    stopped = {k: v for k, v in loaded.items() if k != 'entries'}
+    (tmp_path / 'report.json').write_text(json.dumps({**stopped, 'stopped_after': 'training'}))
+    with pytest.raises(InvalidArgumentError, match='stopped after training'):
+        load_finished_run(tmp_path)
+    (tmp_path / 'report.json').write_text(json.dumps({**loaded, 'preset': {**loaded['preset'], 'train_images': 1}}))
+    with pytest.raises(InvalidArgumentError, match='ran a preset this version does not have'):
+        load_finished_run(tmp_path)
 
 
 def test_demo_refuses_to_overwrite_a_run(demo_run):

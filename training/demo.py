@@ -39,7 +39,7 @@ from .recipes import SPLIT_SEED, Recipe, get_recipe
 from .search import run_search
 
 __all__ = ['DemoPreset', 'DEMO_PRESETS', 'DemoData', 'demo_recipe', 'prepare_demo_data', 'run_demo', 'format_table',
-           'ran_preset', 'report_supernet_dirs', 'SIZES', 'ZOO_PREFIX']
+           'ran_preset', 'report_supernet_dirs', 'load_finished_run', 'SIZES', 'ZOO_PREFIX']
 
 ZOO_PREFIX = 'oqat_fmnist'
 SIZES = ('s', 'm', 'l')
@@ -199,6 +199,20 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
 def ran_preset(report: dict[str, Any], preset: DemoPreset) -> bool:
     """Whether a demo ``report.json`` records ``preset`` (:func:`run_demo` writes it as ``asdict``)."""
     return report['preset'] == json.loads(json.dumps(asdict(preset)))
+
+
+def load_finished_run(run_dir: 'str | os.PathLike') -> tuple[dict[str, Any], DemoPreset]:
+    """A finished demo run's ``report.json`` and the preset it ran, for analyses of the run."""
+    path = Path(run_dir) / 'report.json'
+    if not path.is_file():
+        raise InvalidArgumentError(f'{run_dir}: no report.json there; run `make demo` (or `oqat demo --out {run_dir}`) first')
+    report = json.loads(path.read_text())
+    preset = DEMO_PRESETS.get(report['preset']['name'])
+    if preset is None or not ran_preset(report, preset):
+        raise InvalidArgumentError(f'{run_dir} ran a preset this version does not have; run the demo again')
+    if 'entries' not in report:
+        raise InvalidArgumentError(f'{run_dir} stopped after {report.get("stopped_after")}; it has no searched entries')
+    return report, preset
 
 
 def report_supernet_dirs(run_dir: 'str | os.PathLike', report: dict[str, Any]) -> dict[int, Path]:
