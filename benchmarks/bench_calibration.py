@@ -35,6 +35,7 @@ from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import calibrated_subnet, evaluate_subnet
 from oqatnets.training.datasets import calibration_batches, eval_view
 from oqatnets.training.demo import SIZES, demo_recipe, load_finished_run, prepare_demo_data, report_supernet_dirs
+from oqatnets.training.metrics import write_json
 
 # the calibration forward's float summation order: memory layout (training runs channels-last) and threads
 NUMERICS = (('NCHW', torch.contiguous_format, 1), ('NCHW', torch.contiguous_format, 2),
@@ -150,8 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f'--modes {args.modes!r}: choose among {", ".join(CALIBRATION_MODES)}')
     result = run(args.demo_dir, bits_list=[int(b) for b in args.bits.split(',')], sizes=args.sizes, draws=args.draws,
                  modes=modes, numerics=args.numerics)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + '\n')
+    write_json(args.out, result)
     print(markdown(result))
     return result
 

@@ -33,6 +33,7 @@ from oqatnets.training.demo import SIZES, demo_recipe, load_finished_run, prepar
 from oqatnets.training.distributed import init_distributed
 from oqatnets.training.finetune import finetune
 from oqatnets.training.inherit import inherit_bits
+from oqatnets.training.metrics import write_json
 
 PIPELINE_BITS = (4, 3, 2)
 
@@ -128,8 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except InvalidArgumentError as exc:
         parser.error(f'--demo-dir: {exc}')
     result = run(args.demo_dir, bits_list=bits_list, seeds=[int(s) for s in args.seeds.split(',') if s.strip()])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + '\n')
+    write_json(args.out, result)
     print(markdown(result))
     return result
 
