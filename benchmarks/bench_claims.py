@@ -18,7 +18,7 @@ chunks) and says how many held-out images the ranking needs. ``--claims`` picks 
 run (claim 1 alone is the pipeline, one search and one baseline per seed: about a third of the time).
 
     python benchmarks/bench_claims.py [--quick] [--seeds 0,1,2] [--claims 1,2,3] [--demo-dir runs/demo]
-        [--out runs/bench/claims]
+        [--out runs/bench/claims] [--reevaluate]
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from oqatnets import OQATNet, OQATSupernet, SubnetSpec, profile
-from oqatnets.evaluation import evaluate, recalibrate_bn
+from oqatnets.evaluation import CALIBRATION_MODES, evaluate, recalibrate_bn
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import evaluate_subnet
 from oqatnets.training.checkpoint import load_checkpoint
@@ -43,6 +43,7 @@ from oqatnets.training.distributed import init_distributed
 from oqatnets.training.evolution import ConstrainedSampler, correct_per_image, fitness_noise
 from oqatnets.training.finetune import finetune
 from oqatnets.training.joint import train_supernet
+from oqatnets.training.metrics import write_json
 from oqatnets.training.search import search_supernet
 
 # MobileNetV3-Large's stages mapped onto the space's choices (its 2.5/2.3 expansions → 3).
@@ -59,7 +60,8 @@ def _log(message: str) -> None:
     print(f'[bench claims {time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
-def _supernets(preset: DemoPreset, demo_dirs: list[Path], out: Path, *, seed: int) -> dict[int, OQATSupernet]:
+def _supernets(preset: DemoPreset, demo_dirs: list[Path], out: Path, *, seed: int,
+               train_missing: bool = True) -> dict[int, OQATSupernet]:
     """The demo pipeline's 4/3/2-bit supernets: those of the first of ``demo_dirs`` (or of an earlier
     run's ``out/pipeline``) whose report says it ran this preset with this seed, else trained here."""
     for folder in [*demo_dirs, out / 'pipeline']:
@@ -72,6 +74,8 @@ def _supernets(preset: DemoPreset, demo_dirs: list[Path], out: Path, *, seed: in
             break
         _log(f'{folder} ran another preset or seed')
     else:
+        if not train_missing:
+            raise SystemExit(f'no --demo-dir ran the {preset.name} preset with seed {seed}; pass the one the claims used')
         folder = out / 'pipeline'
         report = run_demo(folder, preset=preset, seed=seed, stop_after_training=True, overwrite=True)
     return {bits: load_supernet(str(path)) for bits, path in report_supernet_dirs(folder, report).items()}
@@ -124,7 +128,7 @@ def run_seed(*, preset: DemoPreset, seed: int, demo_dirs: list[Path], out: Path,
                                                 ctx=ctx, out=out, epochs=total_epochs, evaluate_on_test=from_supernet,
                                                 test_batches=test_batches)
     if claims & {2, 3}:
-        subnets = {'smallest': inherited.space.smallest(2), 'middle': MIDDLE, 'largest': inherited.space.largest(2)}
+        subnets = _claim_subnets(inherited)
         from_inherited = {name: from_supernet(inherited, spec) for name, spec in subnets.items()}
     if 2 in claims:
         result['claim2_inheritance_vs_scratch'] = _claim2(subnets, from_inherited, seed=seed, prepared=prepared,
@@ -140,6 +144,39 @@ def run_seed(*, preset: DemoPreset, seed: int, demo_dirs: list[Path], out: Path,
         _log(f'seed {seed}, claim 3: {claim3}')
         result['claim3_shared_steps_vs_alone'] = claim3
     return result
+
+
+def _claim_subnets(supernet: OQATSupernet) -> dict[str, SubnetSpec]:
+    """The three subnets claims 2 and 3 compare."""
+    return {'smallest': supernet.space.smallest(2), 'middle': MIDDLE, 'largest': supernet.space.largest(2)}
+
+
+def reevaluate(out: Path, *, demo_dirs: list[Path], seeds: list[int]) -> list[dict[str, Any]]:
+    """Claims 2 and 3 again from an earlier run's nets (checkpoints under ``out``), no training: each
+    net evaluated after BN recalibration in every mode, so a change of calibration is measured alone."""
+    preset = DEMO_PRESETS['default']
+    recipe = demo_recipe(preset)
+    demo_data = prepare_demo_data(preset, recipe)
+    prepared, test = demo_data.prepared, list(demo_data.test_batches())
+    rows = []
+    for seed in seeds:
+        seed_dir = out / f'seed{seed}'
+        inherited = _supernets(preset, demo_dirs, seed_dir, seed=seed, train_missing=False)[2]
+        scratch = OQATSupernet(space=recipe.space, bits=2, num_classes=prepared.data.num_classes)
+        scratch.load_state_dict(load_checkpoint(seed_dir / 'supernet_w2a2_scratch' / 'checkpoint.pt').model)
+        for name, spec in _claim_subnets(inherited).items():
+            alone = OQATNet(spec, space=recipe.space, num_classes=prepared.data.num_classes)
+            alone.load_state_dict(load_checkpoint(seed_dir / f'alone_{name}' / 'checkpoint.pt').model)
+            for mode in CALIBRATION_MODES:
+                recalibrate_bn(alone, prepared.calib, resolution=spec.resolution, mode=mode)
+                row = {'seed': seed, 'subnet': name, 'mode': mode, **{
+                    which: round(evaluate_subnet(net, spec, calib_batches=prepared.calib, eval_batches=test,
+                                                 mode=mode)['top1'], 2)
+                    for which, net in (('inherited_top1', inherited), ('scratch_top1', scratch))},
+                    'alone_top1': round(evaluate(alone, test, resolution=spec.resolution)['top1'], 2)}
+                _log(json.dumps(row))
+                rows.append(row)
+    return rows
 
 
 def _claim1(inherited: OQATSupernet, *, seed: int, prepared, recipe, ctx, out: Path, epochs: int,
@@ -306,12 +343,18 @@ def main(argv: list[str] | None = None) -> dict:
                              '3: shared steps)')
     parser.add_argument('--noise-only', type=Path, default=None, metavar='CHECKPOINT',
                         help='only measure the search fitness noise on this 2-bit small-space checkpoint.pt')
+    parser.add_argument('--reevaluate', action='store_true',
+                        help='no training: evaluate the claims-2/3 nets of an earlier --out in every BN-calibration mode')
     parser.add_argument('--out', type=Path, default=None)
     args = parser.parse_args(argv)
     if args.noise_only is not None:
         return noise_only(args.noise_only)
     out = args.out or Path('runs/bench') / ('claims-quick' if args.quick else 'claims')
     seeds = [int(x) for x in args.seeds.split(',') if x.strip()]
+    if args.reevaluate:
+        rows = reevaluate(out, demo_dirs=args.demo_dir or [Path('runs/demo')], seeds=seeds)
+        write_json(out / 'claims23_by_calibration_mode.json', rows)
+        return {'rows': rows}
     result = run(quick=args.quick, demo_dirs=args.demo_dir or [Path('runs/demo')], out=out, seeds=seeds, claims=args.claims)
     print(markdown(result))
     return result
