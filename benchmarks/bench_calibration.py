@@ -30,7 +30,7 @@ import torch
 from oqatnets import SubnetSpec
 from oqatnets.data import CALIBRATION_SEED
 from oqatnets.errors import InvalidArgumentError
-from oqatnets.evaluation import CALIBRATION_MODES, evaluate
+from oqatnets.evaluation import CALIBRATION_MODES, CalibrationMode, evaluate
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import calibrated_subnet, evaluate_subnet
 from oqatnets.training.datasets import calibration_batches, eval_view
@@ -52,7 +52,7 @@ def _subnets(report: dict[str, Any], supernet, bits: int) -> dict[str, SubnetSpe
 
 
 def _numerics_top1(supernet, spec: SubnetSpec, *, calib, test, layout: torch.memory_format, threads: int,
-                   mode: str) -> float:
+                   mode: CalibrationMode) -> float:
     """Test top-1 after recalibrating on ``calib`` with the forward in ``layout`` on ``threads`` threads;
     the test pass is the same every time (NCHW, the process's threads), so only the calibration differs."""
     default = torch.get_num_threads()

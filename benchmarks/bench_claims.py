@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from oqatnets import OQATNet, OQATSupernet, SubnetSpec, profile
-from oqatnets.evaluation import CALIBRATION_MODES, evaluate, recalibrate_bn
+from oqatnets.evaluation import CALIBRATION_MODES, CalibrationMode, evaluate, recalibrate_bn
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import evaluate_subnet
 from oqatnets.training.checkpoint import load_checkpoint
@@ -94,7 +94,7 @@ def _train_static(spec: SubnetSpec, *, name: str, prepared, recipe, epochs: int,
 
 
 def _noise(supernet: OQATSupernet, *, budget: float, prepared, candidates: int, seed: int,
-           mode: str) -> dict[str, Any]:
+           mode: CalibrationMode) -> dict[str, Any]:
     """The search fitness's noise on ``supernet``: random candidates within ``budget``, all held-out images."""
     sampler = ConstrainedSampler(supernet.space, supernet.bits, budget=budget, metric='bitops', num_classes=10)
     rng = random.Random(seed)

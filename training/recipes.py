@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from oqatnets.errors import InvalidArgumentError
-from oqatnets.evaluation import CALIBRATION_MODES
+from oqatnets.evaluation import CALIBRATION_MODES, CalibrationMode
 
 __all__ = ['Recipe', 'RECIPES', 'get_recipe', 'list_recipes', 'recipe_for_space', 'SPLIT_SEED']
 
@@ -45,7 +45,7 @@ class Recipe:
     # how every subnet's BN statistics are recalibrated (recalibrate_bn's modes): 'population' (all
     # calibration images in one forward) computes what the deployed net sees; 'batch' (the authors')
     # swings 2-bit top-1 by up to 10 points with the draw of images (docs/TRAINING.md)
-    bn_calibration: str = 'population'
+    bn_calibration: CalibrationMode = 'population'
     population: int = 32
     generations: int = 10
     mutation_prob: float = 0.2
