@@ -10,8 +10,14 @@ images, beside the entry's published top-1. A floor that the spec misses even al
 reach for any weight-sharing recipe with this many steps; an entry far under its spec's ceiling
 shows what sharing costs it.
 
+``--finetune-epochs N`` measures what closes that gap after the search: each entry, taken from its
+supernet with the recipe's BN calibration, trained alone for N more epochs at its bit-width (the
+recipe's finetune LR; ``--teacher largest`` adds in-place-style distillation from the supernet's
+largest subnet at the same bits; ``--finetune-lr`` another peak LR), recalibrated and tested the same
+way. ``--no-alone`` skips the training from scratch.
+
     python benchmarks/bench_ceiling.py [--demo-dir runs/demo] [--bits 4,2] [--seeds 0,1,2]
-        [--out runs/bench/ceiling.json]
+        [--finetune-epochs 1] [--finetune-lr LR] [--teacher none|largest] [--no-alone] [--out runs/bench/ceiling.json]
 """
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +37,9 @@ from oqatnets import OQATNet, SubnetSpec, profile
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.quant import FLOAT_BITS, set_bits
-from oqatnets.training.demo import SIZES, demo_recipe, load_finished_run, prepare_demo_data
+from oqatnets.training.artifacts import load_supernet
+from oqatnets.training.calibrate import calibrated_subnet
+from oqatnets.training.demo import SIZES, demo_recipe, load_finished_run, prepare_demo_data, report_supernet_dirs
 from oqatnets.training.distributed import init_distributed
 from oqatnets.training.finetune import finetune
 from oqatnets.training.inherit import inherit_bits
@@ -69,48 +79,83 @@ def train_alone(spec: SubnetSpec, *, phases: list[tuple[int, int]], prepared, re
     return round(evaluate(net, test, resolution=spec.resolution)['top1'], 2)
 
 
-def run(demo_dir: Path, *, bits_list: list[int], seeds: list[int]) -> dict[str, Any]:
+def finetune_entry(supernet, spec: SubnetSpec, *, epochs: int, lr: float, teacher: bool, prepared, recipe, test, ctx,
+                   seed: int, work: Path) -> float:
+    """Test top-1 of ``spec`` taken from ``supernet`` (calibrated as published), then trained ``epochs`` alone."""
+    net = calibrated_subnet(supernet, spec, calib_batches=prepared.calib, mode=recipe.bn_calibration)
+    guide = (calibrated_subnet(supernet, supernet.space.largest(spec.bits), calib_batches=prepared.calib,
+                               mode=recipe.bn_calibration) if teacher else None)
+    finetune(model=net, train_set=prepared.training_set(augment=recipe.augment), recipe=recipe, epochs=epochs,
+             resolution=spec.resolution, out_dir=work, ctx=ctx, lr=lr, teacher=guide, kd_ratio=recipe.kd_ratio,
+             kd_temperature=recipe.kd_temperature, seed=seed)
+    recalibrate_bn(net, prepared.calib, resolution=spec.resolution, mode=recipe.bn_calibration)
+    return round(evaluate(net, test, resolution=spec.resolution)['top1'], 2)
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {'mean': round(statistics.mean(values), 2),
+            'std': round(statistics.stdev(values), 2) if len(values) > 1 else 0.0}
+
+
+def run(demo_dir: Path, *, bits_list: list[int], seeds: list[int], alone: bool = True, finetune_epochs: int = 0,
+        finetune_lr: float | None = None, teacher: bool = False) -> dict[str, Any]:
     report, preset = load_finished_run(demo_dir)
     recipe = demo_recipe(preset)
+    finetune_lr = recipe.finetune_lr if finetune_lr is None else finetune_lr
     demo_data = prepare_demo_data(preset, recipe)
     test = list(demo_data.test_batches())
     ctx = init_distributed(device='cpu')
     entries = {e['entry']: e for e in report['entries']}
+    supernet_dirs = report_supernet_dirs(demo_dir, report)
     rows, start = [], time.perf_counter()
-    trained: dict[tuple[str, int], float] = {}
+    done: dict[tuple[str, str, int], float] = {}  # two budgets can choose the same subnet
+
+    def per_seed(kind: str, spec: SubnetSpec, train: Callable[..., float], **kwargs: Any) -> list[float]:
+        for seed in seeds:
+            if (kind, str(spec), seed) not in done:
+                with tempfile.TemporaryDirectory() as work:
+                    done[kind, str(spec), seed] = train(spec, seed=seed, work=Path(work), **kwargs)
+        return [done[kind, str(spec), seed] for seed in seeds]
+
+    common = {'prepared': demo_data.prepared, 'recipe': recipe, 'test': test, 'ctx': ctx}
     for bits in bits_list:
         phases = schedule(recipe.float_epochs, preset.epochs, bits)
+        supernet = load_supernet(str(supernet_dirs[bits])) if finetune_epochs else None
         for size in SIZES:
             entry = entries[f'oqat_fmnist_{bits}bit_{size}']
             spec = SubnetSpec.parse(entry['spec'])
-            alone = []
-            for seed in seeds:
-                if (str(spec), seed) not in trained:  # two budgets can choose the same subnet
-                    with tempfile.TemporaryDirectory() as work:
-                        trained[str(spec), seed] = train_alone(spec, phases=phases, prepared=demo_data.prepared,
-                                                               recipe=recipe, test=test, ctx=ctx, seed=seed,
-                                                               work=Path(work))
-                alone.append(trained[str(spec), seed])
-                _log(f'{bits}-bit {size.upper()} seed {seed}: alone {alone[-1]:.2f} (entry {entry["top1"]:.2f})')
-            row = {'bits': bits, 'entry': entry['entry'], 'spec': str(spec),
-                   'bitops_g': round(profile(spec, space=recipe.space, num_classes=10).bitops, 5),
-                   'phases': phases, 'entry_top1': entry['top1'], 'alone_top1_per_seed': alone,
-                   'alone_mean': round(statistics.mean(alone), 2),
-                   'alone_std': round(statistics.stdev(alone), 2) if len(alone) > 1 else 0.0}
-            print(json.dumps(row), flush=True)
+            row: dict[str, Any] = {'bits': bits, 'entry': entry['entry'], 'spec': str(spec),
+                                   'bitops_g': round(profile(spec, space=recipe.space, num_classes=10).bitops, 5),
+                                   'phases': phases, 'entry_top1': entry['top1']}
+            if alone:
+                row['alone_top1_per_seed'] = per_seed('alone', spec, train_alone, phases=phases, **common)
+                row.update({f'alone_{k}': v for k, v in _summary(row['alone_top1_per_seed']).items()})
+            if finetune_epochs:
+                row['finetuned_top1_per_seed'] = per_seed('finetuned', spec, partial(finetune_entry, supernet),
+                                                          epochs=finetune_epochs, lr=finetune_lr, teacher=teacher,
+                                                          **common)
+                row.update({f'finetuned_{k}': v for k, v in _summary(row['finetuned_top1_per_seed']).items()})
+            _log(f'{bits}-bit {size.upper()}: {json.dumps(row)}')
             rows.append(row)
     return {'demo_dir': str(demo_dir), 'preset': preset.name, 'demo_seed': report.get('seed'), 'seeds': seeds,
+            'finetune': {'epochs': finetune_epochs, 'lr': finetune_lr,
+                         'teacher': 'largest' if teacher else None} if finetune_epochs else None,
             'test_images': sum(len(y) for _, y in test), 'rows': rows, 'seconds': round(time.perf_counter() - start, 1)}
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ['| entry | BitOPs (G) | schedule (bits × epochs) | published entry | alone, per seed | alone mean ± std |',
-             '|---|---|---|---|---|---|']
+    columns = [('alone', 'alone'), ('finetuned', 'entry finetuned')]
+    columns = [(key, title) for key, title in columns if result['rows'] and f'{key}_mean' in result['rows'][0]]
+    lines = ['| entry | BitOPs (G) | schedule (bits × epochs) | published entry | '
+             + ' | '.join(f'{title}, per seed | {title} mean ± std' for _, title in columns) + ' |',
+             '|---|---|---|---|' + '---|---|' * len(columns)]
     for r in result['rows']:
         phases = ' → '.join(f"{'float' if b == FLOAT_BITS else f'{b}-bit'} × {e}" for b, e in r['phases'])
-        per_seed = ' / '.join(f'{t:.2f}' for t in r['alone_top1_per_seed'])
-        lines.append(f"| {r['entry']} | {r['bitops_g']:.4f} | {phases} | {r['entry_top1']:.2f} | {per_seed} | "
-                     f"{r['alone_mean']:.2f} ± {r['alone_std']:.2f} |")
+        cells = [f"{r['entry']}", f"{r['bitops_g']:.4f}", phases, f"{r['entry_top1']:.2f}"]
+        for key, _ in columns:
+            cells += [' / '.join(f'{t:.2f}' for t in r[f'{key}_top1_per_seed']),
+                      f"{r[f'{key}_mean']:.2f} ± {r[f'{key}_std']:.2f}"]
+        lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
@@ -119,16 +164,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument('--demo-dir', type=Path, default=Path('runs/demo'), help='a finished `oqat demo` run')
     parser.add_argument('--bits', default='4,2', help='comma-separated bit-widths among the run\'s 4, 3, 2')
     parser.add_argument('--seeds', default='0,1,2', help='comma-separated seeds, one training per entry each')
+    parser.add_argument('--alone', action=argparse.BooleanOptionalAction, default=True,
+                        help='train each entry\'s spec alone from scratch (the ceiling)')
+    parser.add_argument('--finetune-epochs', type=int, default=0,
+                        help='also finetune each entry from its supernet weights for this many epochs (0: no)')
+    parser.add_argument('--finetune-lr', type=float, default=None,
+                        help='peak LR of the finetuning (default: the recipe\'s finetune LR)')
+    parser.add_argument('--teacher', choices=('none', 'largest'), default='none',
+                        help='distil the finetuning from the supernet\'s largest subnet at the same bits')
     parser.add_argument('--out', type=Path, default=Path('runs/bench/ceiling.json'))
     args = parser.parse_args(argv)
+    if args.finetune_epochs < 0:
+        parser.error(f'--finetune-epochs {args.finetune_epochs}: must be 0 or more')
+    if not args.alone and not args.finetune_epochs:
+        parser.error('--no-alone leaves nothing to measure: add --finetune-epochs N')
+    if args.teacher != 'none' and not args.finetune_epochs:
+        parser.error(f'--teacher {args.teacher} applies to finetuning: add --finetune-epochs N')
+    if args.finetune_lr is not None and not (args.finetune_epochs and args.finetune_lr > 0):
+        parser.error(f'--finetune-lr {args.finetune_lr}: give a positive LR, with --finetune-epochs N')
     bits_list = [int(b) for b in args.bits.split(',') if b.strip()]
+    seeds = [int(s) for s in args.seeds.split(',') if s.strip()]
+    if not seeds:
+        parser.error(f'--seeds {args.seeds!r}: give at least one seed')
     if not bits_list or not set(bits_list) <= set(PIPELINE_BITS):
         parser.error(f'--bits {args.bits!r}: choose among {PIPELINE_BITS}')
     try:
         load_finished_run(args.demo_dir)  # a missing or foreign run is refused in one line, before any work
     except InvalidArgumentError as exc:
         parser.error(f'--demo-dir: {exc}')
-    result = run(args.demo_dir, bits_list=bits_list, seeds=[int(s) for s in args.seeds.split(',') if s.strip()])
+    result = run(args.demo_dir, bits_list=bits_list, seeds=seeds,
+                 alone=args.alone, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+                 teacher=args.teacher == 'largest')
     write_json(args.out, result)
     print(markdown(result))
     return result

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,6 +96,119 @@ def test_load_finished_run_refuses_what_it_cannot_analyse(demo_run, tmp_path):
     (tmp_path / 'report.json').write_text(json.dumps({**loaded, 'preset': {**loaded['preset'], 'train_images': 1}}))
     with pytest.raises(InvalidArgumentError, match='ran a preset this version does not have'):
         load_finished_run(tmp_path)
+
+
+def _benchmark(name: str):
+    """A script of ``benchmarks/`` (not a package) imported as a module."""
+    path = Path(__file__).resolve().parents[1] / 'benchmarks' / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_bench_ceiling_trains_each_entry_alone_and_finetunes_it(demo_run, tmp_path):
+    out, report = demo_run
+    bench = _benchmark('bench_ceiling')
+    path = tmp_path / 'ceiling.json'
+    result = bench.main(['--demo-dir', str(out), '--bits', '2', '--seeds', '0', '--finetune-epochs', '1',
+                         '--teacher', 'largest', '--out', str(path)])
+    entries = sorted((e for e in report['entries'] if e['bits'] == 2), key=lambda e: e['budget_bitops_g'])
+    assert [(r['entry'], r['spec'], r['entry_top1']) for r in result['rows']] == [
+        (e['entry'], e['spec'], e['top1']) for e in entries]
+    assert result['finetune'] == {'epochs': 1, 'lr': report['preset']['finetune_lr'], 'teacher': 'largest'}
+    for row in result['rows']:
+        assert row['phases'] == [(4, 1), (3, 1), (2, 1)]  # the tiny preset: no float epoch, one each at 4, 3, 2 bits
+        for kind in ('alone', 'finetuned'):
+            assert len(row[f'{kind}_top1_per_seed']) == 1 and 0 <= row[f'{kind}_mean'] <= 100
+    assert json.loads(path.read_text())['rows'][0]['spec'] == result['rows'][0]['spec']
+    assert 'entry finetuned mean ± std' in bench.markdown(result).splitlines()[0]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--no-alone'], 'leaves nothing to measure'),
+    (['--teacher', 'largest'], 'applies to finetuning'),
+    (['--finetune-epochs', '-1'], 'must be 0 or more'),
+    (['--seeds', ','], 'at least one seed'),
+    (['--finetune-lr', '0.1'], 'with --finetune-epochs N'),
+    (['--finetune-epochs', '1', '--finetune-lr', '0'], 'give a positive LR'),
+    (['--bits', '5'], 'choose among'),
+])
+def test_bench_ceiling_refuses_bad_arguments_before_any_work(tmp_path, capsys, args, message):
+    bench = _benchmark('bench_ceiling')
+    with pytest.raises(SystemExit) as exc:
+        bench.main(['--demo-dir', str(tmp_path), '--out', str(tmp_path / 'out.json'), *args])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / 'out.json').exists()
+
+
+@pytest.mark.slow
+def test_bench_calibration_measures_every_draw_and_mode(demo_run, tmp_path):
+    out, _ = demo_run
+    bench = _benchmark('bench_calibration')
+    result = bench.main(['--demo-dir', str(out), '--bits', '2', '--sizes', '128', '--draws', '2',
+                         '--modes', 'population', '--no-numerics', '--out', str(tmp_path / 'calibration.json')])
+    assert [r['subnet'] for r in result['rows']] == ['entry S', 'entry M', 'entry L', 'largest', 'smallest']
+    assert all(r['mode'] == 'population' and len(r['top1_per_draw']) == 2 for r in result['rows'])
+    assert result['numerics'] == [] and (tmp_path / 'calibration.json').is_file()
+
+
+@pytest.mark.slow
+def test_finetuned_preset_trains_each_entry_alone_after_the_search(tmp_path):
+    """Each entry folder then holds the finetuned, recalibrated net and says so; the search's record is kept."""
+    from dataclasses import replace
+
+    from oqatnets.training.demo import DEMO_PRESETS, demo_recipe, prepare_demo_data, run_demo
+    preset = replace(DEMO_PRESETS['tiny'], train_images=64, finetune_epochs=1)
+    try:
+        report = run_demo(tmp_path / 'run', preset=preset, device='cpu')
+    except DataError as exc:
+        pytest.skip(f'Fashion-MNIST could not be prepared here: {exc}')
+    out = tmp_path / 'run'
+    folders = {p['entry'] for r in report['search']['results'] for p in r['chosen']}
+    assert set(report['finetune']) == folders and 'finetune' in report['timing']
+    recipe = demo_recipe(preset)
+    search_batches = prepare_demo_data(preset, recipe).search_batches
+    for result in report['search']['results']:
+        bits = result['bits']
+        supernet = oqatnets.create_model(f'local-dir:{out / f"supernet_w{bits}a{bits}" / "supernet"}', pretrained=True)
+        for point in result['chosen']:
+            record = report['finetune'][point['entry']]
+            assert record['searched_holdout_top1'] == point['top1'] and record['epochs'] == 1 and record['lr'] == 0.1
+            folder = out / 'search' / 'entries' / point['entry']
+            cfg = json.loads((folder / 'config.json').read_text())['pretrained_cfg']
+            assert 'finetuned alone for 1 epoch' in cfg['description'] and 'finetuning' in cfg['metrics_source']
+            assert cfg['top1'] == record['holdout_top1']
+            model = oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
+            searched = dict(supernet.get_subnet(model.spec).named_parameters())
+            assert str(model.spec) == point['spec']
+            changed = [name for name, weight in model.named_parameters() if not torch.equal(weight, searched[name])]
+            assert any(name.endswith('conv_pwl.weight') for name in changed)  # trained, not the supernet's slice
+            # evaluated in the layout it was trained and measured in; one image either way is float rounding
+            again = oqatnets.evaluate(model.to(memory_format=torch.channels_last), search_batches,
+                                      resolution=model.spec.resolution)
+            assert abs(again['top1'] - record['holdout_top1']) <= 100 / again['images'] + 1e-9
+    table = json.loads((out / 'zoo.json').read_text())
+    assert all('finetuned alone for 1 epoch' in row['metrics_source'] for row in table['models'])
+
+
+def test_ran_preset_reads_records_written_before_a_field_existed():
+    from dataclasses import asdict, replace
+
+    from oqatnets.training.demo import DEMO_PRESETS, ran_preset
+    default = DEMO_PRESETS['default']
+    earlier = {k: v for k, v in json.loads(json.dumps(asdict(default))).items() if not k.startswith('finetune_')}
+    assert ran_preset({'preset': earlier}, default)  # the added fields' defaults are the earlier behaviour
+    assert not ran_preset({'preset': earlier}, replace(default, finetune_epochs=1))
+    assert not ran_preset({'preset': {**earlier, 'finetune_epochs': 1}}, default)
+
+
+def test_demo_cli_offers_every_preset():
+    from oqatnets.cli.training import demo_cmd
+    from oqatnets.training.demo import DEMO_PRESETS
+    option = next(p for p in demo_cmd.params if p.name == 'preset')
+    assert tuple(option.type.choices) == tuple(DEMO_PRESETS)
 
 
 def test_demo_refuses_to_overwrite_a_run(demo_run):
