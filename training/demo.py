@@ -82,8 +82,8 @@ DEMO_PRESETS: dict[str, DemoPreset] = {
     'tiny': DemoPreset('tiny', train_images=512, holdout_images=512, search_images=256, calib_images=256,
                        test_images=512, batch_size=64, epochs=(1, 1, 1), population=4, generations=1,
                        eval_images=0),
-    # 4 epochs in all (was 6 quantized, 15 min): a float epoch, then 1 each at 4, 3 and 2 bits,
-    # so that the whole demo fits 12 min on 2 CPU cores (docs/TRAINING.md, recipe ablation)
+    # 4 epochs in all (was 6 quantized, 15 min): a float epoch, then 1 each at 4, 3 and 2 bits, aiming at
+    # 12 min on 2 CPU cores; measured 19.7 and 29.8 min on two such machines (docs/TRAINING.md, recipe ablation)
     'default': DemoPreset('default', float_epochs=1, epochs=(1, 1, 1)),
     # the default run, then each entry finetuned alone for one epoch (not in the paper; docs/TRAINING.md)
     'finetuned': DemoPreset('finetuned', float_epochs=1, epochs=(1, 1, 1), finetune_epochs=1),
