@@ -39,7 +39,14 @@ from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.quant import FLOAT_BITS, set_bits
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import calibrated_subnet
-from oqatnets.training.demo import SIZES, demo_recipe, load_finished_run, prepare_demo_data, report_supernet_dirs
+from oqatnets.training.demo import (
+    SIZES,
+    demo_recipe,
+    finetune_entry,
+    load_finished_run,
+    prepare_demo_data,
+    report_supernet_dirs,
+)
 from oqatnets.training.distributed import init_distributed
 from oqatnets.training.finetune import finetune
 from oqatnets.training.inherit import inherit_bits
@@ -79,16 +86,13 @@ def train_alone(spec: SubnetSpec, *, phases: list[tuple[int, int]], prepared, re
     return round(evaluate(net, test, resolution=spec.resolution)['top1'], 2)
 
 
-def finetune_entry(supernet, spec: SubnetSpec, *, epochs: int, lr: float, teacher: bool, prepared, recipe, test, ctx,
+def finetuned_top1(supernet, spec: SubnetSpec, *, epochs: int, lr: float, teacher: bool, prepared, recipe, test, ctx,
                    seed: int, work: Path) -> float:
     """Test top-1 of ``spec`` taken from ``supernet`` (calibrated as published), then trained ``epochs`` alone."""
-    net = calibrated_subnet(supernet, spec, calib_batches=prepared.calib, mode=recipe.bn_calibration)
     guide = (calibrated_subnet(supernet, supernet.space.largest(spec.bits), calib_batches=prepared.calib,
                                mode=recipe.bn_calibration) if teacher else None)
-    finetune(model=net, train_set=prepared.training_set(augment=recipe.augment), recipe=recipe, epochs=epochs,
-             resolution=spec.resolution, out_dir=work, ctx=ctx, lr=lr, teacher=guide, kd_ratio=recipe.kd_ratio,
-             kd_temperature=recipe.kd_temperature, seed=seed)
-    recalibrate_bn(net, prepared.calib, resolution=spec.resolution, mode=recipe.bn_calibration)
+    net, _ = finetune_entry(supernet, spec, prepared=prepared, recipe=recipe, epochs=epochs, ctx=ctx, seed=seed,
+                            out_dir=work, lr=lr, teacher=guide)
     return round(evaluate(net, test, resolution=spec.resolution)['top1'], 2)
 
 
@@ -131,7 +135,7 @@ def run(demo_dir: Path, *, bits_list: list[int], seeds: list[int], alone: bool =
                 row['alone_top1_per_seed'] = per_seed('alone', spec, train_alone, phases=phases, **common)
                 row.update({f'alone_{k}': v for k, v in _summary(row['alone_top1_per_seed']).items()})
             if finetune_epochs:
-                row['finetuned_top1_per_seed'] = per_seed('finetuned', spec, partial(finetune_entry, supernet),
+                row['finetuned_top1_per_seed'] = per_seed('finetuned', spec, partial(finetuned_top1, supernet),
                                                           epochs=finetune_epochs, lr=finetune_lr, teacher=teacher,
                                                           **common)
                 row.update({f'finetuned_{k}': v for k, v in _summary(row['finetuned_top1_per_seed']).items()})

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch.nn as nn
 from torch.utils.data import Dataset, Subset
 
 import oqatnets
@@ -26,6 +27,7 @@ from oqatnets._io import replacing_dir, resolve_output
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.factory import load_packed
+from oqatnets.net import OQATNet
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
 
@@ -37,12 +39,13 @@ from .distributed import DistContext, init_distributed
 from .finetune import finetune
 from .inherit import inherit_bits
 from .joint import train_supernet
+from .loop import TrainResult
 from .metrics import StageTimer, write_json
 from .recipes import SPLIT_SEED, Recipe, get_recipe
 from .search import run_search
 
 __all__ = ['DemoPreset', 'DEMO_PRESETS', 'DemoData', 'demo_recipe', 'prepare_demo_data', 'run_demo', 'format_table',
-           'ran_preset', 'report_supernet_dirs', 'load_finished_run', 'SIZES', 'ZOO_PREFIX']
+           'ran_preset', 'report_supernet_dirs', 'load_finished_run', 'finetune_entry', 'SIZES', 'ZOO_PREFIX']
 
 ZOO_PREFIX = 'oqat_fmnist'
 SIZES = ('s', 'm', 'l')
@@ -286,6 +289,19 @@ def _train_supernets(
     return supernet_dirs, supernets, inheritance, training
 
 
+def finetune_entry(supernet: OQATSupernet, spec: SubnetSpec, *, prepared: PreparedData, recipe: Recipe, epochs: int,
+                   ctx: DistContext, seed: int, out_dir: 'str | os.PathLike', lr: float | None = None,
+                   teacher: nn.Module | None = None) -> tuple[OQATNet, TrainResult]:
+    """``spec`` taken from ``supernet`` as published (BN calibrated in the recipe's mode), trained alone for
+    ``epochs`` at its bits (LR ``lr`` or the recipe's finetune LR), then recalibrated the same way."""
+    net = calibrated_subnet(supernet, spec, calib_batches=prepared.calib, mode=recipe.bn_calibration)
+    run = finetune(model=net, train_set=prepared.training_set(augment=recipe.augment), recipe=recipe, epochs=epochs,
+                   resolution=spec.resolution, out_dir=out_dir, ctx=ctx, lr=lr, teacher=teacher,
+                   kd_ratio=recipe.kd_ratio, kd_temperature=recipe.kd_temperature, seed=seed)
+    recalibrate_bn(net, prepared.calib, resolution=spec.resolution, mode=recipe.bn_calibration)
+    return net, run
+
+
 def _finetune_entries(search: dict[str, Any], supernets: list[OQATSupernet], demo_data: DemoData, *,
                       preset: DemoPreset, recipe: Recipe, entries_dir: Path, work_dir: Path, ctx: DistContext, seed: int,
                       supernet_dirs: dict[int, Path]) -> dict[str, Any]:
@@ -299,11 +315,9 @@ def _finetune_entries(search: dict[str, Any], supernets: list[OQATSupernet], dem
             if point['entry'] in records:  # two budgets chose one subnet: one folder
                 continue
             spec = SubnetSpec.parse(point['spec'])
-            net = calibrated_subnet(by_bits[spec.bits], spec, calib_batches=prepared.calib, mode=recipe.bn_calibration)
-            run = finetune(model=net, train_set=prepared.training_set(augment=recipe.augment), recipe=recipe,
-                           epochs=preset.finetune_epochs, resolution=spec.resolution, out_dir=work_dir / point['entry'],
-                           ctx=ctx, seed=seed + spec.bits)
-            recalibrate_bn(net, prepared.calib, resolution=spec.resolution, mode=recipe.bn_calibration)
+            net, run = finetune_entry(by_bits[spec.bits], spec, prepared=prepared, recipe=recipe,
+                                      epochs=preset.finetune_epochs, ctx=ctx, seed=seed + spec.bits,
+                                      out_dir=work_dir / point['entry'])
             holdout = round(evaluate(net, demo_data.search_batches, resolution=spec.resolution)['top1'], 3)
             records[point['entry']] = {'searched_holdout_top1': point['top1'], 'holdout_top1': holdout,
                                        'epochs': preset.finetune_epochs, 'lr': recipe.finetune_lr,
