@@ -6,7 +6,8 @@ in a plain file, ``model_args`` in a packed one (see :mod:`oqatnets.packing`). L
 into a model compares that record with the model (:func:`check_record`) and refuses a
 mismatch with one line naming both sides, so 4-bit weights never load into a 2-bit net.
 Unreadable files (truncated, a broken header, a pickle under a ``.safetensors`` name) are
-refused with one line naming the file; nothing is ever unpickled.
+refused with one line naming the file; nothing is ever unpickled. Files are byte-stable: the
+same tensors and metadata always give the same bytes, so equal weights have equal sha256.
 """
 from __future__ import annotations
 
@@ -18,15 +19,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from ._io import atomic_path
 from .errors import FileMissingError, IncompatibleWeightsError, InvalidFileError
 from .packing import is_packed_metadata, packed_state_dict, unpack_state_dict
 from .spec import SubnetSpec, get_space
 
-__all__ = ['WeightsFile', 'read_weights', 'load_state_dict', 'save_weights', 'save_packed', 'check_record',
-           'canonical_args', 'RECORD_KEY', 'IDENTITY_KEYS']
+__all__ = ['WeightsFile', 'read_weights', 'load_state_dict', 'save_weights', 'save_packed', 'write_safetensors',
+           'check_record', 'canonical_args', 'RECORD_KEY', 'IDENTITY_KEYS']
 
 RECORD_KEY = 'oqatnets.model_args'
 _PACKED_RECORD_KEY = 'model_args'
@@ -138,13 +139,32 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def save_weights(model: nn.Module, path: 'str | os.PathLike') -> Path:
-    """Write ``model``'s state dict as plain safetensors with its model record, atomically."""
+def write_safetensors(state: dict[str, torch.Tensor], path: 'str | os.PathLike', *,
+                      metadata: dict[str, str] | None = None) -> Path:
+    """Write ``state`` as safetensors atomically, with a canonical header: metadata keys sorted,
+    tensors in data order, padded with spaces to 8 bytes.
+
+    The ``safetensors`` library writes ``__metadata__`` in hash-map order, which changes from
+    process to process, so two saves of the same weights had different bytes and sha256.
+    """
+    raw = save(state, metadata=metadata)
+    size = int.from_bytes(raw[:8], 'little')
+    header = json.loads(raw[8:8 + size])
+    meta = header.pop('__metadata__', None)
+    ordered = {'__metadata__': dict(sorted(meta.items()))} if meta else {}
+    ordered.update(sorted(header.items(), key=lambda item: (item[1]['data_offsets'], item[0])))
+    text = json.dumps(ordered, separators=(',', ':')).encode()
+    text += b' ' * (-len(text) % 8)
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(_cpu_state(model), str(tmp),
-                  metadata={'format': 'pt', RECORD_KEY: json.dumps(model.model_args())})
+        tmp.write_bytes(len(text).to_bytes(8, 'little') + text + raw[8 + size:])
     return path
+
+
+def save_weights(model: nn.Module, path: 'str | os.PathLike') -> Path:
+    """Write ``model``'s state dict as plain safetensors with its model record, atomically."""
+    return write_safetensors(_cpu_state(model), path,
+                             metadata={'format': 'pt', RECORD_KEY: json.dumps(model.model_args())})
 
 
 def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: dict[str, Any] | None = None) -> Path:
@@ -153,7 +173,4 @@ def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: 
     metadata[_PACKED_RECORD_KEY] = json.dumps(model.model_args())
     cfg = pretrained_cfg if pretrained_cfg is not None else model.pretrained_cfg
     metadata['pretrained_cfg'] = json.dumps(cfg, default=str)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-    return path
+    return write_safetensors(state, path, metadata=metadata)

@@ -102,6 +102,23 @@ def test_weights_of_other_bits_are_refused(tmp_path, packed):
         assert torch.equal(same(inputs()), m4(inputs()))
 
 
+def test_saving_the_same_model_again_writes_the_same_bytes(tmp_path):
+    """Weights files and the folder's config (which records their sha256) are byte-stable: the
+    safetensors library alone writes its metadata in hash-map order, different on each save."""
+    model = _initialised(oqatnets.create_model('oqat_2bit_m', spec=S.format(2), space='small', num_classes=3))
+    folders = [oqatnets.save_pretrained(model, tmp_path / f'm{i}') for i in range(4)]
+    for name in ('model.safetensors', 'model.packed.safetensors', 'config.json'):
+        assert len({(folder / name).read_bytes() for folder in folders}) == 1, name
+    raw = (folders[0] / 'model.packed.safetensors').read_bytes()
+    size = int.from_bytes(raw[:8], 'little')
+    assert size % 8 == 0
+    metadata = json.loads(raw[8:8 + size])['__metadata__']
+    assert list(metadata) == sorted(metadata) and len(metadata) > 2
+    again = oqatnets.create_model(f'local-dir:{folders[0]}', pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(again(inputs()), model(inputs()))
+
+
 @pytest.mark.parametrize('packed', [False, True])
 def test_weights_of_the_unsigned_space_do_not_load_into_the_signed_one(tmp_path, packed):
     """Same tensors, other quantizer: a 'small' file refuses a 'small_signed' model and the reverse."""

@@ -45,7 +45,6 @@ def test_default_workers_leave_a_cpu_for_the_loop():
 def test_finetune_with_adamw_clipping_and_ema_ends_with_the_ema_weights(tmp_path):
     import random
 
-    from safetensors.torch import load_file
     from training_helpers import TINY_SPACE, synthetic_dataset
 
     from oqatnets import OQATNet
@@ -53,6 +52,7 @@ def test_finetune_with_adamw_clipping_and_ema_ends_with_the_ema_weights(tmp_path
     from oqatnets.training.finetune import finetune
     from oqatnets.training.optim import build_optimizer
     from oqatnets.training.recipes import get_recipe
+    from oqatnets.weights import read_weights
 
     assert type(build_optimizer(torch.nn.Linear(2, 2), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
                                 opt='adamw')).__name__ == 'AdamW'
@@ -62,5 +62,25 @@ def test_finetune_with_adamw_clipping_and_ema_ends_with_the_ema_weights(tmp_path
     finetune(model=model, train_set=synthetic_dataset(64), recipe=recipe, epochs=1, resolution=24, out_dir=tmp_path,
              ctx=init_distributed(device='cpu'), lr=0.01, amp=False,
              loop_options={'ema_decay': 0.5, 'optimizer': 'adamw', 'clip_grad': 1.0})
-    ema = load_file(str(tmp_path / 'ema.safetensors'))
-    assert all(torch.equal(ema[k], v.cpu()) for k, v in model.state_dict().items())
+    ema = read_weights(tmp_path / 'ema.safetensors')
+    assert all(torch.equal(ema.state[k], v.cpu()) for k, v in model.state_dict().items())
+    assert ema.record == model.model_args()  # the EMA file says what it holds, like every weights file
+
+
+def test_resuming_the_ema_refuses_the_weights_of_another_model(tmp_path):
+    import random
+
+    from training_helpers import TINY_SPACE
+
+    from oqatnets import OQATNet
+    from oqatnets.errors import IncompatibleWeightsError
+    from oqatnets.training.loop import _ema
+    from oqatnets.weights import save_weights
+
+    spec = TINY_SPACE.sample(2, random.Random(0)).replace(resolution=24)
+    model = OQATNet(spec, space=TINY_SPACE, num_classes=4)
+    save_weights(OQATNet(spec.replace(bits=4), space=TINY_SPACE, num_classes=4), tmp_path / 'ema.safetensors')
+    with pytest.raises(IncompatibleWeightsError, match=r'ema\.safetensors'):
+        _ema(model, 0.5, tmp_path / 'ema.safetensors')
+    save_weights(model, tmp_path / 'ema.safetensors')
+    assert _ema(model, 0.5, tmp_path / 'ema.safetensors') is not None

@@ -18,12 +18,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
 from timm.utils import ModelEmaV3
 from torch.utils.data import Dataset
 
-from oqatnets._io import atomic_path
 from oqatnets.errors import InvalidArgumentError, MissingDependencyError
+from oqatnets.weights import check_record, read_weights, save_weights
 
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -166,9 +165,7 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
                 scheduler=scheduler.state_dict(), rng=capture_rng(rng_streams), fingerprint=fingerprint,
                 scaler=amp.scaler.state_dict() if amp.scaler is not None else None))
             if ema is not None:
-                with atomic_path(out_dir / EMA_NAME) as tmp:
-                    save_file({k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()},
-                              str(tmp))
+                save_weights(ema.module, out_dir / EMA_NAME)
         ctx.barrier()
 
     timer = StageTimer()
@@ -248,7 +245,9 @@ def _ema(model: nn.Module, decay: float | None, resume_from: Path | None) -> Mod
         raise ValueError(f'the EMA decay must be in (0, 1), got {decay}')
     ema = ModelEmaV3(model, decay=decay)
     if resume_from is not None and resume_from.is_file():
-        ema.module.load_state_dict(load_file(str(resume_from), device=str(next(model.parameters()).device)))
+        saved = read_weights(resume_from)
+        check_record(saved.record, ema.module.model_args(), where=resume_from)
+        ema.module.load_state_dict(saved.state)
     return ema
 
 
