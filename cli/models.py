@@ -106,33 +106,38 @@ def _load(name: str, cache_dir: str | None = None):
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
 @click.option('--recalibrate-bn', 'recalibrate', type=click.IntRange(min=0), default=0, show_default=True,
               help='Recalibrate BN on this many training images first (0: no).')
+@click.option('--calibration-mode', type=click.Choice(['batch', 'population']), default=None,  # evaluation.CALIBRATION_MODES
+              help='How BN is recalibrated: batch (the authors\' per-batch statistics) or population (all images in '
+                   'one forward, what the deployed net sees; more memory). Default: the recipe\'s for the model\'s space.')
 @click.option('--batch-size', type=click.IntRange(min=1), default=100, show_default=True,
               help='Images per evaluation batch.')
 @click.option('--workers', type=click.IntRange(min=0), default=0, show_default=True, help='DataLoader worker processes.')
 @click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
-def eval_cmd(name: str, data: str, recalibrate: int, batch_size: int, workers: int, cache_dir: str | None,
-             as_json: bool) -> None:
+def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | None, batch_size: int, workers: int,
+             cache_dir: str | None, as_json: bool) -> None:
     """Top-1/top-5 of NAME's weights on an ImageFolder validation split."""
     import torch
     from torch.utils.data import DataLoader
 
     from oqatnets.data import CALIBRATION_SEED, calibration_subset
     from oqatnets.evaluation import evaluate, recalibrate_bn
+    from oqatnets.training.recipes import recipe_for_space
     from oqatnets.training.sources import load_image_data
     model = _load(name, cache_dir)
     resolution = int(model.pretrained_cfg['input_size'][-1])
     images = load_image_data(data, resolution=resolution)
     if images.num_classes != model.num_classes:
         raise BadUsage(f'{data} has {images.num_classes} classes but {name} predicts {model.num_classes}')
+    mode = calibration_mode or recipe_for_space(model.space.name).bn_calibration
     if recalibrate:
         torch.manual_seed(CALIBRATION_SEED)
         recalibrate_bn(model, DataLoader(calibration_subset(images.train, recalibrate), batch_size=batch_size,
-                                         num_workers=workers), resolution=resolution)
+                                         num_workers=workers), resolution=resolution, mode=mode)
     metrics = evaluate(model, DataLoader(images.val, batch_size=batch_size, num_workers=workers),
                        resolution=resolution, progress=not as_json, desc=name)
     row = {'model': name, 'top1': metrics['top1'], 'top5': metrics['top5'], 'loss': metrics['loss'],
-           'images': metrics['images'], 'recalibrated_on': recalibrate}
+           'images': metrics['images'], 'recalibrated_on': recalibrate, 'calibration_mode': mode if recalibrate else None}
     _emit([row], list(row), as_json)
 
 
@@ -282,18 +287,22 @@ def zoo_group() -> None:
               help='Training images used to recalibrate BN statistics of each subnet.')
 @click.option('--calib-batch', type=click.IntRange(min=1), default=100, show_default=True,
               help='Images per BN-calibration batch.')
+@click.option('--calibration-mode', type=click.Choice(['batch', 'population']), default=None,  # evaluation.CALIBRATION_MODES
+              help='How BN is recalibrated: batch (the authors\' per-batch statistics) or population (all images in '
+                   'one forward, what the deployed net sees; more memory). Default: the recipe\'s for the model\'s space.')
 @click.option('--batch-size', type=click.IntRange(min=1), default=100, show_default=True,
               help='Images per evaluation batch.')
 @click.option('--workers', type=click.IntRange(min=0), default=0, show_default=True, help='DataLoader worker processes.')
 @click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
-def zoo_build_cmd(supernet: str, out: str, data: str, calib_images: int, calib_batch: int, batch_size: int,
-                  workers: int, cache_dir: str | None, as_json: bool) -> None:
+def zoo_build_cmd(supernet: str, out: str, data: str, calib_images: int, calib_batch: int,
+                  calibration_mode: str | None, batch_size: int, workers: int, cache_dir: str | None,
+                  as_json: bool) -> None:
     """For every registered entry of SUPERNET's bit-width: extract, recalibrate BN, evaluate, save to OUT."""
     from oqatnets.zoo.build import build_zoo
     results = build_zoo(supernet, data=data, out=out, calib_images=calib_images, calib_batch=calib_batch,
                         batch_size=batch_size, workers=workers, progress=not as_json, cache_dir=cache_dir,
-                        log=(lambda _: None) if as_json else click.echo)
+                        mode=calibration_mode, log=(lambda _: None) if as_json else click.echo)
     rows = [{'name': r.name, 'top1': r.top1, 'top5': r.top5, 'images': r.images, 'folder': str(r.folder)}
             for r in results]
     _emit(rows, ['name', 'top1', 'top5', 'images', 'folder'], as_json)

@@ -11,6 +11,7 @@ from zoo_helpers import image_folder, inputs, small_net
 
 import oqatnets
 from oqatnets.cli.main import cli
+from oqatnets.training.recipes import recipe_for_space
 
 
 def run(*args):
@@ -86,12 +87,16 @@ def test_push_into_a_local_cache_then_load(folder, tmp_path):
 
 
 def test_eval_and_predict_on_a_tiny_image_folder(folder, tmp_path):
-    _, path = folder
+    model, path = folder
     data = image_folder(tmp_path / 'data')
     result = run('eval', f'local-dir:{path}', '--data', data, '--recalibrate-bn', 6, '--batch-size', 4, '--json')
     assert result.exit_code == 0, result.output
     row = json.loads(result.output)[0]
     assert row['images'] == 12 and 0 <= row['top1'] <= row['top5'] == 100.0  # 3 classes: top-5 is everything
+    assert row['calibration_mode'] == recipe_for_space(model.space.name).bn_calibration  # the recipe's, by default
+    result = run('eval', f'local-dir:{path}', '--data', data, '--recalibrate-bn', 6, '--batch-size', 4,
+                 '--calibration-mode', 'batch', '--json')
+    assert json.loads(result.output)[0]['calibration_mode'] == 'batch'
     image = data / 'val' / 'bee' / '0.png'
     rows = json.loads(run('predict', f'local-dir:{path}', image, '--json').output)
     assert [r['rank'] for r in rows] == [1, 2, 3] and abs(sum(r['probability'] for r in rows) - 1) < 1e-5

@@ -41,6 +41,7 @@ def test_zoo_build_extracts_recalibrates_evaluates_and_saves(tmp_path):
         assert config['model_args']['spec'] == str(spec)
         assert config['pretrained_cfg']['top1'] == rows[f'{name}.in1k']['top1']
         assert 'measured by oqat zoo build' in config['pretrained_cfg']['metrics_source']
+        assert '(population mode)' in config['pretrained_cfg']['metrics_source']  # the small recipe's calibration
         card = ModelCard.load(folder / 'README.md').data
         top1 = next(r for r in card.eval_results if r.metric_name.startswith('Top-1'))
         assert top1.metric_value == pytest.approx(rows[f'{name}.in1k']['top1'], abs=1e-3)
@@ -58,6 +59,15 @@ def test_zoo_build_extracts_recalibrates_evaluates_and_saves(tmp_path):
     assert all(r['sha256']['model.safetensors'] for r in table['models'])
     oqatnets.register_zoo_table(out / 'zoo.json')
     assert 'oqat_zb_2bit_s.in1k' in oqatnets.list_pretrained('oqat_zb_*')
+    # an explicit mode is honoured: the authors' per-batch statistics give other BN statistics
+    result = CliRunner().invoke(cli, ['zoo', 'build', f'local-dir:{supernet_dir}', '--data', str(data), str(tmp_path / 'b'),
+                                      '--calib-images', '6', '--calib-batch', '3', '--calibration-mode', 'batch', '--json'])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / 'b' / 'oqat_zb_2bit_l.in1k'
+    assert '(batch mode)' in json.loads((folder / 'config.json').read_text())['pretrained_cfg']['metrics_source']
+    by_batch = oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
+    by_population = oqatnets.create_model(f'local-dir:{out / "oqat_zb_2bit_l.in1k"}', pretrained=True)
+    assert not torch.equal(by_batch.final_bn.running_var, by_population.final_bn.running_var)
 
 
 def test_zoo_build_refuses_a_subnet(tmp_path):

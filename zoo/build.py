@@ -2,11 +2,11 @@
 
 For every registered subnet entry of the supernet's bit-width and search space: extract the
 subnet (step sizes shared), recalibrate BN on a fixed subset of training images with the evaluation
-transform (the one calibration pipeline of :mod:`oqatnets.training`; the authors used 2000 images
-in batches of 100), evaluate top-1/top-5 on the validation split, and write a
-Hub-ready folder (``save_pretrained``) whose config and model card carry the measured accuracy.
-A ``zoo.json`` beside the folders is a zoo table (with the files' sha256) that
-``oqatnets.register_zoo_table`` accepts once the folders are published.
+transform (the one calibration pipeline of :mod:`oqatnets.training`, in the space's recipe's mode:
+``batch`` for ImageNet, as the authors did with 2000 images in batches of 100), evaluate top-1/top-5
+on the validation split, and write a Hub-ready folder (``save_pretrained``) whose config and model
+card carry the measured accuracy. A ``zoo.json`` beside the folders is a zoo table (with the files'
+sha256) that ``oqatnets.register_zoo_table`` accepts once the folders are published.
 """
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ from oqatnets import registry
 from oqatnets._io import write_json
 from oqatnets.data import ImageData
 from oqatnets.errors import InvalidArgumentError
-from oqatnets.evaluation import evaluate, recalibrate_bn
+from oqatnets.evaluation import CalibrationMode, evaluate, recalibrate_bn
 from oqatnets.factory import create_model
 from oqatnets.hub import save_pretrained
 from oqatnets.supernet import OQATSupernet
 from oqatnets.training.datasets import calibration_batches, eval_view
+from oqatnets.training.recipes import recipe_for_space
 from oqatnets.training.sources import load_image_data
 
 __all__ = ['BuildResult', 'zoo_entries_for', 'build_zoo']
@@ -61,9 +62,13 @@ def _loader(dataset, batch_size: int, workers: int) -> DataLoader:
 
 def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.PathLike', calib_images: int = 2000,
               calib_batch: int = 100, batch_size: int = 100, workers: int = 0, progress: bool = True,
-              cache_dir: 'str | os.PathLike | None' = None,
+              cache_dir: 'str | os.PathLike | None' = None, mode: CalibrationMode | None = None,
               log: Callable[[str], None] = print) -> list[BuildResult]:
-    """Extract, recalibrate, evaluate and save every zoo entry of ``supernet_name``'s bit-width."""
+    """Extract, recalibrate, evaluate and save every zoo entry of ``supernet_name``'s bit-width.
+
+    ``mode`` is the BN calibration mode (:func:`~oqatnets.evaluation.recalibrate_bn`); default: the
+    recipe's for the supernet's space.
+    """
     supernet = create_model(supernet_name, pretrained=True, cache_dir=cache_dir)
     if not isinstance(supernet, OQATSupernet):
         raise InvalidArgumentError(f'{supernet_name} is not a supernet (its config has a spec); '
@@ -72,6 +77,7 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
     if not entries:
         raise InvalidArgumentError(f'no registered zoo entries for a {supernet.bits}-bit supernet of the '
                          f'{supernet.space.name!r} space with {supernet.num_classes} classes; register a zoo table first')
+    mode = mode or recipe_for_space(supernet.space.name).bn_calibration
     supernet.eval()
     out = Path(out)
     results: list[BuildResult] = []
@@ -89,11 +95,11 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
         subnet = supernet.get_subnet(entry.spec)
         calib = calibration_batches(eval_view(images.train, resolution=r), num_images=calib_images,
                                     batch_size=calib_batch, in_memory=False, num_workers=workers)
-        recalibrate_bn(subnet, calib, resolution=r)
+        recalibrate_bn(subnet, calib, resolution=r, mode=mode)
         metrics = evaluate(subnet, _loader(images.val, batch_size, workers), resolution=r, progress=progress,
                            desc=entry.arch)
         source = (f'measured by oqat zoo build: {images.name} validation split ({metrics["images"]} images) after '
-                  f'BN recalibration on {min(calib_images, len(images.train))} training images')
+                  f'BN recalibration ({mode} mode) on {min(calib_images, len(images.train))} training images')
         cfg = registry.get_pretrained_cfg(entry.name).replace(supernet=entry.cfg.supernet or supernet_name)
         subnet.pretrained_cfg = cfg.to_dict()
         folder = save_pretrained(subnet, out / entry.name, dataset=images.name, pretrained_cfg=cfg,
