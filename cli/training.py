@@ -456,7 +456,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
 @click.command('demo')
 @click.option('--preset', type=click.Choice(['tiny', 'default', 'finetuned', 'full']), default='default', show_default=True,
               help='tiny: a test-sized run; default: 2 CPU cores, 20-30 minutes; finetuned: default, then each '
-                   'entry trained alone for an epoch (not in the paper); full: for a GPU.')
+                   'entry trained alone for two epochs (not in the paper); full: for a GPU.')
 @click.option('--out', default='runs/demo', show_default=True, type=click.Path(file_okay=False),
               help='Folder of the demo runs, zoo and report.')
 @click.option('--overwrite', is_flag=True, help='Replace what an earlier run left in --out.')
