@@ -189,12 +189,26 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
     _emit(rows, ['image', 'rank', 'class', 'label', 'probability'], as_json)
 
 
+_FORMAT_BY_SUFFIX = {'.onnx': 'onnx', '.safetensors': 'packed'}
+
+
+def _format_from_suffix(out: str) -> str:
+    """The export format OUT's suffix names; without ``--format`` any other suffix is a usage error."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in _FORMAT_BY_SUFFIX:
+        raise click.BadParameter(f'cannot tell the format from {out!r} (suffix {suffix or "none"!r}); pass '
+                                 '--format onnx, qcdq or packed, or name the file *.onnx or *.safetensors',
+                                 param_hint='--format')
+    return _FORMAT_BY_SUFFIX[suffix]
+
+
 @click.command('export')
 @click.argument('name', shell_complete=complete_model_name)
 @click.argument('out', type=click.Path(dir_okay=False))
-@click.option('--format', 'fmt', type=click.Choice(['onnx', 'qcdq', 'packed']), required=True,
+@click.option('--format', 'fmt', type=click.Choice(['onnx', 'qcdq', 'packed']), default=None,
               help='onnx: fast exact ONNX (plain ops, runs at float speed in onnxruntime); qcdq: ONNX in '
-                   'QuantizeLinear/Clip/DequantizeLinear form for QDQ toolchains; packed: low-bit safetensors.')
+                   'QuantizeLinear/Clip/DequantizeLinear form for QDQ toolchains; packed: low-bit safetensors. '
+                   'Default: from OUT\'s suffix (.onnx: onnx, .safetensors: packed).')
 @click.option('--int4', is_flag=True, help='With --format onnx: store the weight codes as INT4 (opset 21).')
 @click.option('--check/--no-check', default=True, show_default=True, help='Compare onnxruntime with PyTorch (onnx, qcdq).')
 @click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
@@ -202,6 +216,7 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
 def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir: str | None, as_json: bool) -> None:
     """Write NAME's weights as ONNX (fast exact or QCDQ) or as the packed low-bit safetensors file."""
     from oqatnets._io import atomic_path, check_output
+    fmt = fmt or _format_from_suffix(out)
     if int4 and fmt != 'onnx':
         raise click.BadParameter('--int4 goes with --format onnx', param_hint='--int4')
     if fmt == 'packed' and check and click.get_current_context().get_parameter_source('check') is ParameterSource.COMMANDLINE:

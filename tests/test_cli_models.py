@@ -56,6 +56,7 @@ def test_info_and_profile():
     (('export', 'oqat_2bit_m', '--format', 'packed', 'x.safetensors'), 'not published', 1),
     (('export', 'local-dir:/no/such/dir', '--format', 'onnx', 'x.onnx'), 'is not a folder', 1),
     (('export', 'oqat_2bit_m', '--format', 'packed', '--check', 'x.safetensors'), 'goes with --format onnx', 2),
+    (('export', 'oqat_2bit_m', 'x.bin'), "cannot tell the format from 'x.bin'", 2),
     (('convert-official', __file__, 'out'), 'cannot read the bit-width', 1),
 ])
 def test_bad_input_exits_with_one_line(args, message, code):
@@ -68,13 +69,16 @@ def test_bad_input_exits_with_one_line(args, message, code):
 
 def test_export_packed_and_onnx(folder, tmp_path):
     model, path = folder
-    result = run('export', f'local-dir:{path}', '--format', 'packed', tmp_path / 'p.safetensors')
+    result = run('export', f'local-dir:{path}', tmp_path / 'p.safetensors', '--json')  # packed, from the suffix
     assert result.exit_code == 0, result.output
+    assert json.loads(result.output)['format'] == 'packed'
     with torch.no_grad():
         assert torch.equal(oqatnets.load_packed(tmp_path / 'p.safetensors')(inputs()), model(inputs()))
-    result = run('export', f'local-dir:{path}', '--format', 'onnx', tmp_path / 'm.onnx')
+    result = run('export', f'local-dir:{path}', tmp_path / 'm.onnx')  # the fast exact form, from the suffix
     assert result.exit_code == 0, result.output
     assert 'top-1 agreement 100%' in result.output and (tmp_path / 'm.onnx').is_file()
+    result = run('export', f'local-dir:{path}', '--format', 'qcdq', tmp_path / 'q.onnx', '--json')
+    assert json.loads(result.output)['format'] == 'qcdq'  # an explicit format is honoured
 
 
 def test_push_into_a_local_cache_then_load(folder, tmp_path):
