@@ -12,6 +12,7 @@ from click.core import ParameterSource
 
 from .completion import complete_model_name
 from .errors import BadUsage
+from .options import calibration_mode_option
 
 
 def _echo_json(data: Any) -> None:
@@ -102,18 +103,12 @@ def _load(name: str, cache_dir: str | None = None):
 
 
 # one option for `eval` and `zoo build`; the choices are evaluation.CALIBRATION_MODES (not imported: start-up time)
-_calibration_mode = click.option(
-    '--calibration-mode', type=click.Choice(['batch', 'population']), default=None,
-    help='How BN is recalibrated: batch (the authors\' per-batch statistics) or population (all images in '
-         'one forward, what the deployed net sees; more memory). Default: the recipe\'s for the model\'s space.')
-
-
 @click.command('eval')
 @click.argument('name', shell_complete=complete_model_name)
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
 @click.option('--recalibrate-bn', 'recalibrate', type=click.IntRange(min=0), default=0, show_default=True,
               help='Recalibrate BN on this many training images first (0: no).')
-@_calibration_mode
+@calibration_mode_option
 @click.option('--batch-size', type=click.IntRange(min=1), default=100, show_default=True,
               help='Images per evaluation batch.')
 @click.option('--workers', type=click.IntRange(min=0), default=0, show_default=True, help='DataLoader worker processes.')
@@ -307,7 +302,7 @@ def zoo_group() -> None:
               help='Training images used to recalibrate BN statistics of each subnet.')
 @click.option('--calib-batch', type=click.IntRange(min=1), default=100, show_default=True,
               help='Images per BN-calibration batch.')
-@_calibration_mode
+@calibration_mode_option
 @click.option('--batch-size', type=click.IntRange(min=1), default=100, show_default=True,
               help='Images per evaluation batch.')
 @click.option('--workers', type=click.IntRange(min=0), default=0, show_default=True, help='DataLoader worker processes.')

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from .errors import BadUsage
+from .options import calibration_mode_option
 
 
 def _recipe(name: str, **overrides: Any):
@@ -292,15 +293,13 @@ def inherit_cmd(src: str, dst: str, bits: int, as_json: bool) -> None:
 @click.option('--calib-images', type=click.IntRange(min=1), default=2000, show_default=True,
               help='Training images used to recalibrate BN statistics.')
 @click.option('--batch-size', type=click.IntRange(min=1), default=250, show_default=True, help='Images per batch.')
-@click.option('--mode', type=click.Choice(['batch', 'population']), default=None,  # evaluation.CALIBRATION_MODES
-              help='batch: average per-batch statistics (the authors\'); population: all images in one forward, '
-                   'what the deployed net sees (more memory). Default: the recipe\'s for the model\'s space.')
+@calibration_mode_option
 @click.option('--holdout', type=click.IntRange(min=0), default=None,
               help='Held-out images to exclude (default: the recipe\'s).')
 @click.option('--eval/--no-eval', 'do_eval', default=True, help='Evaluate on the validation split afterwards.')
 @_device
 def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | None, calib_images: int,
-                  batch_size: int, mode: str | None, holdout: int | None, do_eval: bool, device: str | None) -> None:
+                  batch_size: int, calibration_mode: str | None, holdout: int | None, do_eval: bool, device: str | None) -> None:
     """Recalibrate BN statistics of MODEL (or of one subnet of a supernet) and save it to OUT."""
     from oqatnets.evaluation import evaluate
     from oqatnets.spec import SubnetSpec
@@ -316,7 +315,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=calib_images,
                                 calib_batch_size=batch_size, split_seed=split_seed)
         model.to(ctx.device)
-        mode = mode or recipe.bn_calibration
+        mode = calibration_mode or recipe.bn_calibration
         if isinstance(model, OQATSupernet):
             chosen = SubnetSpec.parse(spec) if spec else model.space.largest(model.bits)
             net = calibrated_subnet(model, chosen, calib_batches=prepared.calib, mode=mode)

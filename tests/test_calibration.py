@@ -78,7 +78,9 @@ def test_an_unknown_calibration_mode_is_refused():
         recalibrate_bn(net, _batches(), mode='eval')
 
 
-def test_oqat_calibrate_offers_every_mode():
+def test_every_calibrating_command_offers_every_mode_under_one_name():
+    from oqatnets.cli.models import eval_cmd, zoo_build_cmd
     from oqatnets.cli.training import calibrate_cmd
-    option = next(p for p in calibrate_cmd.params if p.name == 'mode')
-    assert tuple(option.type.choices) == CALIBRATION_MODES
+    for command in (calibrate_cmd, eval_cmd, zoo_build_cmd):
+        option = next(p for p in command.params if p.name == 'calibration_mode')
+        assert option.opts == ['--calibration-mode'] and tuple(option.type.choices) == CALIBRATION_MODES

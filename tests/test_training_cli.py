@@ -53,7 +53,7 @@ def test_train_inherit_search_calibrate_finetune(tmp_path):
 
     entry = out / 'entries' / report['results'][0]['chosen'][0]['entry']
     result = _invoke('calibrate', str(entry), *common, '--out', str(tmp_path / 'cal'), '--calib-images', '100',
-                     '--no-eval')
+                     '--calibration-mode', 'batch', '--no-eval')
     assert result.exit_code == 0, result.output
 
     result = _invoke('finetune', str(entry), '--data', 'fashion-mnist', '--epochs', '1', '--batch-size', '32',
