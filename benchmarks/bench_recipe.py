@@ -78,8 +78,6 @@ ROWS: list[Row] = [
         augment=False, space='small_signed', overrides={'lr': 0.2}),
     Row('demo4_kdT2', 'demo4 + KD temperature 2', float_epochs=1, epochs=(1,),
         augment=False, space='small_signed', overrides={'kd_temperature': 2.0}),
-    Row('demo4_kd0', 'demo4 without in-place distillation (labels only)', float_epochs=1, epochs=(1,),
-        augment=False, space='small_signed', overrides={'kd_ratio': 0.0}),
 ]
 RANDOM_SUBNETS = 4  # fixed random subnets per bit-width whose mean top-1 is reported beside the extremes
 
