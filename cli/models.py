@@ -102,7 +102,6 @@ def _load(name: str, cache_dir: str | None = None):
     return oqatnets.create_model(name, pretrained=True, cache_dir=cache_dir).eval()
 
 
-# one option for `eval` and `zoo build`; the choices are evaluation.CALIBRATION_MODES (not imported: start-up time)
 @click.command('eval')
 @click.argument('name', shell_complete=complete_model_name)
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
@@ -184,6 +183,7 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
     _emit(rows, ['image', 'rank', 'class', 'label', 'probability'], as_json)
 
 
+EXPORT_FORMATS = ('onnx', 'qcdq', 'packed')
 _FORMAT_BY_SUFFIX = {'.onnx': 'onnx', '.safetensors': 'packed'}
 
 
@@ -191,8 +191,8 @@ def _format_from_suffix(out: str) -> str:
     """The export format OUT's suffix names; without ``--format`` any other suffix is a usage error."""
     suffix = Path(out).suffix.lower()
     if suffix not in _FORMAT_BY_SUFFIX:
-        raise click.BadParameter(f'cannot tell the format from {out!r} (suffix {suffix or "none"!r}); pass '
-                                 '--format onnx, qcdq or packed, or name the file *.onnx or *.safetensors',
+        raise click.BadParameter(f'cannot tell the format from {out!r} (suffix {suffix or "none"!r}); pass --format '
+                                 f'{", ".join(EXPORT_FORMATS)}, or name the file *{" or *".join(_FORMAT_BY_SUFFIX)}',
                                  param_hint='--format')
     return _FORMAT_BY_SUFFIX[suffix]
 
@@ -200,7 +200,7 @@ def _format_from_suffix(out: str) -> str:
 @click.command('export')
 @click.argument('name', shell_complete=complete_model_name)
 @click.argument('out', type=click.Path(dir_okay=False))
-@click.option('--format', 'fmt', type=click.Choice(['onnx', 'qcdq', 'packed']), default=None,
+@click.option('--format', 'fmt', type=click.Choice(EXPORT_FORMATS), default=None,
               help='onnx: fast exact ONNX (plain ops, runs at float speed in onnxruntime); qcdq: ONNX in '
                    'QuantizeLinear/Clip/DequantizeLinear form for QDQ toolchains; packed: low-bit safetensors. '
                    'Default: from OUT\'s suffix (.onnx: onnx, .safetensors: packed).')
