@@ -17,13 +17,13 @@ import json
 import random
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from oqatnets import OQATSupernet
+from oqatnets import OQATSupernet, SearchSpace, SubnetSpec
 from oqatnets.training.calibrate import evaluate_subnet
 from oqatnets.training.demo import DEMO_PRESETS, demo_recipe, prepare_demo_data
 from oqatnets.training.distributed import init_distributed
@@ -67,22 +67,20 @@ ROWS: list[Row] = [
         augment=False),
     Row('demo_float_first_noaug_signed', 'demo_float_first_noaug in the small_signed space (the demo now)',
         float_epochs=1, epochs=(1, 1, 1), augment=False, space='small_signed'),
-    # the current demo's 4-bit stage (small_signed, no augmentation), one knob at a time
-    Row('demo4', "the demo's 4-bit stage now: 1 float epoch, then 1 at 4 bits (small_signed, no augmentation)",
-        float_epochs=1, epochs=(1,), augment=False, space='small_signed'),
-    Row('demo4_rand0', 'demo4 + no random subnet (largest + smallest only)', float_epochs=1, epochs=(1,),
-        augment=False, space='small_signed', overrides={'num_random_subnets': 0}),
-    Row('demo4_rand2', 'demo4 + 2 random subnets per step', float_epochs=1, epochs=(1,),
-        augment=False, space='small_signed', overrides={'num_random_subnets': 2}),
-    Row('demo4_lr02', 'demo4 + lr 0.2 (both phases)', float_epochs=1, epochs=(1,),
-        augment=False, space='small_signed', overrides={'lr': 0.2}),
-    Row('demo4_kdT2', 'demo4 + KD temperature 2', float_epochs=1, epochs=(1,),
-        augment=False, space='small_signed', overrides={'kd_temperature': 2.0}),
 ]
+# the current demo's 4-bit stage (small_signed, no augmentation), then one knob at a time
+DEMO4 = Row('demo4', "the demo's 4-bit stage now: 1 float epoch, then 1 at 4 bits (small_signed, no augmentation)",
+            float_epochs=1, epochs=(1,), augment=False, space='small_signed')
+ROWS += [DEMO4] + [replace(DEMO4, name=f'demo4_{suffix}', change=f'demo4 + {change}', overrides=overrides)
+                   for suffix, change, overrides in (
+                       ('rand0', 'no random subnet (largest + smallest only)', {'num_random_subnets': 0}),
+                       ('rand2', '2 random subnets per step', {'num_random_subnets': 2}),
+                       ('lr02', 'lr 0.2 (both phases)', {'lr': 0.2}),
+                       ('kdT2', 'KD temperature 2', {'kd_temperature': 2.0}))]
 RANDOM_SUBNETS = 4  # fixed random subnets per bit-width whose mean top-1 is reported beside the extremes
 
 
-def _random_specs(space, bits: int) -> list:
+def _random_specs(space: SearchSpace, bits: int) -> list[SubnetSpec]:
     """The same ``RANDOM_SUBNETS`` specs for every row (their own seeded generator): the zoo's
     entries are middle subnets, which the sandwich trains only through its random draws."""
     rng = random.Random(1000 + bits)
@@ -92,7 +90,7 @@ def _random_specs(space, bits: int) -> list:
 def _top1(supernet: OQATSupernet, bits: int, calib, test_batches, *, mode: str) -> dict[str, float]:
     space = supernet.space
 
-    def top1(spec) -> float:
+    def top1(spec: SubnetSpec) -> float:
         return evaluate_subnet(supernet, spec, calib_batches=calib, eval_batches=test_batches(), mode=mode)['top1']
 
     result = {'largest': round(top1(space.largest(bits)), 2), 'smallest': round(top1(space.smallest(bits)), 2)}
