@@ -76,7 +76,17 @@ ROWS += [DEMO4] + [replace(DEMO4, name=f'demo4_{suffix}', change=f'demo4 + {chan
                        ('rand0', 'no random subnet (largest + smallest only)', {'num_random_subnets': 0}),
                        ('rand2', '2 random subnets per step', {'num_random_subnets': 2}),
                        ('lr02', 'lr 0.2 (both phases)', {'lr': 0.2}),
-                       ('kdT2', 'KD temperature 2', {'kd_temperature': 2.0}))]
+                       ('kdT2', 'KD temperature 2', {'kd_temperature': 2.0}),
+                       ('kd05', 'KD weight 0.5 (the students\' loss halved against the largest\'s)', {'kd_ratio': 0.5}),
+                       ('ps', 'the float epoch trains the largest subnet alone (progressive shrinking\'s first stage)',
+                        {'float_sampling': 'largest'}),
+                       ('res', 'one random resolution per step for every subnet (OFA) instead of max / min / own',
+                        {'resolution_sampling': 'per_step'}),
+                       ('steplr01', 'the LSQ step sizes at 0.1 × the LR', {'step_lr_factor': 0.1}),
+                       ('steplr10', 'the LSQ step sizes at 10 × the LR', {'step_lr_factor': 10.0}))]
+# the float phase on the largest alone is cheaper per step: two of its epochs cost about one sandwich epoch
+ROWS.append(replace(DEMO4, name='demo4_ps2', float_epochs=2, overrides={'float_sampling': 'largest'},
+                    change='demo4 + 2 float epochs of the largest subnet alone, then 1 at 4 bits'))
 RANDOM_SUBNETS = 4  # fixed random subnets per bit-width whose mean top-1 is reported beside the extremes
 
 

@@ -18,6 +18,11 @@ import click
 from .errors import BadUsage
 from .options import calibration_mode_option
 
+# oqatnets.training.recipes' FLOAT_SAMPLINGS and RESOLUTION_SAMPLINGS, spelled out so that `oqat --help`
+# imports no torch (tests/test_training_recipe.py checks they agree).
+FLOAT_SAMPLINGS = ('sandwich', 'largest')
+RESOLUTION_SAMPLINGS = ('per_subnet', 'per_step')
+
 
 def _recipe(name: str, **overrides: Any):
     from oqatnets.training.recipes import get_recipe
@@ -175,8 +180,16 @@ def train_group() -> None:
 @click.option('--epochs', type=click.IntRange(min=0), default=None, help='Quantized epochs (default: the recipe\'s).')
 @click.option('--float-epochs', type=click.IntRange(min=0), default=None,
               help='Float epochs before quantization starts.')
+@click.option('--float-sampling', type=click.Choice(FLOAT_SAMPLINGS), default=None,
+              help="What the float epochs train: the sandwich, or the largest subnet alone (progressive "
+                   "shrinking's first stage; default: the recipe's).")
+@click.option('--resolution-sampling', type=click.Choice(RESOLUTION_SAMPLINGS), default=None,
+              help="The sandwich's resolutions: largest at max, smallest at min, random ones their own "
+                   "(per_subnet), or one drawn per step for all (per_step, OFA's; default: the recipe's).")
 @click.option('--quant-lr-factor', type=click.FloatRange(min=0, min_open=True), default=None,
               help='Peak LR of the quantized phase after the float one, relative to --lr.')
+@click.option('--step-lr-factor', type=click.FloatRange(min=0, min_open=True), default=None,
+              help="LR of the LSQ step sizes relative to the other parameters' (default: the recipe's).")
 @click.option('--batch-size', type=click.IntRange(min=1), default=None, help='Global batch size (all ranks).')
 @click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None,
               help="Peak learning rate (default: the recipe's).")
@@ -192,7 +205,8 @@ def train_group() -> None:
               help='Run folder (checkpoint, metrics, the saved supernet).')
 @_run_options
 def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bits: int, epochs: int | None,
-                       float_epochs: int | None, quant_lr_factor: float | None, batch_size: int | None,
+                       float_epochs: int | None, float_sampling: str | None, resolution_sampling: str | None,
+                       quant_lr_factor: float | None, step_lr_factor: float | None, batch_size: int | None,
                        lr: float | None, num_random: int | None,
                        holdout: int | None, train_images: int | None, eval_images: int, init_source: str | None,
                        out: str, resume_from: str | None, checkpoint_every: int, no_amp: bool, compile_quantizer: bool,
@@ -213,8 +227,9 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     if init_source and init_source.startswith('ofa:') and space != 'imagenet':
         raise BadUsage('--init ofa:PATH is the OFA MobileNetV3 supernet: pass --space imagenet')
     recipe = _recipe(recipe_name or space, batch_size=batch_size, lr=lr, num_random_subnets=num_random,
-                     holdout_images=holdout, float_epochs=float_epochs, quant_lr_factor=quant_lr_factor,
-                     augment=augment)
+                     holdout_images=holdout, float_epochs=float_epochs, float_sampling=float_sampling,
+                     resolution_sampling=resolution_sampling, quant_lr_factor=quant_lr_factor,
+                     step_lr_factor=step_lr_factor, augment=augment)
     epochs = recipe.epochs if epochs is None else epochs
     if epochs + recipe.float_epochs < 1:
         raise BadUsage(f'nothing to train: --epochs {epochs} and --float-epochs {recipe.float_epochs}; '

@@ -20,13 +20,16 @@ def test_train_inherit_search_calibrate_finetune(tmp_path):
     run4, run3 = tmp_path / 'run4', tmp_path / 'inh3'
     common = ['--data', 'fashion-mnist', '--holdout', '300']
     result = _invoke('train', 'supernet', *common, '--bits', '4', '--epochs', '1', '--float-epochs', '0', '--batch-size', '32',
-                     '--train-images', '256', '--eval-images', '100', '--out', str(run4), '--checkpoint-every', '4')
+                     '--train-images', '256', '--eval-images', '100', '--out', str(run4), '--checkpoint-every', '4',
+                     '--float-sampling', 'largest', '--resolution-sampling', 'per_step', '--step-lr-factor', '0.5')
     if result.exit_code == 2 and 'could not prepare' in result.output:
         pytest.skip('Fashion-MNIST unavailable offline')
     assert result.exit_code == 0, result.output
     summary = json.loads((run4 / 'summary.json').read_text())
     assert summary['steps'] == 8 and summary['throughput']['train']['images_per_s'] > 0
     assert summary['recipe']['augment'] is False  # the small recipe's default
+    assert summary['recipe']['float_sampling'] == 'largest'  # explicit values are honoured
+    assert summary['recipe']['resolution_sampling'] == 'per_step' and summary['recipe']['step_lr_factor'] == 0.5
     assert (run4 / 'supernet' / 'config.json').is_file()
     assert len((run4 / 'metrics.jsonl').read_text().splitlines()) == 1
 

@@ -1,11 +1,18 @@
 """Recipe knobs of the float-then-quantized schedule and the demo preset that uses them."""
 from __future__ import annotations
 
-import pytest
+import random
 
+import pytest
+import torch
+from training_helpers import TINY_SPACE, synthetic_dataset
+
+from oqatnets.cli import training as cli_training
+from oqatnets.supernet import OQATSupernet
+from oqatnets.training import init_distributed, joint
 from oqatnets.training.demo import DEMO_PRESETS, demo_recipe
-from oqatnets.training.optim import PhasedWarmupCosine
-from oqatnets.training.recipes import get_recipe
+from oqatnets.training.optim import PhasedWarmupCosine, build_optimizer, build_scheduler
+from oqatnets.training.recipes import FLOAT_SAMPLINGS, RESOLUTION_SAMPLINGS, get_recipe
 
 
 def test_quantized_phase_after_float_peaks_at_its_factor():
@@ -72,3 +79,65 @@ def test_calibration_draws_are_seeded_and_draw_zero_is_the_pipelines_own():
 
     assert drawn() == drawn(seed=CALIBRATION_SEED) == drawn(seed=CALIBRATION_SEED)
     assert drawn(seed=CALIBRATION_SEED + 1) != drawn() and len(drawn(seed=CALIBRATION_SEED + 1)) == 10
+
+
+@pytest.mark.parametrize('sampling, float_step_subnets', [('sandwich', 4), ('largest', 1)])
+def test_float_sampling_says_what_the_float_phase_trains(tmp_path, monkeypatch, sampling, float_step_subnets):
+    trained: list[tuple[int, list]] = []
+    real_step = joint.sandwich_step
+
+    def spy(supernet, images, target, *, specs, **kwargs):
+        trained.append((supernet.bits, list(specs)))
+        return real_step(supernet, images, target, specs=specs, **kwargs)
+
+    monkeypatch.setattr(joint, 'sandwich_step', spy)
+    torch.manual_seed(0)
+    net = OQATSupernet(space=TINY_SPACE, bits=4, num_classes=4)
+    recipe = get_recipe('small').override(batch_size=16, num_random_subnets=2, float_sampling=sampling)
+    result = joint.train_supernet(supernet=net, train_set=synthetic_dataset(32), recipe=recipe, bits=4, epochs=1,
+                                  float_epochs=1, out_dir=tmp_path, ctx=init_distributed(device='cpu'), log_every=1000)
+    assert [len(specs) for bits, specs in trained] == [float_step_subnets] * 2 + [4] * 2
+    assert [bits for bits, _ in trained] == [32, 32, 4, 4]
+    assert all(specs[0] == TINY_SPACE.largest(bits) for bits, specs in trained)
+    assert result.summary['subnets_per_step'] == (float_step_subnets + 4) / 2
+
+
+def test_recipe_refuses_an_unknown_float_sampling():
+    with pytest.raises(ValueError, match='float_sampling'):
+        get_recipe('small').override(float_sampling='smallest')
+
+
+def test_resolution_sampling_per_step_gives_every_subnet_of_a_step_one_resolution():
+    rng = random.Random(0)
+    per_subnet = [joint.sandwich_specs(TINY_SPACE, 4, rng, num_random=2) for _ in range(20)]
+    assert all(s[0].resolution == 24 and s[1].resolution == 16 for s in per_subnet)
+    per_step = [joint.sandwich_specs(TINY_SPACE, 4, rng, num_random=2, resolution_sampling='per_step') for _ in range(20)]
+    assert all(len({spec.resolution for spec in specs}) == 1 for specs in per_step)
+    assert {specs[0].resolution for specs in per_step} == set(TINY_SPACE.resolutions)  # 20 draws of 3 values
+    assert all(specs[0].ks == TINY_SPACE.largest(4).ks and specs[1].ks == TINY_SPACE.smallest(4).ks for specs in per_step)
+    with pytest.raises(ValueError, match='resolution_sampling'):
+        get_recipe('small').override(resolution_sampling='random')
+
+
+def test_step_lr_factor_gives_the_lsq_steps_their_own_learning_rate():
+    net = OQATSupernet(space=TINY_SPACE, bits=4, num_classes=4)
+    steps = {id(p) for name, p in net.named_parameters() if name.endswith(('act_step', 'weight_step'))}
+    assert steps
+    plain = build_optimizer(net, lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5)
+    assert all(g['lr'] == 0.1 for g in plain.param_groups)
+    optimizer = build_optimizer(net, lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5, step_lr_factor=0.25)
+    *others, own = optimizer.param_groups
+    assert {id(p) for p in own['params']} == steps and own['lr'] == pytest.approx(0.025) and own['weight_decay'] == 0
+    assert not any(id(p) in steps for g in others for p in g['params']) and all(g['lr'] == 0.1 for g in others)
+    assert sum(len(g['params']) for g in optimizer.param_groups) == len(list(net.parameters()))
+    scheduler = build_scheduler(optimizer, phases=[(10, 5)])
+    optimizer.step()
+    scheduler.step()
+    assert own['lr'] / others[0]['lr'] == pytest.approx(0.25)  # the schedule scales both alike
+    with pytest.raises(ValueError, match='step_lr_factor'):
+        get_recipe('small').override(step_lr_factor=0.0)
+
+
+def test_the_cli_offers_every_sampling_choice_of_the_recipe():
+    assert cli_training.FLOAT_SAMPLINGS == FLOAT_SAMPLINGS
+    assert cli_training.RESOLUTION_SAMPLINGS == RESOLUTION_SAMPLINGS

@@ -62,7 +62,7 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
     spe = settings.steps_per_epoch(len(train_set), ctx.world_size)
     model.to(ctx.device, memory_format=torch.channels_last)  # faster conv backward, as in joint training
     optimizer = build_optimizer(model, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                                weight_decay=recipe.weight_decay, opt=opt)
+                                weight_decay=recipe.weight_decay, opt=opt, step_lr_factor=recipe.step_lr_factor)
     total = epochs * spe
     scheduler = build_scheduler(optimizer, phases=[(total, min(total, round(recipe.warmup_epochs * spe)))])
     mixed = Amp(ctx.device, enabled=amp)

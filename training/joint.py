@@ -2,17 +2,20 @@
 
 Per step: the largest subnet (at the largest resolution) learns from the labels with
 label-smoothed cross-entropy; the smallest and ``N`` random subnets, each at its own resolution
-(the batch is resized), learn from the largest's detached soft logits. Each subnet's backward
-runs right after its forward (only one graph alive), the gradients add up, and one optimizer
-step follows. All subnets share every weight and every LSQ step size.
+(the batch is resized; ``Recipe.resolution_sampling`` may draw one resolution for all), learn
+from the largest's detached soft logits. Each subnet's backward runs right after its forward
+(only one graph alive), the gradients add up, and one optimizer step follows. All subnets share
+every weight and every LSQ step size.
 
-A run may start with a float phase (bits = 32) and then switch every quantized conv to ``bits``;
-the first quantized forward initialises each step LSQ-style (all-reduced across ranks).
+A run may start with a float phase (bits = 32), training the same sandwich or the largest subnet
+alone (``Recipe.float_sampling``), and then switch every quantized conv to ``bits``; the first
+quantized forward initialises each step LSQ-style (all-reduced across ranks).
 """
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +35,23 @@ from .distributed import DistContext
 from .loop import Amp, LoopSettings, TrainResult, finish_run, run_loop
 from .losses import soft_target_loss
 from .optim import build_optimizer, build_scheduler
-from .recipes import Recipe
+from .recipes import Recipe, ResolutionSampling
 
 __all__ = ['sandwich_specs', 'sandwich_step', 'train_supernet']
 
 
-def sandwich_specs(space: SearchSpace, bits: int, rng: random.Random, *, num_random: int) -> list[SubnetSpec]:
-    """Largest (max resolution), smallest (min resolution) and ``num_random`` random subnets."""
-    return [space.largest(bits), space.smallest(bits)] + [space.sample(bits, rng) for _ in range(num_random)]
+def sandwich_specs(space: SearchSpace, bits: int, rng: random.Random, *, num_random: int,
+                   resolution_sampling: ResolutionSampling = 'per_subnet') -> list[SubnetSpec]:
+    """Largest, smallest and ``num_random`` random subnets.
+
+    ``per_subnet``: the largest at the maximum resolution, the smallest at the minimum, each random
+    subnet at its own; ``per_step``: every one at a single resolution drawn for the step.
+    """
+    specs = [space.largest(bits), space.smallest(bits)] + [space.sample(bits, rng) for _ in range(num_random)]
+    if resolution_sampling == 'per_step':
+        resolution = rng.choice(space.resolutions)
+        specs = [replace(spec, resolution=resolution) for spec in specs]
+    return specs
 
 
 def sandwich_step(supernet: OQATSupernet, images: torch.Tensor, target: torch.Tensor, *,
@@ -100,7 +112,7 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
     # channels-last: the CPU and GPU convolution kernels run their backward 2-6× faster on it
     supernet.to(ctx.device, memory_format=torch.channels_last)
     optimizer = build_optimizer(supernet, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                                weight_decay=recipe.weight_decay, opt=opt)
+                                weight_decay=recipe.weight_decay, opt=opt, step_lr_factor=recipe.step_lr_factor)
     warmup = round(recipe.warmup_epochs * spe)
     # after a float phase the quantized one starts from trained weights: it may peak lower
     quant_peak = recipe.quant_lr_factor if float_steps else 1.0
@@ -115,7 +127,11 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
             set_bits(supernet, want)
 
     def step_fn(images: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
-        specs = sandwich_specs(space, supernet.bits, subnet_rng, num_random=recipe.num_random_subnets)
+        if step < float_steps and recipe.float_sampling == 'largest':
+            specs = [space.largest(supernet.bits)]
+        else:
+            specs = sandwich_specs(space, supernet.bits, subnet_rng, num_random=recipe.num_random_subnets,
+                                   resolution_sampling=recipe.resolution_sampling)
         return sandwich_step(supernet, images, target, specs=specs, amp=mixed,
                              label_smoothing=recipe.label_smoothing, kd_ratio=recipe.kd_ratio,
                              kd_temperature=recipe.kd_temperature)
@@ -142,6 +158,9 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
                           on_epoch_end=on_epoch_end)
     before_step(result.step)
     supernet.set_max_subnet()
-    return finish_run(result, out_dir=out_dir, ctx=ctx, subnets_per_step=2 + recipe.num_random_subnets,
+    sandwich = 2 + recipe.num_random_subnets
+    float_subnets = 1 if recipe.float_sampling == 'largest' else sandwich
+    per_step = (float_steps * float_subnets + quant_steps * sandwich) / (float_steps + quant_steps)
+    return finish_run(result, out_dir=out_dir, ctx=ctx, subnets_per_step=round(per_step, 3),
                       bits=bits, space=space.name, epochs=epochs, float_epochs=float_epochs,
                       recipe=recipe.to_dict(), **(run_info or {}))

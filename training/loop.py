@@ -261,8 +261,10 @@ def _tensorboard_writer(out_dir: Path) -> Any:
 
 
 def finish_run(result: LoopResult, *, out_dir: 'str | Path', ctx: DistContext,
-               subnets_per_step: int = 1, **fields: Any) -> TrainResult:
-    """Build the run summary (throughput per stage, last epoch, ``fields``) and write ``summary.json``."""
+               subnets_per_step: float = 1, **fields: Any) -> TrainResult:
+    """Build the run summary (throughput per stage, last epoch, ``fields``) and write ``summary.json``.
+
+    ``subnets_per_step`` is the mean over the run's steps (a float phase may train fewer subnets)."""
     timing = result.timer.summary()
     if 'train' in timing and subnets_per_step > 1:
         timing['train']['subnet_images_per_s'] = round(timing['train']['images_per_s'] * subnets_per_step, 1)

@@ -9,14 +9,20 @@ minutes). Why each value was chosen is written down in ``docs/TRAINING.md``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import CALIBRATION_MODES, CalibrationMode
 
-__all__ = ['Recipe', 'RECIPES', 'get_recipe', 'list_recipes', 'recipe_for_space', 'SPLIT_SEED']
+__all__ = ['FLOAT_SAMPLINGS', 'RESOLUTION_SAMPLINGS', 'Recipe', 'RECIPES', 'get_recipe', 'list_recipes',
+           'recipe_for_space', 'SPLIT_SEED']
 
 SPLIT_SEED = 20210401  # fixes which training images are held out for the search, across commands
+
+FloatSampling = Literal['sandwich', 'largest']
+FLOAT_SAMPLINGS: tuple[str, ...] = get_args(FloatSampling)
+ResolutionSampling = Literal['per_subnet', 'per_step']
+RESOLUTION_SAMPLINGS: tuple[str, ...] = get_args(ResolutionSampling)
 
 
 @dataclass(frozen=True)
@@ -35,9 +41,16 @@ class Recipe:
     kd_ratio: float = 1.0  # weight of the in-place distillation loss of the non-largest subnets
     kd_temperature: float = 1.0
     num_random_subnets: int = 2  # the sandwich: largest + smallest + this many random subnets
+    # the sandwich's resolutions: 'per_subnet' (BigNAS: the largest at the maximum, the smallest at the
+    # minimum, each random subnet its own) or 'per_step' (OFA: one random resolution for every subnet of a step)
+    resolution_sampling: ResolutionSampling = 'per_subnet'
     epochs: int = 10  # quantized joint training of the first (4-bit) supernet
     float_epochs: int = 0  # float (bits=32) joint training before quantization starts
+    # what the float phase trains: 'sandwich' (the same subnets as the quantized phase) or 'largest'
+    # alone, the first stage of OFA's progressive shrinking
+    float_sampling: FloatSampling = 'sandwich'
     quant_lr_factor: float = 1.0  # peak LR of the quantized phase after a float phase, relative to ``lr``
+    step_lr_factor: float = 1.0  # LR of the LSQ step sizes relative to every other parameter's
     inherit_epochs: int = 5  # joint training after each bit inheritance (fewer than ``epochs``)
     holdout_images: int = 5000  # training images kept out of training, for the search
     calib_images: int = 2000  # fixed training images for BN recalibration (the authors' number)
@@ -61,11 +74,16 @@ class Recipe:
         for name in ('float_epochs', 'inherit_epochs', 'holdout_images', 'num_random_subnets', 'generations'):
             if getattr(self, name) < 0:
                 raise InvalidArgumentError(f'Recipe.{name} must not be negative, got {getattr(self, name)}')
-        if self.quant_lr_factor <= 0:
-            raise InvalidArgumentError(f'Recipe.quant_lr_factor must be positive, got {self.quant_lr_factor}')
+        for name in ('quant_lr_factor', 'step_lr_factor'):
+            if getattr(self, name) <= 0:
+                raise InvalidArgumentError(f'Recipe.{name} must be positive, got {getattr(self, name)}')
         if self.bn_calibration not in CALIBRATION_MODES:
             raise InvalidArgumentError(f'Recipe.bn_calibration must be one of {", ".join(CALIBRATION_MODES)}, '
                                        f'got {self.bn_calibration!r}')
+        for name, choices in (('float_sampling', FLOAT_SAMPLINGS), ('resolution_sampling', RESOLUTION_SAMPLINGS)):
+            if getattr(self, name) not in choices:
+                raise InvalidArgumentError(f'Recipe.{name} must be one of {", ".join(choices)}, '
+                                           f'got {getattr(self, name)!r}')
         if self.lr <= 0:
             raise InvalidArgumentError(f'Recipe.lr must be positive, got {self.lr}')
 
