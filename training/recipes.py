@@ -111,10 +111,12 @@ RECIPES: dict[str, Recipe] = {
                        inherit_epochs=20, float_epochs=0, holdout_images=10000, calib_images=2000,
                        calib_batch_size=100, bn_calibration='batch', population=100, generations=20),
     # Fashion-MNIST on 2 CPU cores: a few epochs, one random subnet per sandwich, a short search.
-    # One random subnet, lr 0.1 and KD temperature 1 were measured against 0 / 2 subnets, lr 0.2 and
-    # temperature 2 at the demo's scale (docs/TRAINING.md, the demo's 4-bit stage one knob at a time).
-    # A float epoch first, then 3 quantized (same 4 in all): the float phase won every equal-epoch
-    # comparison of benchmarks/bench_recipe.py on the smallest subnet, and at the demo's shape on all.
+    # One random subnet, lr 0.1, KD temperature and weight 1, the step sizes at the weights' LR and
+    # per-subnet resolutions were measured against 0 / 2 subnets, lr 0.2, temperature 2, weight 0.5,
+    # 0.1× / 10× step LR and OFA's one resolution per step at the demo's scale (docs/TRAINING.md, the
+    # demo's 4-bit stage one knob at a time). A float epoch first, then 3 quantized (same 4 in all): the
+    # float phase won every equal-epoch comparison of benchmarks/bench_recipe.py on the smallest subnet,
+    # and at the demo's shape on all; it trains the sandwich (the largest alone cost the middle 1.1-1.3).
     # No augmentation: at a few epochs crop and flip only slow fitting (+4 to +6 points without, docs/TRAINING.md).
     'small': Recipe(space='small', batch_size=128, lr=0.1, warmup_epochs=0.5, augment=False, float_epochs=1, epochs=3,
                     inherit_epochs=2, num_random_subnets=1, holdout_images=5000, calib_images=1000,
