@@ -22,6 +22,7 @@ from oqatnets.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from oqatnets.training.recipes import get_recipe
 
 TESTS_DIR = str(Path(__file__).parent)
 
@@ -60,6 +61,18 @@ def test_corrupt_or_mismatched_checkpoint_is_refused_and_kept(tmp_path):
     assert path.read_bytes() == data[: len(data) // 2]  # nothing overwritten
     with pytest.raises(CheckpointError, match='drop --resume'):
         load_checkpoint(tmp_path / 'missing.pt')
+
+
+def test_a_checkpoint_from_before_a_recipe_field_existed_resumes_at_its_default(tmp_path):
+    recipe = get_recipe('small').to_dict()
+    older = {k: v for k, v in recipe.items() if k not in ('float_sampling', 'step_lr_factor')}
+    state = _state()
+    state.fingerprint = {'bits': 4, 'recipe': older}
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, state)
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME, expected_fingerprint={'bits': 4, 'recipe': recipe}).step == 3
+    changed = {**recipe, 'float_sampling': 'largest'}  # the old run trained the sandwich: a new value is another run
+    with pytest.raises(CheckpointError, match=r"float_sampling"):
+        load_checkpoint(tmp_path / CHECKPOINT_NAME, expected_fingerprint={'bits': 4, 'recipe': changed})
 
 
 def test_resume_requires_flag_when_a_checkpoint_exists(tmp_path):

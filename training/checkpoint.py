@@ -18,7 +18,7 @@ import os
 import random
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ import torch
 
 from oqatnets._io import resolve_output
 from oqatnets.errors import CheckpointError
+
+from .recipes import Recipe
 
 __all__ = ['CheckpointError', 'TrainState', 'save_checkpoint', 'load_checkpoint', 'capture_rng', 'seeded_global_rng',
            'restore_rng', 'CHECKPOINT_NAME', 'fingerprint_diff']
@@ -103,6 +105,16 @@ def save_checkpoint(path: 'str | Path', state: TrainState) -> Path:
     return path
 
 
+def _with_recipe_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with the recipe fields added since it was written at their defaults, which is what
+    that run used (a recipe field always enters with the default that keeps the old behaviour)."""
+    recipe = saved.get('recipe')
+    if not isinstance(recipe, dict):
+        return saved
+    defaults = {f.name: f.default for f in fields(Recipe) if f.default is not MISSING}
+    return {**saved, 'recipe': {**defaults, **recipe}}
+
+
 def fingerprint_diff(saved: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """``key: saved != expected`` for every setting that differs."""
     keys = sorted(set(saved) | set(expected))
@@ -125,7 +137,8 @@ def load_checkpoint(path: 'str | Path', *, expected_fingerprint: dict[str, Any] 
         raise CheckpointError(f'{path} has checkpoint version {payload.get("version")}, this oqatnets reads {_VERSION}')
     fingerprint = json.loads(payload['fingerprint'])
     if expected_fingerprint is not None:
-        diff = fingerprint_diff(fingerprint, json.loads(json.dumps(expected_fingerprint, sort_keys=True)))
+        diff = fingerprint_diff(_with_recipe_defaults(fingerprint),
+                                json.loads(json.dumps(expected_fingerprint, sort_keys=True)))
         if diff:
             raise CheckpointError(f'{path} belongs to a different run ({"; ".join(diff)}); resume with the '
                                   f'same settings or choose another --out')
