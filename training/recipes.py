@@ -74,18 +74,14 @@ class Recipe:
         for name in ('float_epochs', 'inherit_epochs', 'holdout_images', 'num_random_subnets', 'generations'):
             if getattr(self, name) < 0:
                 raise InvalidArgumentError(f'Recipe.{name} must not be negative, got {getattr(self, name)}')
-        for name in ('quant_lr_factor', 'step_lr_factor'):
+        for name in ('lr', 'quant_lr_factor', 'step_lr_factor'):
             if getattr(self, name) <= 0:
                 raise InvalidArgumentError(f'Recipe.{name} must be positive, got {getattr(self, name)}')
-        if self.bn_calibration not in CALIBRATION_MODES:
-            raise InvalidArgumentError(f'Recipe.bn_calibration must be one of {", ".join(CALIBRATION_MODES)}, '
-                                       f'got {self.bn_calibration!r}')
-        for name, choices in (('float_sampling', FLOAT_SAMPLINGS), ('resolution_sampling', RESOLUTION_SAMPLINGS)):
+        for name, choices in (('bn_calibration', CALIBRATION_MODES), ('float_sampling', FLOAT_SAMPLINGS),
+                              ('resolution_sampling', RESOLUTION_SAMPLINGS)):
             if getattr(self, name) not in choices:
                 raise InvalidArgumentError(f'Recipe.{name} must be one of {", ".join(choices)}, '
                                            f'got {getattr(self, name)!r}')
-        if self.lr <= 0:
-            raise InvalidArgumentError(f'Recipe.lr must be positive, got {self.lr}')
 
     def override(self, **changes: Any) -> 'Recipe':
         """A copy with the given fields changed; ``None`` values mean "keep the preset's"."""
