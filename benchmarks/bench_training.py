@@ -1,13 +1,16 @@
-"""Throughput and peak memory of one joint-training (sandwich) step.
+"""Throughput and peak memory of one joint-training (sandwich) step, eager and fused quantizer.
 
 GPU: the paper's ImageNet space at 224 px (largest) with AMP; CPU: the small space at 32 px.
-Prints one JSON object; ``--steps`` timed steps follow ``--warmup`` untimed ones.
+The same supernet trains through the eager LSQ quantizer and through the fused kernels
+(``set_fused_quantizer``; training's default on the CPU), steps interleaved so machine noise hits
+both alike. Prints one JSON object; ``--steps`` timed steps follow ``--warmup`` untimed ones.
 
     python benchmarks/bench_training.py [--space small|imagenet] [--batch-size N] [--steps N]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import resource
@@ -17,6 +20,7 @@ import torch
 
 
 def main() -> None:
+    from oqatnets.quant import set_fused_quantizer
     from oqatnets.supernet import OQATSupernet
     from oqatnets.training.joint import sandwich_specs, sandwich_step
     from oqatnets.training.loop import Amp
@@ -36,37 +40,43 @@ def main() -> None:
     device = torch.device('cuda' if cuda else 'cpu')
     torch.manual_seed(0)
     net = OQATSupernet(space=args.space, bits=args.bits, num_classes=1000 if args.space == 'imagenet' else 10)
-    net.to(device, memory_format=torch.channels_last)  # as train_supernet runs it
+    net.to(device, memory_format=torch.channels_last).train()  # as train_supernet runs it
     space = net.space
     amp = Amp(device, enabled=not args.no_amp)
-    optimizer = build_optimizer(net, lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5)
     res = max(space.resolutions)
     images = torch.randn(args.batch_size, 3, res, res, device=device).contiguous(memory_format=torch.channels_last)
     target = torch.randint(0, net.num_classes, (args.batch_size,), device=device)
-    rng = random.Random(0)
-    times = []
+    net(images[:4])  # LSQ step init, so that both copies start from the same weights
+    nets = {'eager': net, 'fused': set_fused_quantizer(copy.deepcopy(net))}
+    optimizers = {name: build_optimizer(m, lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-5)
+                  for name, m in nets.items()}
+    rngs = {name: random.Random(0) for name in nets}  # the same subnets in both
+    times: dict[str, list[float]] = {name: [] for name in nets}
     for i in range(args.warmup + args.steps):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        specs = sandwich_specs(space, args.bits, rng, num_random=args.num_random)
-        sandwich_step(net, images, target, specs=specs, amp=amp, label_smoothing=0.1, kd_ratio=1.0)
-        amp.step(optimizer)
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    per_step = sum(times) / len(times)
+        for name, model in nets.items():
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            optimizers[name].zero_grad(set_to_none=True)
+            specs = sandwich_specs(space, args.bits, rngs[name], num_random=args.num_random)
+            sandwich_step(model, images, target, specs=specs, amp=amp, label_smoothing=0.1, kd_ratio=1.0)
+            amp.step(optimizers[name])
+            if cuda:
+                torch.cuda.synchronize()
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    per_step = {name: sum(t) / len(t) for name, t in times.items()}
     peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps({
         'device': torch.cuda.get_device_name() if cuda else f'cpu ({torch.get_num_threads()} threads)',
         'space': args.space, 'resolution_largest': res, 'bits': args.bits, 'batch_size': args.batch_size,
         'subnets_per_step': 2 + args.num_random, 'amp': amp.enabled and str(amp.dtype),
-        'seconds_per_step': round(per_step, 3), 'images_per_s': round(args.batch_size / per_step, 1),
-        'subnet_images_per_s': round(args.batch_size * (2 + args.num_random) / per_step, 1),
-        'peak_memory_mib': round(peak, 1)}))
+        **{f'seconds_per_step_{name}': round(t, 3) for name, t in per_step.items()},
+        'fused_speedup': round(per_step['eager'] / per_step['fused'], 3),
+        'images_per_s_fused': round(args.batch_size / per_step['fused'], 1),
+        'subnet_images_per_s_fused': round(args.batch_size * (2 + args.num_random) / per_step['fused'], 1),
+        'peak_memory_mib_both': round(peak, 1)}))
 
 
 if __name__ == '__main__':

@@ -12,7 +12,7 @@ __all__ = [
     'OQATNetsError', 'InvalidArgumentError', 'InvalidTypeError', 'UnknownModelError', 'InvalidFileError', 'IncompatibleWeightsError',
     'ChecksumError', 'FileMissingError', 'PretrainedWeightsError', 'MissingDependencyError', 'DataError',
     'CheckpointError', 'OfficialCheckpointError', 'OFACheckpointError', 'UnsafeOutputError', 'QuantizationError',
-    'ExportMismatchError',
+    'ExportMismatchError', 'KernelUnavailableError',
 ]
 
 
@@ -92,3 +92,7 @@ class ExportMismatchError(OQATNetsError, RuntimeError):
 
 class QuantizationError(OQATNetsError, ValueError):
     """Quantization cannot proceed (a step size would be zero or not finite)."""
+
+
+class KernelUnavailableError(OQATNetsError, RuntimeError):
+    """The fused LSQ kernel was asked for and cannot be built here (no C compiler, or it failed)."""

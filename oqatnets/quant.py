@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._lsq_kernel import LSQKernel, load_kernel
 from .errors import InvalidArgumentError, QuantizationError
 
 __all__ = [
@@ -139,29 +140,45 @@ def _fused_kernels() -> tuple[Callable, Callable]:
             torch.compile(_fused_backward, dynamic=True, fullgraph=True, options={'split_reductions': False}))
 
 
+class _CompiledLSQ:
+    """The fused kernels off the CPU (CUDA) and for dtypes ``csrc/lsq.c`` lacks: ``torch.compile`` of
+    :func:`_fused_forward` / :func:`_fused_backward`, with :class:`~oqatnets._lsq_kernel.LSQKernel`'s interface."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, s: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
+        _unbacked(x)
+        return _fused_kernels()[0](x, s, *_bounds(qn, qp, s))
+
+    @staticmethod
+    def backward(grad: torch.Tensor, x: torch.Tensor, s: torch.Tensor, qn: int,
+                 qp: int) -> tuple[torch.Tensor, torch.Tensor]:
+        _unbacked(grad, x)
+        return _fused_kernels()[1](grad, x, s, *_bounds(qn, qp, s))
+
+
+def _fused_backend(t: torch.Tensor) -> LSQKernel | type[_CompiledLSQ]:
+    """The C kernels for CPU float32/float64 tensors (built on first use), the compiled ones otherwise."""
+    return load_kernel() if LSQKernel.supports(t) else _CompiledLSQ
+
+
 class _FusedLSQ(torch.autograd.Function):
-    """:class:`_LSQ` with compiled one-pass kernels; saves only ``x`` (the backward recomputes ``v``)."""
+    """:class:`_LSQ` in one pass forward and one backward; saves only ``x`` (the backward recomputes ``v``)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float):
         ctx.save_for_backward(x, step)
         ctx.grad_scale = grad_scale
         ctx.bounds = (qn, qp)
-        s = step.abs()
         flat, restore = _flat_view(x.detach())
-        _unbacked(flat)
-        return restore(_fused_kernels()[0](flat, s, *_bounds(qn, qp, s)))
+        return restore(_fused_backend(flat).forward(flat, step.detach().abs(), qn, qp))
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         x, step = ctx.saved_tensors
-        qn, qp = ctx.bounds
-        s = step.abs()
         flat, restore = _flat_view(x.detach())
         layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         grad_flat, _ = _flat_view(grad_out.contiguous(memory_format=layout))
-        _unbacked(flat, grad_flat)
-        grad_x, d_step = _fused_kernels()[1](grad_flat, flat, s, *_bounds(qn, qp, s))
+        grad_x, d_step = _fused_backend(flat).backward(grad_flat, flat, step.detach().abs(), *ctx.bounds)
         grad_step = None
         if ctx.needs_input_grad[1]:
             grad_step = (d_step * (ctx.grad_scale * torch.sign(step))).reshape(step.shape)
@@ -179,7 +196,7 @@ def _binary_quantize(x: torch.Tensor, step: torch.Tensor, grad_scale: float) -> 
 def lsq_quantize(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool, fused: bool = False) -> torch.Tensor:
     """LSQ fake quantization of ``x`` with scalar ``step`` at ``bits`` (identity at 32 bits).
 
-    ``fused`` trains through the compiled one-pass kernels (see :func:`set_fused_quantizer`).
+    ``fused`` trains through the one-pass kernels (see :func:`set_fused_quantizer`).
     """
     if bits >= FLOAT_BITS:
         return x
@@ -230,7 +247,7 @@ class QuantConv2d(nn.Conv2d):
         self.bits = validate_bits(bits)
         self.inplace = inplace
         self.signed_input = signed_input
-        self.fused = False  # training through the compiled kernels: set_fused_quantizer()
+        self.fused = False  # training through the fused kernels: set_fused_quantizer()
         self.act_step = nn.Parameter(torch.zeros(1))
         self.weight_step = nn.Parameter(torch.zeros(1))
         self.register_buffer('step_initialized', torch.zeros((), dtype=torch.bool))
@@ -339,20 +356,25 @@ def set_bits(model: nn.Module, bits: int) -> nn.Module:
 
 
 def set_fused_quantizer(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Train ``model``'s quantized convs through ``torch.compile``d (inductor) LSQ kernels.
+    """Train ``model``'s quantized convs through the fused one-pass LSQ kernels (or back to eager).
 
     Eager LSQ runs divide, clamp, round and multiply as separate passes; the fused kernels do one
-    pass forward and one backward, with the same values (the step gradient summed in another
-    order). Opt-in (``--compile`` of ``oqat train``/``finetune``): on the 2-core CPU it measured no
-    faster than eager (docs/BENCHMARKS.md §1), and compiling takes minutes. Inference is unaffected.
+    pass forward and one backward with the same operations: equal outputs and input gradients,
+    the step gradient summed in another order. On the CPU they are ``csrc/lsq.c``, built with the
+    C compiler on first use (:class:`~oqatnets.errors.KernelUnavailableError` here, before any
+    training, when it cannot be); elsewhere ``torch.compile``. The training commands turn them on
+    by default on the CPU, where they measured 1.2× faster (docs/BENCHMARKS.md §1). Inference is
+    unaffected.
     """
+    if enabled and any(p.device.type == 'cpu' for p in model.parameters()):
+        load_kernel()
     for _, module in iter_quant_convs(model):
         module.fused = bool(enabled)
     return model
 
 
 def fused_quantizer_enabled(model: nn.Module) -> bool:
-    """Whether every quantized conv of ``model`` trains through the compiled kernels."""
+    """Whether every quantized conv of ``model`` trains through the fused kernels."""
     convs = [m for _, m in iter_quant_convs(model)]
     return bool(convs) and all(m.fused for m in convs)
 

@@ -1,7 +1,9 @@
-"""The compiled (fused) LSQ quantizer computes what the eager one does, forward and backward."""
+"""The fused LSQ quantizer (the C kernel on the CPU, torch.compile elsewhere) computes what the eager one does,
+forward and backward, and training turns it on by default where it can be built."""
 from __future__ import annotations
 
 import importlib
+import logging
 
 import pytest
 import torch
@@ -10,7 +12,13 @@ from test_quant import _reference_lsq
 from zoo_helpers import image_folder, inputs, small_net
 
 import oqatnets
-from oqatnets.quant import fused_quantizer_enabled, iter_quant_convs, lsq_quantize, set_fused_quantizer
+import oqatnets.quant as quant
+from oqatnets._lsq_kernel import load_kernel
+from oqatnets.errors import KernelUnavailableError
+from oqatnets.quant import fused_quantizer_enabled, lsq_quantize, set_fused_quantizer
+from oqatnets.training.loop import resolve_fused_quantizer
+
+CPU = torch.device('cpu')
 
 
 def _grads(x, s, bits, signed, g, *, fused):
@@ -68,15 +76,116 @@ class _Captured(Exception):
     """Stops the command at its training call, with the model it was handed."""
 
 
-@pytest.mark.parametrize('compile_flag', [True, False])
+def test_the_compiled_backend_used_off_the_cpu_matches_eager(monkeypatch):
+    monkeypatch.setattr(quant, '_fused_backend', lambda t: quant._CompiledLSQ)
+    torch.manual_seed(0)
+    x = (torch.randn(4, 6, 5, 7) * 2).contiguous(memory_format=torch.channels_last)
+    s, g = torch.tensor([0.25]), torch.randn(x.shape).contiguous(memory_format=torch.channels_last)
+    out, gx, gs = _grads(x, s, 3, True, g, fused=True)
+    e_out, e_gx, e_gs = _grads(x, s, 3, True, g, fused=False)
+    assert torch.equal(out, e_out) and torch.equal(gx, e_gx)
+    assert torch.allclose(gs, e_gs, rtol=1e-5, atol=1e-7)
+
+
+def test_the_cpu_kernel_gives_the_same_values_on_any_number_of_threads():
+    """Above 65 536 elements the kernel splits over torch's threads: outputs and input gradients equal eager's,
+    and the step gradient is the same on 1, 2 and 3 threads."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 33, 31).contiguous(memory_format=torch.channels_last) * 3
+    s, g = torch.tensor([0.3]), torch.randn(x.shape)
+    e_out, e_gx, e_gs = _grads(x, s, 4, False, g, fused=False)
+    before = torch.get_num_threads()
+    step_grads = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out, gx, gs = _grads(x, s, 4, False, g, fused=True)
+            assert torch.equal(out, e_out) and torch.equal(gx, e_gx)
+            step_grads.append(gs)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(step_grads[0], step_grads[1]) and torch.equal(step_grads[0], step_grads[2])
+    assert torch.allclose(step_grads[0], e_gs, rtol=1e-5)
+
+
+def test_the_cpu_kernel_passes_non_finite_inputs_as_eager_does():
+    """NaN stays NaN forward and gets no gradient (eager's vectorised kernel); ±inf clip to the range's ends."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 32, 32, 32)
+    x[0, 0, 0, :3] = torch.tensor([float('nan'), float('inf'), -float('inf')])
+    s, g = torch.tensor([0.3]), torch.randn(x.shape)
+    out, gx, gs = _grads(x, s, 3, True, g, fused=True)
+    e_out, e_gx, e_gs = _grads(x, s, 3, True, g, fused=False)
+    assert torch.allclose(out, e_out, rtol=0, atol=0, equal_nan=True) and torch.isnan(out[0, 0, 0, 0])
+    assert torch.equal(gx, e_gx) and gx[0, 0, 0, 0] == 0
+    assert torch.isnan(gs).all() and torch.isnan(e_gs).all()
+
+
+@pytest.fixture
+def fresh_kernel():
+    """Forget the loaded kernel so that the next use builds it again (with the test's CC); again afterwards."""
+    load_kernel.cache_clear()
+    yield
+    load_kernel.cache_clear()
+
+
+@pytest.mark.parametrize('compiler,message', [('no-such-cc', 'no C compiler'), ('false', 'could not build')])
+def test_without_a_compiler_the_default_trains_eager_and_an_explicit_request_is_refused(
+        compiler, message, fresh_kernel, monkeypatch, caplog):
+    monkeypatch.setenv('CC', compiler)
+    with caplog.at_level(logging.WARNING, logger='oqatnets.training'):
+        assert resolve_fused_quantizer(None, CPU) is False
+    assert message in caplog.text and 'eager quantizer' in caplog.text
+    with pytest.raises(KernelUnavailableError, match=message):
+        resolve_fused_quantizer(True, CPU)
+    with pytest.raises(KernelUnavailableError, match=message):
+        set_fused_quantizer(small_net(2), True)
+    assert resolve_fused_quantizer(False, CPU) is False
+
+
+def test_the_default_is_fused_on_the_cpu_and_eager_elsewhere():
+    assert resolve_fused_quantizer(None, CPU) is True
+    assert resolve_fused_quantizer(None, torch.device('cuda')) is False
+    assert resolve_fused_quantizer(True, torch.device('cuda')) is True  # torch.compile's kernels there
+
+
+@pytest.mark.parametrize('requested,fused', [(None, True), (False, False)])
+def test_training_applies_the_default_or_the_request(requested, fused, tmp_path):
+    from training_helpers import TINY_SPACE, synthetic_dataset
+
+    from oqatnets.supernet import OQATSupernet
+    from oqatnets.training import get_recipe, init_distributed, train_supernet
+    torch.manual_seed(0)
+    net = OQATSupernet(space=TINY_SPACE, bits=4, num_classes=4)
+    train_supernet(supernet=net, train_set=synthetic_dataset(16), recipe=get_recipe('small').override(batch_size=16),
+                   bits=4, epochs=1, out_dir=tmp_path, ctx=init_distributed(device='cpu'), log_every=1000,
+                   fused_quantizer=requested)
+    assert fused_quantizer_enabled(net) is fused
+
+
+def test_an_explicit_compile_without_a_compiler_is_refused_before_anything_is_written(fresh_kernel, tmp_path,
+                                                                                        monkeypatch):
+    from click.testing import CliRunner
+
+    from oqatnets.cli.main import cli
+    monkeypatch.setenv('CC', 'no-such-cc')
+    data = str(image_folder(tmp_path / 'data', size=32))
+    result = CliRunner().invoke(cli, ['train', 'supernet', '--space', 'small', '--holdout', '2', '--eval-images', '0',
+                                      '--data', data, '--out', str(tmp_path / 'o'), '--device', 'cpu', '--compile'])
+    assert result.exit_code == 1 and 'no C compiler' in result.output and 'Traceback' not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('compile_flag,fused', [('--compile', True), ('--no-compile', False), (None, True)])
 @pytest.mark.parametrize('command', ['train', 'finetune'])
-def test_compile_option_fuses_the_trained_models_quantizers(command, compile_flag, tmp_path, monkeypatch):
+def test_compile_option_fuses_the_trained_models_quantizers(command, compile_flag, fused, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from oqatnets.cli.main import cli
 
     def capture(**kwargs):
-        raise _Captured(kwargs.get('supernet', kwargs.get('model')))
+        raise _Captured(kwargs['fused_quantizer'])
     # the modules themselves: the package re-exports functions of the same names
     monkeypatch.setattr(importlib.import_module('oqatnets.training.joint'), 'train_supernet', capture)
     monkeypatch.setattr(importlib.import_module('oqatnets.training.finetune'), 'finetune', capture)
@@ -86,8 +195,6 @@ def test_compile_option_fuses_the_trained_models_quantizers(command, compile_fla
     else:
         args = ['finetune', f"local-dir:{oqatnets.save_pretrained(small_net(2, num_classes=3), tmp_path / 'net')}"]
     result = CliRunner().invoke(cli, [*args, '--data', data, '--out', str(tmp_path / 'o'), '--device', 'cpu',
-                                      *(['--compile'] if compile_flag else [])])
+                                      *([compile_flag] if compile_flag else [])])
     assert isinstance(result.exception, _Captured), result.output
-    model = result.exception.args[0]
-    assert fused_quantizer_enabled(model) == compile_flag
-    assert all(m.fused == compile_flag for _, m in iter_quant_convs(model))
+    assert result.exception.args[0] is fused

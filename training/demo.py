@@ -39,7 +39,7 @@ from .distributed import DistContext, init_distributed
 from .finetune import finetune
 from .inherit import inherit_bits
 from .joint import train_supernet
-from .loop import TrainResult
+from .loop import TrainResult, resolve_fused_quantizer
 from .metrics import StageTimer, write_json
 from .recipes import SPLIT_SEED, Recipe, get_recipe
 from .search import run_search
@@ -198,19 +198,23 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default', seed: int = 0,
-             device: str | None = None, stop_after_training: bool = False, overwrite: bool = False) -> dict[str, Any]:
+             device: str | None = None, stop_after_training: bool = False, overwrite: bool = False,
+             fused_quantizer: bool | None = None) -> dict[str, Any]:
     """Run the whole pipeline into ``out``; returns the report (also written as ``report.json``).
 
     ``out`` must be empty or absent unless ``overwrite``; an earlier run there is replaced only when
     this one succeeds (a failed or interrupted run leaves it as it was).
     ``stop_after_training`` ends after the three supernets are trained (the benchmark reuses them).
+    ``fused_quantizer`` is :func:`~oqatnets.training.train_supernet`'s (None: fused on the CPU when it builds);
+    the report records which ran.
     """
     preset = DEMO_PRESETS[preset] if isinstance(preset, str) else preset
     out = resolve_output(out, folder=True)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InvalidArgumentError(f'{out} already holds a run; pass --overwrite to replace it or choose another --out')
     with replacing_dir(out):
-        return _pipeline(out, preset=preset, seed=seed, device=device, stop_after_training=stop_after_training)
+        return _pipeline(out, preset=preset, seed=seed, device=device, stop_after_training=stop_after_training,
+                         fused_quantizer=fused_quantizer)
 
 
 def ran_preset(report: dict[str, Any], preset: DemoPreset) -> bool:
@@ -244,7 +248,7 @@ def report_supernet_dirs(run_dir: 'str | os.PathLike', report: dict[str, Any]) -
 
 def _train_supernets(
         demo_data: DemoData, *, preset: DemoPreset, recipe: Recipe, out: Path, ctx: DistContext, seed: int,
-        timer: StageTimer) -> tuple[dict[int, Path], list[OQATSupernet], dict[str, Any], dict[str, Any]]:
+        timer: StageTimer, fused_quantizer: bool) -> tuple[dict[int, Path], list[OQATSupernet], dict[str, Any], dict[str, Any]]:
     """The 4-bit supernet (after the recipe's float phase), then 3 and 2 bits, each inherited from the last.
 
     Returns the run folders and supernets by bits, the inherited nets' held-out top-1 before training,
@@ -275,7 +279,8 @@ def _train_supernets(
             result = train_supernet(supernet=supernet, train_set=prepared.training_set(augment=recipe.augment),
                                     recipe=recipe, bits=bits,
                                     epochs=epochs, float_epochs=float_epochs, out_dir=run_dir, ctx=ctx,
-                                    seed=seed + bits, checkpoint_every=100, calib_batches=prepared.calib,
+                                    seed=seed + bits, checkpoint_every=100, fused_quantizer=fused_quantizer,
+                                    calib_batches=prepared.calib,
                                     eval_batches=eval_batches,
                                     run_info={**run_info, 'inherited_from': str(supernet_dirs.get(bits + 1))})
         timer.images[f'train_{bits}bit'] = len(prepared.train_set) * (epochs + float_epochs)
@@ -291,20 +296,21 @@ def _train_supernets(
 
 def finetune_entry(supernet: OQATSupernet, spec: SubnetSpec, *, prepared: PreparedData, recipe: Recipe, epochs: int,
                    ctx: DistContext, seed: int, out_dir: 'str | os.PathLike', lr: float | None = None,
-                   teacher: nn.Module | None = None) -> tuple[OQATNet, TrainResult]:
+                   teacher: nn.Module | None = None, fused_quantizer: bool | None = None) -> tuple[OQATNet, TrainResult]:
     """``spec`` taken from ``supernet`` as published (BN calibrated in the recipe's mode), trained alone for
     ``epochs`` at its bits (LR ``lr`` or the recipe's finetune LR), then recalibrated the same way."""
     net = calibrated_subnet(supernet, spec, calib_batches=prepared.calib, mode=recipe.bn_calibration)
     run = finetune(model=net, train_set=prepared.training_set(augment=recipe.augment), recipe=recipe, epochs=epochs,
                    resolution=spec.resolution, out_dir=out_dir, ctx=ctx, lr=lr, teacher=teacher,
-                   kd_ratio=recipe.kd_ratio, kd_temperature=recipe.kd_temperature, seed=seed)
+                   kd_ratio=recipe.kd_ratio, kd_temperature=recipe.kd_temperature, seed=seed,
+                   fused_quantizer=fused_quantizer)
     recalibrate_bn(net, prepared.calib, resolution=spec.resolution, mode=recipe.bn_calibration)
     return net, run
 
 
 def _finetune_entries(search: dict[str, Any], supernets: list[OQATSupernet], demo_data: DemoData, *,
                       preset: DemoPreset, recipe: Recipe, entries_dir: Path, work_dir: Path, ctx: DistContext, seed: int,
-                      supernet_dirs: dict[int, Path]) -> dict[str, Any]:
+                      supernet_dirs: dict[int, Path], fused_quantizer: bool) -> dict[str, Any]:
     """Train each searched entry alone for ``preset.finetune_epochs`` from its supernet weights (BN calibrated
     as published), recalibrate it and save it over its entry folder; returns held-out top-1 before and after."""
     prepared = demo_data.prepared
@@ -317,7 +323,7 @@ def _finetune_entries(search: dict[str, Any], supernets: list[OQATSupernet], dem
             spec = SubnetSpec.parse(point['spec'])
             net, run = finetune_entry(by_bits[spec.bits], spec, prepared=prepared, recipe=recipe,
                                       epochs=preset.finetune_epochs, ctx=ctx, seed=seed + spec.bits,
-                                      out_dir=work_dir / point['entry'])
+                                      out_dir=work_dir / point['entry'], fused_quantizer=fused_quantizer)
             holdout = round(evaluate(net, demo_data.search_batches, resolution=spec.resolution)['top1'], 3)
             records[point['entry']] = {'searched_holdout_top1': point['top1'], 'holdout_top1': holdout,
                                        'epochs': preset.finetune_epochs, 'lr': recipe.finetune_lr,
@@ -334,10 +340,11 @@ def _finetune_entries(search: dict[str, Any], supernets: list[OQATSupernet], dem
 
 
 def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
-              stop_after_training: bool) -> dict[str, Any]:
+              stop_after_training: bool, fused_quantizer: bool | None) -> dict[str, Any]:
     """Train, search, publish and test into the (new, empty) folder ``out``."""
     timer = StageTimer()
     ctx = init_distributed(device=device)
+    fused = resolve_fused_quantizer(fused_quantizer, ctx.device)
     recipe = demo_recipe(preset)
     _log(f'preset {preset.name}: {preset}')
     with timer.stage('data'):
@@ -346,9 +353,10 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
     _log(f'{data.name}: {len(prepared.train_set)} training images, {len(prepared.holdout_set)} held out, '
          f'{len(test_set)} test images')
     supernet_dirs, supernets, inheritance, training = _train_supernets(
-        demo_data, preset=preset, recipe=recipe, out=out, ctx=ctx, seed=seed, timer=timer)
+        demo_data, preset=preset, recipe=recipe, out=out, ctx=ctx, seed=seed, timer=timer, fused_quantizer=fused)
     report: dict[str, Any] = {
         'preset': asdict(preset), 'seed': seed, 'data': data.name, 'space': preset.space, 'device': str(ctx.device),
+        'quantizer': 'fused' if fused else 'eager',
         'oqatnets_version': oqatnets.__version__, 'inheritance': inheritance, 'training': training,
         'artifacts': {'supernets': {str(b): str(p) for b, p in supernet_dirs.items()}}}
     if stop_after_training:
@@ -367,7 +375,7 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
         with timer.stage('finetune'):
             finetuned = _finetune_entries(search, supernets, demo_data, preset=preset, recipe=recipe,
                                           entries_dir=out / 'search' / 'entries', work_dir=out / 'finetune', ctx=ctx,
-                                          seed=seed, supernet_dirs=supernet_dirs)
+                                          seed=seed, supernet_dirs=supernet_dirs, fused_quantizer=fused)
     rows = _zoo_rows(search, out / 'search' / 'entries', supernet_dirs, finetune_epochs=preset.finetune_epochs)
     table_path = out / 'zoo.json'
     table = {'schema': 'oqatnets-zoo', 'schema_version': 1,

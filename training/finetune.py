@@ -18,11 +18,12 @@ from torch.utils.data import Dataset
 
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate, resize_batch
+from oqatnets.quant import set_fused_quantizer
 from oqatnets.supernet import OQATSupernet
 
 from .checkpoint import seeded_global_rng
 from .distributed import DistContext
-from .loop import Amp, LoopSettings, TrainResult, finish_run, run_loop
+from .loop import Amp, LoopSettings, TrainResult, finish_run, resolve_fused_quantizer, run_loop
 from .losses import soft_target_loss
 from .optim import build_optimizer, build_scheduler
 from .recipes import Recipe
@@ -33,13 +34,15 @@ __all__ = ['finetune']
 def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: int, resolution: int,
              out_dir: 'str | Path', ctx: DistContext, lr: float | None = None, teacher: nn.Module | None = None,
              kd_ratio: float = 1.0, kd_temperature: float = 1.0, resume: bool = False, seed: int = 0,
-             checkpoint_every: int = 0, log_every: int = 20, amp: bool = True,
+             checkpoint_every: int = 0, log_every: int = 20, amp: bool = True, fused_quantizer: bool | None = None,
              eval_batches: Iterable | None = None, run_info: dict[str, Any] | None = None,
              loop_options: dict[str, Any] | None = None) -> TrainResult:
     """Train ``model`` in place on ``train_set`` at ``resolution`` for ``epochs`` (LR ``lr`` or the recipe's).
 
     ``loop_options`` are further :class:`LoopSettings` fields (workers, pin_memory, clip_grad, tensorboard,
     ema_decay) and ``optimizer`` (a timm optimizer name; default the recipe's SGD).
+    ``fused_quantizer``: train through the one-pass LSQ kernels (True), eager (False), or the default
+    (None: fused on the CPU when the C kernel builds; :func:`~oqatnets.training.loop.resolve_fused_quantizer`).
 
     ``eval_batches`` (validation images) give a top-1 per epoch. Writes ``checkpoint.pt``,
     ``metrics.jsonl`` and ``summary.json`` under ``out_dir`` on the main rank.
@@ -61,6 +64,7 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
                             **loop_options)
     spe = settings.steps_per_epoch(len(train_set), ctx.world_size)
     model.to(ctx.device, memory_format=torch.channels_last)  # faster conv backward, as in joint training
+    set_fused_quantizer(model, resolve_fused_quantizer(fused_quantizer, ctx.device))
     optimizer = build_optimizer(model, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                 weight_decay=recipe.weight_decay, opt=opt, step_lr_factor=recipe.step_lr_factor)
     total = epochs * spe

@@ -25,14 +25,14 @@ from torch.utils.data import Dataset
 
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import resize_batch
-from oqatnets.quant import FLOAT_BITS, set_bits, validate_bits
+from oqatnets.quant import FLOAT_BITS, set_bits, set_fused_quantizer, validate_bits
 from oqatnets.spec import SearchSpace, SubnetSpec
 from oqatnets.supernet import OQATSupernet
 
 from .calibrate import evaluate_subnet
 from .checkpoint import seeded_global_rng
 from .distributed import DistContext
-from .loop import Amp, LoopSettings, TrainResult, finish_run, run_loop
+from .loop import Amp, LoopSettings, TrainResult, finish_run, resolve_fused_quantizer, run_loop
 from .losses import soft_target_loss
 from .optim import build_optimizer, build_scheduler
 from .recipes import Recipe, ResolutionSampling
@@ -82,12 +82,15 @@ def sandwich_step(supernet: OQATSupernet, images: torch.Tensor, target: torch.Te
 def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe, bits: int, epochs: int,
                    out_dir: 'str | Path', ctx: DistContext, float_epochs: int = 0, resume: bool = False,
                    seed: int = 0, checkpoint_every: int = 0, log_every: int = 20, amp: bool = True,
+                   fused_quantizer: bool | None = None,
                    calib_batches: Iterable | None = None, eval_batches: Iterable | None = None,
                    run_info: dict[str, Any] | None = None, loop_options: dict[str, Any] | None = None) -> TrainResult:
     """Jointly train ``supernet`` in place: ``float_epochs`` at 32 bits, then ``epochs`` at ``bits``.
 
     ``loop_options`` are further :class:`LoopSettings` fields (workers, pin_memory, clip_grad, tensorboard,
     ema_decay) and ``optimizer`` (a timm optimizer name; default the recipe's SGD).
+    ``fused_quantizer``: train through the one-pass LSQ kernels (True), eager (False), or the default
+    (None: fused on the CPU when the C kernel builds; :func:`~oqatnets.training.loop.resolve_fused_quantizer`).
 
     ``train_set`` must exclude any held-out images. With ``calib_batches`` and ``eval_batches``,
     each epoch ends with the largest and smallest subnets evaluated after BN recalibration.
@@ -111,6 +114,7 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
     space = supernet.space
     # channels-last: the CPU and GPU convolution kernels run their backward 2-6× faster on it
     supernet.to(ctx.device, memory_format=torch.channels_last)
+    set_fused_quantizer(supernet, resolve_fused_quantizer(fused_quantizer, ctx.device))
     optimizer = build_optimizer(supernet, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                 weight_decay=recipe.weight_decay, opt=opt, step_lr_factor=recipe.step_lr_factor)
     warmup = round(recipe.warmup_epochs * spe)

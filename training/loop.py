@@ -21,7 +21,8 @@ import torch.nn as nn
 from timm.utils import ModelEmaV3
 from torch.utils.data import Dataset
 
-from oqatnets.errors import InvalidArgumentError, MissingDependencyError
+from oqatnets._lsq_kernel import load_kernel
+from oqatnets.errors import InvalidArgumentError, KernelUnavailableError, MissingDependencyError
 from oqatnets.weights import check_record, read_weights, save_weights
 
 from .checkpoint import (
@@ -37,9 +38,31 @@ from .datasets import batches_from, epoch_order
 from .distributed import DistContext, all_reduce_gradients, broadcast_buffers
 from .metrics import MetricsLog, StageTimer, progress, write_json
 
-__all__ = ['Amp', 'LoopSettings', 'LoopResult', 'TrainResult', 'run_loop', 'finish_run', 'StepFn', 'epoch_line']
+__all__ = ['Amp', 'resolve_fused_quantizer', 'LoopSettings', 'LoopResult', 'TrainResult', 'run_loop', 'finish_run',
+           'StepFn', 'epoch_line']
 
 logger = logging.getLogger('oqatnets.training')
+
+
+def resolve_fused_quantizer(requested: bool | None, device: torch.device) -> bool:
+    """Whether training on ``device`` runs the fused LSQ kernels: ``requested`` when given, else the default.
+
+    True and False are honoured (True raises :class:`KernelUnavailableError` when the CPU kernel cannot
+    be built). None is the default: fused on the CPU, where it measured 1.2× faster per sandwich step
+    (docs/BENCHMARKS.md §1), unless no C compiler can build it (then eager, with a warning); eager
+    elsewhere (the compiled GPU kernels are unmeasured).
+    """
+    if requested is False or (requested is None and device.type != 'cpu'):
+        return False
+    if device.type == 'cpu':
+        try:
+            load_kernel()
+        except KernelUnavailableError as error:
+            if requested:
+                raise
+            logger.warning('%s; training with the eager quantizer', error)
+            return False
+    return True
 
 
 class Amp:

@@ -1,0 +1,95 @@
+"""LSQ's one-pass CPU kernels (``csrc/lsq.c``), built with the system C compiler on first use.
+
+Eager LSQ reads and writes each activation about fourteen times per training step (divide, clamp,
+round, multiply, the saved tensors, two dot products); these kernels read ``x`` once and write the
+output once forward, and read ``x`` and the gradient once and write the input gradient once
+backward, with the same floating-point operations (docs/BENCHMARKS.md §1). The library is built
+into a temporary folder once per process (a fraction of a second), loaded with ``ctypes`` and its
+folder removed: nothing is left behind and no build cache can go stale. Its OpenMP calls resolve to
+the runtime torch has already loaded and run on ``torch.get_num_threads()`` threads.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import KernelUnavailableError
+
+__all__ = ['LSQKernel', 'load_kernel']
+
+_SOURCE = Path(__file__).with_name('csrc') / 'lsq.c'
+# -ffp-contract=off: no fused multiply-add, so every value rounds as eager PyTorch's does;
+# -fno-trapping-math lets the comparisons vectorise (it changes no result, only FP exception flags).
+_FLAGS = ('-O3', '-march=native', '-std=c11', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math',
+          '-fPIC', '-shared')
+_BLOCK = 4096  # BLOCK in lsq.c
+_CTYPES = {torch.float32: ('f32', ctypes.c_float), torch.float64: ('f64', ctypes.c_double)}
+
+
+class LSQKernel:
+    """The loaded kernels: ``forward``/``backward`` on 1-D contiguous CPU tensors of float32 or float64."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        self._fns = {}
+        for dtype, (suffix, scalar) in _CTYPES.items():
+            fwd, bwd = getattr(lib, f'lsq_forward_{suffix}'), getattr(lib, f'lsq_backward_{suffix}')
+            ptr, n = ctypes.c_void_p, ctypes.c_int64
+            fwd.argtypes, fwd.restype = [ptr, ptr, n, scalar, scalar, scalar, ctypes.c_int], None
+            bwd.argtypes = [ptr, ptr, ptr, ptr, n, scalar, scalar, scalar, ctypes.c_int]
+            bwd.restype = ctypes.c_double
+            self._fns[dtype] = (fwd, bwd)
+
+    @staticmethod
+    def supports(t: torch.Tensor) -> bool:
+        """Whether ``t`` (a CPU tensor of float32 or float64) can go through these kernels."""
+        return t.device.type == 'cpu' and t.dtype in _CTYPES
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
+        """``round(clamp(x / s, qn, qp)) · s`` for a flat ``x`` and the step's magnitude ``s``."""
+        out = torch.empty_like(x)
+        self._fns[x.dtype][0](x.data_ptr(), out.data_ptr(), x.numel(), float(s), qn, qp, torch.get_num_threads())
+        return out
+
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, s: torch.Tensor, qn: int,
+                 qp: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input gradient, ``Σ g·(q − v·inside)``) for flat ``grad`` and ``x`` of the same dtype; the sum is
+        the same on any number of threads."""
+        grad_x = torch.empty_like(x)
+        partial = torch.empty(-(-x.numel() // _BLOCK), dtype=torch.float64)  # one sum per block of the C source
+        total = self._fns[x.dtype][1](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), partial.data_ptr(), x.numel(),
+                                      float(s), qn, qp, torch.get_num_threads())
+        return grad_x, torch.tensor(total, dtype=x.dtype)
+
+
+def _compiler() -> list[str]:
+    command = shlex.split(os.environ.get('CC', '')) or ['cc']
+    if shutil.which(command[0]) is None:
+        raise KernelUnavailableError(
+            f'no C compiler ({command[0]!r}) found to build the fused LSQ kernel: install gcc, set CC, '
+            'or train without it (--no-compile)')
+    return command
+
+
+@functools.cache
+def load_kernel() -> LSQKernel:
+    """Build and load the kernels once per process; :class:`KernelUnavailableError` when they cannot be built."""
+    openmp = ('-fopenmp',) if torch.backends.openmp.is_available() else ('-Wno-unknown-pragmas',)
+    command = _compiler()
+    with tempfile.TemporaryDirectory(prefix='oqatnets-lsq-') as folder:
+        library = Path(folder) / 'lsq.so'
+        build = subprocess.run([*command, *_FLAGS, *openmp, str(_SOURCE), '-o', str(library)],
+                               capture_output=True, text=True, check=False)
+        if build.returncode != 0:
+            first = next((line for line in build.stderr.splitlines() if line.strip()), f'exit status {build.returncode}')
+            raise KernelUnavailableError(
+                f'{command[0]} could not build the fused LSQ kernel ({_SOURCE.name}: {first.strip()}); '
+                'train without it (--no-compile) or set CC to a GCC-compatible compiler with OpenMP')
+        return LSQKernel(ctypes.CDLL(str(library)))
