@@ -64,7 +64,7 @@ _seed = click.option('--seed', type=int, default=0, show_default=True,
                      help='Seed of the initial weights, subnet sampling and data order.')
 _compile = click.option('--compile/--no-compile', 'compile_quantizer', default=None,
                         help='Train through the fused one-pass LSQ kernels (CPU: built with the C compiler at start, '
-                             'same outputs, 1.2x faster per step; CUDA: torch.compile) or the eager quantizer. '
+                             'same outputs, about 1.1x faster per step; CUDA: torch.compile) or the eager quantizer. '
                              'Default: fused on the CPU when a C compiler is found, eager elsewhere.')
 
 

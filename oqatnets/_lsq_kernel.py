@@ -83,7 +83,7 @@ def load_kernel() -> LSQKernel:
     """Build and load the kernels once per process; :class:`KernelUnavailableError` when they cannot be built."""
     openmp = ('-fopenmp',) if torch.backends.openmp.is_available() else ('-Wno-unknown-pragmas',)
     command = _compiler()
-    with tempfile.TemporaryDirectory(prefix='oqatnets-lsq-') as folder:
+    with tempfile.TemporaryDirectory(prefix='oqatnets-lsq-', ignore_cleanup_errors=True) as folder:
         library = Path(folder) / 'lsq.so'
         build = subprocess.run([*command, *_FLAGS, *openmp, str(_SOURCE), '-o', str(library)],
                                capture_output=True, text=True, check=False)

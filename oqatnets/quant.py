@@ -363,7 +363,7 @@ def set_fused_quantizer(model: nn.Module, enabled: bool = True) -> nn.Module:
     the step gradient summed in another order. On the CPU they are ``csrc/lsq.c``, built with the
     C compiler on first use (:class:`~oqatnets.errors.KernelUnavailableError` here, before any
     training, when it cannot be); elsewhere ``torch.compile``. The training commands turn them on
-    by default on the CPU, where they measured 1.2× faster (docs/BENCHMARKS.md §1). Inference is
+    by default on the CPU, where a sandwich step measured 1.05–1.21× faster (docs/BENCHMARKS.md §1). Inference is
     unaffected.
     """
     if enabled and any(p.device.type == 'cpu' for p in model.parameters()):

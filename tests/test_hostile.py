@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -27,6 +28,7 @@ from zoo_helpers import image_folder, inputs, small_net, small_spec
 
 import oqatnets
 import oqatnets.export
+from oqatnets._lsq_kernel import load_kernel
 from oqatnets.cli.main import cli
 from oqatnets.errors import (
     CheckpointError,
@@ -795,6 +797,37 @@ def case_inherit_unsupported_bits(env, tmp_path, monkeypatch):
 def case_finetune_epochs_zero(env, tmp_path, monkeypatch):
     refused(run('finetune', env.net, '--data', 'fashion-mnist', '--out', tmp_path / 'ft', '--epochs', '0'), 2,
             '--epochs')
+
+
+@case('clear')
+def case_finetune_compile_with_a_broken_compiler_writes_nothing(env, tmp_path, monkeypatch):
+    load_kernel.cache_clear()
+    monkeypatch.setenv('CC', 'false')
+    try:
+        out = tmp_path / 'ft'
+        refused(run('finetune', env.net, '--data', 'fashion-mnist', '--out', out, '--train-images', '16', '--compile'),
+                1, 'could not build', '--no-compile')
+        assert not out.exists()
+    finally:
+        load_kernel.cache_clear()
+
+
+@case('handled')
+def case_train_without_a_c_compiler_trains_eager_with_a_warning(env, tmp_path, monkeypatch):
+    load_kernel.cache_clear()
+    monkeypatch.setenv('CC', 'no-such-cc')
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logging.getLogger('oqatnets.training').addHandler(handler)
+    try:
+        result = run('train', 'supernet', *TRAIN_ARGS, '--out', tmp_path / 'run')
+        assert result.exit_code == 0, result.output
+        assert [w for w in warnings if 'no C compiler' in w and 'training with the eager quantizer' in w], warnings
+        assert oqatnets.create_model(f'local-dir:{tmp_path / "run" / "supernet"}', pretrained=True).bits == 4
+    finally:
+        logging.getLogger('oqatnets.training').removeHandler(handler)
+        load_kernel.cache_clear()
 
 
 @case('clear')

@@ -48,7 +48,7 @@ def resolve_fused_quantizer(requested: bool | None, device: torch.device) -> boo
     """Whether training on ``device`` runs the fused LSQ kernels: ``requested`` when given, else the default.
 
     True and False are honoured (True raises :class:`KernelUnavailableError` when the CPU kernel cannot
-    be built). None is the default: fused on the CPU, where it measured 1.2× faster per sandwich step
+    be built). None is the default: fused on the CPU, where a sandwich step measured 1.05–1.21× faster
     (docs/BENCHMARKS.md §1), unless no C compiler can build it (then eager, with a warning); eager
     elsewhere (the compiled GPU kernels are unmeasured).
     """
