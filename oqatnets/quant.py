@@ -162,27 +162,28 @@ def _fused_backend(t: torch.Tensor) -> LSQKernel | type[_CompiledLSQ]:
 
 
 class _FusedLSQ(torch.autograd.Function):
-    """:class:`_LSQ` in one pass forward and one backward; saves only ``x`` (the backward recomputes ``v``)."""
+    """:class:`_LSQ` in one pass forward and one backward; saves only ``x``, flat in memory order (a view
+    unless ``x`` was in neither layout), and the backward recomputes ``v``."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float):
-        ctx.save_for_backward(x, step)
+        flat, restore = _flat_view(x.detach())
+        ctx.save_for_backward(flat, step)
+        ctx.restore = restore
+        ctx.layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         ctx.grad_scale = grad_scale
         ctx.bounds = (qn, qp)
-        flat, restore = _flat_view(x.detach())
         return restore(_fused_backend(flat).forward(flat, step.detach().abs(), qn, qp))
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        x, step = ctx.saved_tensors
-        flat, restore = _flat_view(x.detach())
-        layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
-        grad_flat, _ = _flat_view(grad_out.contiguous(memory_format=layout))
+        flat, step = ctx.saved_tensors
+        grad_flat, _ = _flat_view(grad_out.contiguous(memory_format=ctx.layout))
         grad_x, d_step = _fused_backend(flat).backward(grad_flat, flat, step.detach().abs(), *ctx.bounds)
         grad_step = None
         if ctx.needs_input_grad[1]:
             grad_step = (d_step * (ctx.grad_scale * torch.sign(step))).reshape(step.shape)
-        return (restore(grad_x) if ctx.needs_input_grad[0] else None), grad_step, None, None, None
+        return (ctx.restore(grad_x) if ctx.needs_input_grad[0] else None), grad_step, None, None, None
 
 
 def _binary_quantize(x: torch.Tensor, step: torch.Tensor, grad_scale: float) -> torch.Tensor:
