@@ -29,6 +29,7 @@ from oqatnets.training.demo import DEMO_PRESETS, demo_recipe, prepare_demo_data
 from oqatnets.training.distributed import init_distributed
 from oqatnets.training.inherit import inherit_bits
 from oqatnets.training.joint import train_supernet
+from oqatnets.training.loop import resolve_fused_quantizer
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def _top1(supernet: OQATSupernet, bits: int, calib, test_batches, *, mode: str) 
     return result
 
 
-def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, seed: int) -> dict[str, Any]:
+def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, seed: int,
+            fused_quantizer: bool | None = None) -> dict[str, Any]:
     """Train one row's supernet(s); returns its record (top-1 per stage, minutes)."""
     preset = DEMO_PRESETS['default']
     preset = type(preset)(**{**preset.__dict__, 'train_images': train_images, 'test_images': test_images,
@@ -117,10 +119,12 @@ def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, 
     data = prepare_demo_data(preset, recipe)
     prepared = data.prepared
     ctx = init_distributed(device='cpu')
+    fused = resolve_fused_quantizer(fused_quantizer, ctx.device)
     start = time.perf_counter()
     record: dict[str, Any] = {'row': row.name, 'seed': seed, 'change': row.change, 'float_epochs': row.float_epochs,
                               'epochs': list(row.epochs), 'overrides': row.overrides,
-                              'train_images': len(prepared.train_set), 'test_images': len(data.test_set)}
+                              'train_images': len(prepared.train_set), 'test_images': len(data.test_set),
+                              'quantizer': 'fused' if fused else 'eager'}
     torch.manual_seed(seed)  # the initial weights (rows before 2026-11-29 drew them unseeded)
     supernet = OQATSupernet(space=recipe.space, bits=4, num_classes=prepared.data.num_classes)
     for index, (bits, epochs) in enumerate(zip((4, 3, 2), row.epochs)):
@@ -129,7 +133,7 @@ def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, 
         train_supernet(supernet=supernet, train_set=prepared.training_set(augment=recipe.augment),
                        recipe=recipe, bits=bits, epochs=epochs,
                        float_epochs=row.float_epochs if index == 0 else 0, out_dir=out / row.name / f'w{bits}',
-                       ctx=ctx, seed=seed + bits, log_every=10**9)
+                       ctx=ctx, seed=seed + bits, log_every=10**9, fused_quantizer=fused)
         if bits in (4, 2):
             record[f'top1_{bits}bit'] = _top1(supernet, bits, prepared.calib, data.test_batches,
                                               mode=recipe.bn_calibration)
@@ -155,6 +159,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument('--test-images', type=int, default=None, help='first N test images (default: all 10000)')
     parser.add_argument('--rows', default=None, help='comma-separated row names (default: all)')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--eager-quantizer', action='store_true',
+                        help="train through the eager LSQ quantizer (default: training's, fused on the CPU)")
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--out', type=Path, default=Path('runs/bench/recipe'))
     args = parser.parse_args(argv)
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if row.name in wanted and row.name not in done:
             print(f'[bench recipe {time.strftime("%H:%M:%S")}] {row.name}: {row.change}', flush=True)
             done[row.name] = run_row(row, train_images=args.train_images, test_images=args.test_images,
-                                     out=args.out, seed=args.seed)
+                                     out=args.out, seed=args.seed, fused_quantizer=False if args.eager_quantizer else None)
             with log.open('a') as f:
                 f.write(json.dumps(done[row.name]) + '\n')
             print(json.dumps(done[row.name]), flush=True)
