@@ -26,10 +26,8 @@ from .errors import KernelUnavailableError
 __all__ = ['LSQKernel', 'load_kernel']
 
 _SOURCE = Path(__file__).with_name('csrc') / 'lsq.c'
-# -ffp-contract=off: no fused multiply-add, so every value rounds as eager PyTorch's does;
-# -fno-trapping-math lets the comparisons vectorise (it changes no result, only FP exception flags).
-_FLAGS = ('-O3', '-march=native', '-std=c11', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math',
-          '-fPIC', '-shared')
+# -ffp-contract=off: no fused multiply-add, so every value rounds as eager PyTorch's does.
+_FLAGS = ('-O3', '-march=native', '-std=c11', '-ffp-contract=off', '-fno-math-errno', '-fPIC', '-shared')
 _BLOCK = 4096  # BLOCK in lsq.c
 _CTYPES = {torch.float32: ('f32', ctypes.c_float), torch.float64: ('f64', ctypes.c_double)}
 
