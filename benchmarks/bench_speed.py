@@ -5,7 +5,9 @@
 2. Supernet sandwich step (largest, smallest, 2 random; forward + backward + SGD step) vs
    - the same step with quantization off (target ≤ 1.15×), with the eager quantizer and with the
      fused one-pass kernels (``oqatnets.quant.set_fused_quantizer``; on the CPU the C kernel of
-     ``oqatnets/csrc/lsq.c``, which training uses by default),
+     ``oqatnets/csrc/lsq.c``, which training uses by default), and with the fused kernels but every
+     activation applied apart instead of absorbed by the next conv's quantizer (``QuantConv2d.conv``'s
+     ``act``), which isolates what absorbing them saves,
    - the sum of the four static subnets' steps with the same specs (target ≤ 1.05×),
    - the float Once-for-All supernet (`ofa` package, when installed) on the same specs
      (the authors' quantized step was 1.26× that one).
@@ -24,6 +26,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +115,14 @@ def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int, chann
     if fused:
         fns['supernet_fused'] = _step_fn(fused_sup, [supernet_forward(fused_sup, s) for s in specs],
                                          torch.optim.SGD(fused_sup.parameters(), lr=1e-4, momentum=0.9))
+        apart_sup = copy.deepcopy(fused_sup)
+        apart_step = _step_fn(apart_sup, [supernet_forward(apart_sup, s) for s in specs],
+                              torch.optim.SGD(apart_sup.parameters(), lr=1e-4, momentum=0.9))
+
+        def apart():
+            with mock.patch.dict(oqatnets.quant._ACTIVATION_NAMES, clear=True):  # no conv absorbs an activation
+                apart_step()
+        fns['supernet_fused_apart'] = apart
     for i, net in enumerate(statics):
         fns[f'static_{i}'] = static_step(net)
     ofa_net = _ofa_supernet()
@@ -133,7 +144,10 @@ def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int, chann
               'ratio_vs_static': t['supernet'] / static_sum, 'target_vs_static': 1.05}
     if 'supernet_fused' in t:
         result.update(supernet_fused_s=t['supernet_fused'], ratio_fused_vs_float=t['supernet_fused'] / t['supernet_float'],
-                      fused_speedup=t['supernet'] / t['supernet_fused'], build_s=build_s)
+                      fused_speedup=t['supernet'] / t['supernet_fused'], build_s=build_s,
+                      supernet_fused_apart_s=t['supernet_fused_apart'],
+                      ratio_fused_apart_vs_float=t['supernet_fused_apart'] / t['supernet_float'],
+                      absorb_speedup=t['supernet_fused_apart'] / t['supernet_fused'])
     if 'ofa_float' in t:
         result.update(ofa_float_s=t['ofa_float'], ratio_vs_ofa=t['supernet'] / t['ofa_float'])
     return result
@@ -166,6 +180,10 @@ def markdown(results: list[dict]) -> str:
                          f"≤ {r['target_vs_float']}× (building: {r['build_s']:.1f} s once) |")
             lines.append(f"| {r['bench']}, eager / fused quantizer | {setting} | {r['supernet_s']:.3f} | "
                          f"{r['supernet_fused_s']:.3f} | {r['fused_speedup']:.2f}× faster fused | |")
+            lines.append(f"| {r['bench']}, fused, activations apart / absorbed | {setting} | "
+                         f"{r['supernet_fused_apart_s']:.3f} | {r['supernet_fused_s']:.3f} | "
+                         f"{r['absorb_speedup']:.2f}× faster absorbed (apart: {r['ratio_fused_apart_vs_float']:.2f}× "
+                         "quantization off) | |")
         lines.append(f"| {r['bench']} vs 4 static subnets | {setting} | {r['supernet_s']:.3f} | "
                      f"{r['static_sum_s']:.3f} | {r['ratio_vs_static']:.2f}× | ≤ {r['target_vs_static']}× |")
         if 'ofa_float_s' in r:

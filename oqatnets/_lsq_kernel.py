@@ -29,42 +29,54 @@ _SOURCE = Path(__file__).with_name('csrc') / 'lsq.c'
 # -ffp-contract=off: no fused multiply-add, so every value rounds as eager PyTorch's does.
 _FLAGS = ('-O3', '-march=native', '-std=c11', '-ffp-contract=off', '-fno-math-errno', '-fPIC', '-shared')
 _BLOCK = 4096  # BLOCK in lsq.c
+_ACTS = {None: 'lsq', 'hardswish': 'lsq_hardswish'}  # the activation computed in the pass: its functions' prefix
 _CTYPES = {torch.float32: ('f32', ctypes.c_float), torch.float64: ('f64', ctypes.c_double)}
 
 
 class LSQKernel:
-    """The loaded kernels: ``forward``/``backward`` on 1-D contiguous CPU tensors of float32 or float64."""
+    """The loaded kernels: ``forward``/``backward`` on 1-D contiguous CPU tensors of float32 or float64.
+
+    ``ACTS`` are the activations the kernels can compute inside their pass (``act=``), so a quantized
+    conv's input needs no pass of its own for them (:meth:`oqatnets.quant.QuantConv2d.conv`).
+    """
+
+    ACTS = tuple(act for act in _ACTS if act is not None)
 
     def __init__(self, lib: ctypes.CDLL):
         self._fns = {}
-        for dtype, (suffix, scalar) in _CTYPES.items():
-            fwd, bwd = getattr(lib, f'lsq_forward_{suffix}'), getattr(lib, f'lsq_backward_{suffix}')
-            ptr, n = ctypes.c_void_p, ctypes.c_int64
-            fwd.argtypes, fwd.restype = [ptr, ptr, n, scalar, scalar, scalar, ctypes.c_int], None
-            bwd.argtypes = [ptr, ptr, ptr, ptr, n, scalar, scalar, scalar, ctypes.c_int]
-            bwd.restype = ctypes.c_double
-            self._fns[dtype] = (fwd, bwd)
+        ptr, n = ctypes.c_void_p, ctypes.c_int64
+        for act, prefix in _ACTS.items():
+            for dtype, (suffix, scalar) in _CTYPES.items():
+                fwd, bwd = getattr(lib, f'{prefix}_forward_{suffix}'), getattr(lib, f'{prefix}_backward_{suffix}')
+                fwd.argtypes, fwd.restype = [ptr, ptr, n, scalar, scalar, scalar, ctypes.c_int], None
+                bwd.argtypes = [ptr, ptr, ptr, ptr, n, scalar, scalar, scalar, ctypes.c_int]
+                bwd.restype = ctypes.c_double
+                self._fns[act, dtype] = (fwd, bwd)
 
     @staticmethod
     def supports(t: torch.Tensor) -> bool:
         """Whether ``t`` (a CPU tensor of float32 or float64) can go through these kernels."""
         return t.device.type == 'cpu' and t.dtype in _CTYPES
 
-    def forward(self, x: torch.Tensor, s: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
-        """``round(clamp(x / s, qn, qp)) · s`` for a flat ``x`` and the step's magnitude ``s``."""
+    def forward(self, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, *, act: str | None = None) -> torch.Tensor:
+        """``round(clamp(a / |s|, qn, qp)) · |s|`` for a flat ``x`` and the one-element ``step`` s, where ``a`` is
+        ``x`` or, with ``act='hardswish'``, ``F.hardswish(x)`` computed in the same pass."""
         out = torch.empty_like(x)
-        self._fns[x.dtype][0](x.data_ptr(), out.data_ptr(), x.numel(), float(s), qn, qp, torch.get_num_threads())
+        self._fns[act, x.dtype][0](x.data_ptr(), out.data_ptr(), x.numel(), abs(float(step)), qn, qp,
+                                   torch.get_num_threads())
         return out
 
-    def backward(self, grad: torch.Tensor, x: torch.Tensor, s: torch.Tensor, qn: int,
-                 qp: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input gradient, ``Σ g·(q − v·inside)``) for flat ``grad`` and ``x`` of the same dtype; the sum is
-        the same on any number of threads."""
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float,
+                 *, act: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gradient with respect to ``x``, LSQ's step gradient ``Σ g·(q − v·inside) · grad_scale · sign(s)``) for
+        flat ``grad`` and ``x`` of the same dtype and the forward's ``act``; the sum is the same on any number of
+        threads."""
         grad_x = torch.empty_like(x)
         partial = torch.empty(-(-x.numel() // _BLOCK), dtype=torch.float64)  # one sum per block of the C source
-        total = self._fns[x.dtype][1](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), partial.data_ptr(), x.numel(),
-                                      float(s), qn, qp, torch.get_num_threads())
-        return grad_x, torch.tensor(total, dtype=x.dtype)
+        s = float(step)
+        total = self._fns[act, x.dtype][1](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), partial.data_ptr(),
+                                           x.numel(), abs(s), qn, qp, torch.get_num_threads())
+        return grad_x, torch.full_like(step, total * grad_scale * ((s > 0) - (s < 0)))
 
 
 def _compiler() -> list[str]:

@@ -76,7 +76,7 @@ class DepthwiseSeparable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
-        x = self.bn_pwl(self.conv_pwl(self.act_dw(self.bn_dw(self.conv_dw(x)))))
+        x = self.bn_pwl(self.conv_pwl(self.bn_dw(self.conv_dw(x)), act=self.act_dw))
         return x + shortcut if self.has_skip else x
 
 
@@ -84,7 +84,8 @@ class InvertedResidual(nn.Module):
     """MBConv: pw expand → BN → act → dw k×k → BN → act → [SE] → pw project → BN (+ identity).
 
     Every conv is a :class:`QuantConv2d`; BN, activations, SE and the shortcut stay float. The
-    depthwise and projection convs read fresh tensors that nothing else uses, so they quantize in place.
+    depthwise and projection convs read fresh tensors that nothing else uses, so they quantize in place,
+    and take the activation before them (``act=``) so that their input quantizer can absorb it.
     ``signed_input`` quantizes the block's input (the expand conv's) on a signed grid.
     """
 
@@ -100,6 +101,7 @@ class InvertedResidual(nn.Module):
                                    inplace=True)
         self.bn_dw = batch_norm(mid_channels)
         self.act_dw = create_act(act)
+        self.use_se = bool(se_channels)
         self.se = SqueezeExcite(mid_channels, se_channels) if se_channels else nn.Identity()
         self.conv_pwl = QuantConv2d(mid_channels, out_channels, 1, bits=bits, inplace=True)
         self.bn_pwl = batch_norm(out_channels)
@@ -107,7 +109,7 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
-        x = self.act_pw(self.bn_pw(self.conv_pw(x)))
-        x = self.se(self.act_dw(self.bn_dw(self.conv_dw(x))))
-        x = self.bn_pwl(self.conv_pwl(x))
+        x = self.bn_dw(self.conv_dw(self.bn_pw(self.conv_pw(x)), act=self.act_pw))
+        x = self.conv_pwl(self.se(self.act_dw(x))) if self.use_se else self.conv_pwl(x, act=self.act_dw)
+        x = self.bn_pwl(x)
         return self.drop_path(x) + shortcut if self.has_skip else x

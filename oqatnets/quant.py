@@ -26,6 +26,9 @@ __all__ = [
 
 FLOAT_BITS = 32
 SUPPORTED_BITS = (1, 2, 3, 4, 8, FLOAT_BITS)
+# The activations a quantized conv's input quantizer can take over (QuantConv2d.conv's ``act``).
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {'relu': F.relu, 'hardswish': F.hardswish}
+_ACTIVATION_NAMES: dict[type[nn.Module], str] = {nn.ReLU: 'relu', nn.Hardswish: 'hardswish'}
 
 
 def validate_bits(bits: int) -> int:
@@ -142,18 +145,23 @@ def _fused_kernels() -> tuple[Callable, Callable]:
 
 class _CompiledLSQ:
     """The fused kernels off the CPU (CUDA) and for dtypes ``csrc/lsq.c`` lacks: ``torch.compile`` of
-    :func:`_fused_forward` / :func:`_fused_backward`, with :class:`~oqatnets._lsq_kernel.LSQKernel`'s interface."""
+    :func:`_fused_forward` / :func:`_fused_backward`, with :class:`~oqatnets._lsq_kernel.LSQKernel`'s interface
+    but no activations (``act`` is always None: :func:`lsq_quantize` applies them before)."""
 
     @staticmethod
-    def forward(x: torch.Tensor, s: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
+    def forward(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, *, act: None = None) -> torch.Tensor:
         _unbacked(x)
+        s = step.detach().abs()
         return _fused_kernels()[0](x, s, *_bounds(qn, qp, s))
 
     @staticmethod
-    def backward(grad: torch.Tensor, x: torch.Tensor, s: torch.Tensor, qn: int,
-                 qp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(grad: torch.Tensor, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float, *,
+                 act: None = None) -> tuple[torch.Tensor, torch.Tensor]:
         _unbacked(grad, x)
-        return _fused_kernels()[1](grad, x, s, *_bounds(qn, qp, s))
+        step = step.detach()
+        s = step.abs()
+        grad_x, d_step = _fused_kernels()[1](grad, x, s, *_bounds(qn, qp, s))
+        return grad_x, (d_step * (grad_scale * torch.sign(step))).reshape(step.shape)
 
 
 def _fused_backend(t: torch.Tensor) -> LSQKernel | type[_CompiledLSQ]:
@@ -163,27 +171,29 @@ def _fused_backend(t: torch.Tensor) -> LSQKernel | type[_CompiledLSQ]:
 
 class _FusedLSQ(torch.autograd.Function):
     """:class:`_LSQ` in one pass forward and one backward; saves only ``x``, flat in memory order (a view
-    unless ``x`` was in neither layout), and the backward recomputes ``v``."""
+    unless ``x`` was in neither layout), and the backward recomputes ``v``. With ``act`` (one of
+    :attr:`LSQKernel.ACTS`, C kernels only) it quantizes ``act(x)`` without materialising it and
+    returns the gradient with respect to ``x``."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float):
+    def forward(ctx, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float,
+                act: str | None = None):
         flat, restore = _flat_view(x.detach())
         ctx.save_for_backward(flat, step)
         ctx.restore = restore
         ctx.layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         ctx.grad_scale = grad_scale
         ctx.bounds = (qn, qp)
-        return restore(_fused_backend(flat).forward(flat, step.detach().abs(), qn, qp))
+        ctx.act = act
+        return restore(_fused_backend(flat).forward(flat, step, qn, qp, act=act))
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         flat, step = ctx.saved_tensors
         grad_flat, _ = _flat_view(grad_out.contiguous(memory_format=ctx.layout))
-        grad_x, d_step = _fused_backend(flat).backward(grad_flat, flat, step.detach().abs(), *ctx.bounds)
-        grad_step = None
-        if ctx.needs_input_grad[1]:
-            grad_step = (d_step * (ctx.grad_scale * torch.sign(step))).reshape(step.shape)
-        return (ctx.restore(grad_x) if ctx.needs_input_grad[0] else None), grad_step, None, None, None
+        grad_x, grad_step = _fused_backend(flat).backward(grad_flat, flat, step, *ctx.bounds, ctx.grad_scale, act=ctx.act)
+        return (ctx.restore(grad_x) if ctx.needs_input_grad[0] else None,
+                grad_step if ctx.needs_input_grad[1] else None, None, None, None, None)
 
 
 def _binary_quantize(x: torch.Tensor, step: torch.Tensor, grad_scale: float) -> torch.Tensor:
@@ -194,19 +204,37 @@ def _binary_quantize(x: torch.Tensor, step: torch.Tensor, grad_scale: float) -> 
     return ((torch.sign(v) - v).detach() + v) * s
 
 
-def lsq_quantize(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool, fused: bool = False) -> torch.Tensor:
-    """LSQ fake quantization of ``x`` with scalar ``step`` at ``bits`` (identity at 32 bits).
+def _clamp_is(act: str, qn: int) -> bool:
+    """Whether the grid's clamp at ``qn`` already is ``act`` (a ReLU before an unsigned grid)."""
+    return act == 'relu' and qn == 0
 
-    ``fused`` trains through the one-pass kernels (see :func:`set_fused_quantizer`).
+
+def lsq_quantize(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool, fused: bool = False,
+                 act: str | None = None) -> torch.Tensor:
+    """LSQ fake quantization of ``act(x)`` with scalar ``step`` at ``bits`` (identity at 32 bits).
+
+    ``fused`` trains through the one-pass kernels (see :func:`set_fused_quantizer`). ``act``
+    (``'relu'`` or ``'hardswish'``, default none) is the activation that produces the quantized
+    tensor; the quantizer absorbs it where that changes no value: a ReLU before an unsigned grid is
+    the grid's own clamp at 0, and the fused CPU kernel computes hard-swish inside its pass.
+    Otherwise it is applied first.
     """
+    if act is not None and act not in _ACTIVATIONS:
+        raise InvalidArgumentError(f'act={act!r} is not an activation LSQ can absorb; use one of {sorted(_ACTIVATIONS)}')
     if bits >= FLOAT_BITS:
-        return x
+        return _ACTIVATIONS[act](x) if act else x
     qn, qp = quant_range(bits, signed=signed)
+    if act is not None and _clamp_is(act, qn):
+        act = None
     grad_scale = 1.0 / math.sqrt(x.numel() * qp)
-    if bits == 1 and signed:
+    grad = torch.is_grad_enabled() and (x.requires_grad or step.requires_grad)
+    binary = bits == 1 and signed
+    if act and not (grad and fused and not binary and LSQKernel.supports(x) and act in LSQKernel.ACTS):
+        x, act = _ACTIVATIONS[act](x), None
+    if binary:
         return _binary_quantize(x, step, grad_scale)
-    if torch.is_grad_enabled() and (x.requires_grad or step.requires_grad):
-        return (_FusedLSQ if fused else _LSQ).apply(x, step, qn, qp, grad_scale)
+    if grad:
+        return _FusedLSQ.apply(x, step, qn, qp, grad_scale, act) if fused else _LSQ.apply(x, step, qn, qp, grad_scale)
     return quant_codes(x, step, bits, signed=signed).mul_(step.abs())
 
 
@@ -287,8 +315,9 @@ class QuantConv2d(nn.Conv2d):
             self.weight_step.copy_(w)
             self.step_initialized.fill_(True)
 
-    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        return lsq_quantize(x, self.act_step, self.bits, signed=self.signed_input, fused=self.fused)
+    def quantize_input(self, x: torch.Tensor, *, act: str | None = None) -> torch.Tensor:
+        """Fake-quantized ``act(x)`` (see :func:`lsq_quantize` for the activations it absorbs)."""
+        return lsq_quantize(x, self.act_step, self.bits, signed=self.signed_input, fused=self.fused, act=act)
 
     def quantize_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """Fake-quantized ``weight`` (the layer's own, or a slice/transform of it)."""
@@ -312,8 +341,16 @@ class QuantConv2d(nn.Conv2d):
         return quant_codes(self.weight, self.weight_step, self.bits, signed=True).to(torch.int8)
 
     def conv(self, x: torch.Tensor, weight: torch.Tensor, *, stride: int | None = None,
-             groups: int | None = None) -> torch.Tensor:
-        """Quantize ``x`` and ``weight`` and convolve; used by the elastic layers with slices."""
+             groups: int | None = None, act: nn.Module | None = None) -> torch.Tensor:
+        """Quantize ``act(x)`` and ``weight`` and convolve; used by the elastic layers with slices.
+
+        ``act`` is the activation between the previous layer and this one. Taken here, a ReLU or
+        hard-swish is absorbed by the input quantizer (:func:`lsq_quantize`): one pass over the
+        activation instead of two, with the same values.
+        """
+        name = _ACTIVATION_NAMES.get(type(act))
+        if act is not None and (name is None or not self.quantized or not bool(self.step_initialized)):
+            x, name = act(x), None  # float, another activation, or LSQ's init, which reads act(x)
         self.maybe_init_steps(x, weight)
         stride = self.stride if stride is None else stride
         groups = self.groups if groups is None else groups
@@ -321,13 +358,15 @@ class QuantConv2d(nn.Conv2d):
         if not self.quantized:
             return F.conv2d(x, weight, None, stride, padding, 1, groups)
         if weight is self.weight and not self.training and not torch.is_grad_enabled():
+            if name is not None and not _clamp_is(name, self.act_range[0]):
+                x = act(x)
             codes = quant_codes(x, self.act_step, self.bits, signed=self.signed_input, inplace=self.inplace)
             return F.conv2d(codes, self._inference_weight(), None, stride, padding, 1, groups)
-        x = self.quantize_input(x)
+        x = self.quantize_input(x, act=name)
         return F.conv2d(x, self.quantize_weight(weight), None, stride, padding, 1, groups)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x, self.weight)
+    def forward(self, x: torch.Tensor, *, act: nn.Module | None = None) -> torch.Tensor:
+        return self.conv(x, self.weight, act=act)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._weight_cache = None
@@ -363,8 +402,9 @@ def set_fused_quantizer(model: nn.Module, enabled: bool = True) -> nn.Module:
     pass forward and one backward with the same operations: equal outputs and input gradients,
     the step gradient summed in another order. On the CPU they are ``csrc/lsq.c``, built with the
     C compiler on first use (:class:`~oqatnets.errors.KernelUnavailableError` here, before any
-    training, when it cannot be); elsewhere ``torch.compile``. The training commands turn them on
-    by default on the CPU, where a sandwich step measured 1.05–1.21× faster (docs/BENCHMARKS.md §1). Inference is
+    training, when it cannot be), and they also compute a hard-swish handed to the conv (``act``)
+    in their pass; elsewhere ``torch.compile``. The training commands turn them on by default on
+    the CPU, where a sandwich step measured 1.04–1.21× faster (docs/BENCHMARKS.md §1). Inference is
     unaffected.
     """
     if enabled and any(p.device.type == 'cpu' for p in model.parameters()):

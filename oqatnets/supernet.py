@@ -32,9 +32,10 @@ def _centre(weight: torch.Tensor, size: int) -> torch.Tensor:
 class ElasticQuantConv2d(QuantConv2d):
     """A pointwise quantized conv whose input/output widths are the first channels of the max one."""
 
-    def forward(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_channels: int | None = None, *,
+                act: nn.Module | None = None) -> torch.Tensor:
         weight = self.active_weight(x.shape[1], out_channels or self.out_channels)
-        return self.conv(x, weight)
+        return self.conv(x, weight, act=act)
 
     def active_weight(self, in_channels: int, out_channels: int) -> torch.Tensor:
         if in_channels == self.in_channels and out_channels == self.out_channels:
@@ -64,9 +65,10 @@ class ElasticDepthwiseQuantConv2d(QuantConv2d):
             size = smaller
         return weight
 
-    def forward(self, x: torch.Tensor, kernel_size: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kernel_size: int | None = None, *,
+                act: nn.Module | None = None) -> torch.Tensor:
         weight = self.active_weight(x.shape[1], kernel_size or self.kernel_size[0])
-        return self.conv(x, weight, groups=x.shape[1])
+        return self.conv(x, weight, groups=x.shape[1], act=act)
 
 
 class ElasticBatchNorm2d(nn.BatchNorm2d):
@@ -140,9 +142,12 @@ class ElasticInvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
-        x = self.act_pw(self.bn_pw(self.conv_pw(x, self.active_mid)))
-        x = self.se(self.act_dw(self.bn_dw(self.conv_dw(x, self.active_ks))))
-        x = self.bn_pwl(self.conv_pwl(x, self.out_channels))
+        x = self.bn_dw(self.conv_dw(self.bn_pw(self.conv_pw(x, self.active_mid)), self.active_ks, act=self.act_pw))
+        if self.use_se:
+            x = self.conv_pwl(self.se(self.act_dw(x)), self.out_channels)
+        else:
+            x = self.conv_pwl(x, self.out_channels, act=self.act_dw)
+        x = self.bn_pwl(x)
         return self.drop_path(x) + shortcut if self.has_skip else x
 
     @torch.no_grad()

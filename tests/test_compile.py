@@ -72,6 +72,91 @@ def test_fused_training_step_matches_eager():
         assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-6), name
 
 
+def _graph_ops(t: torch.Tensor) -> list[str]:
+    """The names of the autograd nodes behind ``t``."""
+    seen, stack, names = set(), [t.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return names
+
+
+def _act_grads(x, s, bits, signed, g, *, fused, act, absorbed):
+    """Output and gradients of ``act`` then LSQ, the activation handed to the quantizer or applied first."""
+    x, s = x.detach().clone().requires_grad_(), s.detach().clone().requires_grad_()
+    if absorbed:
+        out = lsq_quantize(x, s, bits, signed=signed, fused=fused, act=act)
+        applied = not ((act == 'hardswish' and fused) or (act == 'relu' and not signed))
+        assert any(name.startswith(('Hardswish', 'Relu')) for name in _graph_ops(out)) == applied
+    else:
+        out = lsq_quantize(getattr(F, act)(x), s, bits, signed=signed, fused=fused)
+    return (out, *torch.autograd.grad(out, (x, s), g))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('fused', [True, False])
+@pytest.mark.parametrize('act,bits,signed', [('hardswish', 2, False), ('hardswish', 4, True), ('relu', 3, False),
+                                             ('relu', 4, True)])
+def test_an_absorbed_activation_changes_no_value(act, bits, signed, fused, dtype):
+    """Hard-swish inside the fused kernel and a ReLU left to an unsigned grid's clamp give bit for bit the output
+    and the input and step gradients of the activation applied first, on one thread and split over threads."""
+    torch.manual_seed(bits)
+    x = (torch.randn(2, 40, 31, 29, dtype=dtype) * 3).contiguous(memory_format=torch.channels_last)
+    x[0, :, 0, 0] = torch.linspace(-3.5, 3.5, 40, dtype=dtype)  # hard-swish's kinks at ±3, zero
+    s, g = torch.tensor([0.21], dtype=dtype), torch.randn(x.shape, dtype=dtype)
+    for threads in (1, 2):
+        before = torch.get_num_threads()
+        try:
+            torch.set_num_threads(threads)
+            out, gx, gs = _act_grads(x, s, bits, signed, g, fused=fused, act=act, absorbed=True)
+            e_out, e_gx, e_gs = _act_grads(x, s, bits, signed, g, fused=fused, act=act, absorbed=False)
+        finally:
+            torch.set_num_threads(before)
+        assert torch.equal(out, e_out) and torch.equal(gx, e_gx) and torch.equal(gs, e_gs)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_lsq_quantize_refuses_an_activation_it_cannot_absorb():
+    with pytest.raises(oqatnets.errors.InvalidArgumentError, match="act='gelu'"):
+        lsq_quantize(torch.randn(3), torch.tensor([0.1]), 4, signed=False, act='gelu')
+
+
+@pytest.mark.parametrize('training', [True, False])
+@pytest.mark.parametrize('fused', [True, False])
+def test_quantized_convs_that_absorb_their_activation_compute_the_same_network(fused, training, monkeypatch):
+    """A net whose convs take the activation before them (the blocks' ``act=``) equals one whose activations run
+    first (nothing absorbed): output and every gradient in training, the output in eval, and the step sizes LSQ
+    initialises on the first forward."""
+    x, y = inputs(8).contiguous(memory_format=torch.channels_last), torch.arange(8) % 10
+    results = []
+    for names in (dict(quant._ACTIVATION_NAMES), {}):
+        monkeypatch.setattr(quant, '_ACTIVATION_NAMES', names)
+        torch.manual_seed(3)
+        model = oqatnets.OQATNet(small_net(4).spec, space='small', num_classes=10).to(memory_format=torch.channels_last)
+        set_fused_quantizer(model.train(), fused)
+        with torch.no_grad():
+            model(x[:4])  # LSQ's init, which reads the activations themselves
+        if training:
+            loss = F.cross_entropy(model(x), y)
+            activations = sum(name.startswith(('Hardswish', 'Relu')) for name in _graph_ops(loss))
+            loss.backward()
+            results.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+            results[-1]['activation nodes'] = torch.tensor(activations)
+        else:
+            with torch.inference_mode():
+                results.append({'logits': model.eval()(x)})
+        results[-1]['act_steps'] = torch.cat([m.act_step for _, m in quant.iter_quant_convs(model)]).detach()
+    if training:  # fewer activations left in the graph: the absorbed ones
+        assert results[0].pop('activation nodes') < results[1].pop('activation nodes')
+    assert results[0].keys() == results[1].keys()
+    for name, value in results[0].items():
+        assert torch.equal(value, results[1][name]), name
+
+
 class _Captured(Exception):
     """Stops the command at its training call, with the model it was handed."""
 
