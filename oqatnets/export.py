@@ -116,15 +116,11 @@ class _GraphBuilder:
         return out
 
 
-def _feeds_quant(g: _GraphBuilder, conv: QuantConv2d) -> bool:
-    """True when the fast form may drop a ReLU read only by ``conv`` (its Clip at 0 does the work)."""
-    return g.fast and conv.quantized and not conv.signed_input
-
-
 def _act(g: _GraphBuilder, x: str, module: nn.Module, hint: str, *, read_by: QuantConv2d | None = None) -> str:
+    """``module`` on ``x``; the fast form drops a ReLU read only by a conv whose Clip at 0 does the work."""
+    if g.fast and read_by is not None and read_by.clamps_away(module):
+        return x
     if isinstance(module, nn.ReLU):
-        if read_by is not None and _feeds_quant(g, read_by):
-            return x
         return g.op('Relu', [x], f'{hint}_relu')
     if isinstance(module, nn.Hardswish):
         return g.op('HardSwish', [x], f'{hint}_hswish')

@@ -204,7 +204,7 @@ def _binary_quantize(x: torch.Tensor, step: torch.Tensor, grad_scale: float) -> 
     return ((torch.sign(v) - v).detach() + v) * s
 
 
-def _clamp_is(act: str, qn: int) -> bool:
+def _clamp_is(act: str | None, qn: int) -> bool:
     """Whether the grid's clamp at ``qn`` already is ``act`` (a ReLU before an unsigned grid)."""
     return act == 'relu' and qn == 0
 
@@ -319,6 +319,11 @@ class QuantConv2d(nn.Conv2d):
         """Fake-quantized ``act(x)`` (see :func:`lsq_quantize` for the activations it absorbs)."""
         return lsq_quantize(x, self.act_step, self.bits, signed=self.signed_input, fused=self.fused, act=act)
 
+    def clamps_away(self, act: nn.Module) -> bool:
+        """Whether the input quantizer already does what ``act`` does (a ReLU before an unsigned grid:
+        the clamp at 0), so that training, inference and export may skip ``act``."""
+        return self.quantized and _clamp_is(_ACTIVATION_NAMES.get(type(act)), self.act_range[0])
+
     def quantize_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """Fake-quantized ``weight`` (the layer's own, or a slice/transform of it)."""
         return lsq_quantize(weight, self.weight_step, self.bits, signed=True, fused=self.fused)
@@ -358,7 +363,7 @@ class QuantConv2d(nn.Conv2d):
         if not self.quantized:
             return F.conv2d(x, weight, None, stride, padding, 1, groups)
         if weight is self.weight and not self.training and not torch.is_grad_enabled():
-            if name is not None and not _clamp_is(name, self.act_range[0]):
+            if name is not None and not self.clamps_away(act):
                 x = act(x)
             codes = quant_codes(x, self.act_step, self.bits, signed=self.signed_input, inplace=self.inplace)
             return F.conv2d(codes, self._inference_weight(), None, stride, padding, 1, groups)

@@ -15,7 +15,7 @@ import oqatnets
 import oqatnets.quant as quant
 from oqatnets._lsq_kernel import load_kernel
 from oqatnets.errors import KernelUnavailableError
-from oqatnets.quant import fused_quantizer_enabled, lsq_quantize, set_fused_quantizer
+from oqatnets.quant import fused_quantizer_enabled, lsq_quantize, set_bits, set_fused_quantizer
 from oqatnets.training.loop import resolve_fused_quantizer
 
 CPU = torch.device('cpu')
@@ -118,6 +118,13 @@ def test_an_absorbed_activation_changes_no_value(act, bits, signed, fused, dtype
             torch.set_num_threads(before)
         assert torch.equal(out, e_out) and torch.equal(gx, e_gx) and torch.equal(gs, e_gs)
         assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_only_a_relu_before_an_unsigned_grid_is_clamped_away():
+    conv = quant.QuantConv2d(4, 4, 1, bits=4)
+    assert conv.clamps_away(torch.nn.ReLU()) and not conv.clamps_away(torch.nn.Hardswish())
+    assert not quant.QuantConv2d(4, 4, 1, bits=4, signed_input=True).clamps_away(torch.nn.ReLU())
+    assert not set_bits(conv, 32).clamps_away(torch.nn.ReLU())
 
 
 def test_lsq_quantize_refuses_an_activation_it_cannot_absorb():
