@@ -3,7 +3,8 @@
 Eager LSQ reads and writes each activation about fourteen times per training step (divide, clamp,
 round, multiply, the saved tensors, two dot products); these kernels read ``x`` once and write the
 output once forward, and read ``x`` and the gradient once and write the input gradient once
-backward, with the same floating-point operations (docs/BENCHMARKS.md §1). The library is built
+backward, with the same floating-point operations (docs/BENCHMARKS.md §1); the ``lsq_hardswish``
+variants also compute the hard-swish that produces ``x`` in that pass. The library is built
 into a temporary folder once per process (a fraction of a second), loaded with ``ctypes`` and its
 folder removed: nothing is left behind and no build cache can go stale. Its OpenMP calls resolve to
 the runtime torch has already loaded and run on ``torch.get_num_threads()`` threads.
