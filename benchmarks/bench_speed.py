@@ -6,8 +6,8 @@
    - the same step with quantization off (target ≤ 1.15×), with the eager quantizer and with the
      fused one-pass kernels (``oqatnets.quant.set_fused_quantizer``; on the CPU the C kernel of
      ``oqatnets/csrc/lsq.c``, which training uses by default), and with the fused kernels but every
-     activation applied apart instead of absorbed by the next conv's quantizer (``QuantConv2d.conv``'s
-     ``act``), which isolates what absorbing them saves,
+     activation and squeeze-excite gate applied apart instead of absorbed by the next conv's quantizer
+     (``QuantConv2d.conv``'s ``act`` and ``scale``), which isolates what absorbing them saves,
    - the sum of the four static subnets' steps with the same specs (target ≤ 1.05×),
    - the float Once-for-All supernet (`ofa` package, when installed) on the same specs
      (the authors' quantized step was 1.26× that one).
@@ -26,11 +26,10 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
-from timing import median_times  # benchmarks/timing.py (this folder is on sys.path)
+from timing import median_times, nothing_absorbed  # benchmarks/timing.py (this folder is on sys.path)
 
 import oqatnets
 from oqatnets import OQATNet, OQATSupernet, SubnetSpec, get_space
@@ -120,7 +119,7 @@ def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int, chann
                               torch.optim.SGD(apart_sup.parameters(), lr=1e-4, momentum=0.9))
 
         def apart():
-            with mock.patch.dict(oqatnets.quant._ACTIVATION_NAMES, clear=True):  # no conv absorbs an activation
+            with nothing_absorbed():
                 apart_step()
         fns['supernet_fused_apart'] = apart
     for i, net in enumerate(statics):

@@ -3,7 +3,7 @@
 GPU: the paper's ImageNet space at 224 px (largest) with AMP; CPU: the small space at 32 px.
 The same supernet trains through the eager LSQ quantizer, through the fused kernels
 (``set_fused_quantizer``; training's default on the CPU), and through the fused kernels with every
-activation applied apart instead of absorbed by the next conv's quantizer (``fused_apart``), steps
+activation and squeeze-excite gate applied apart instead of absorbed by the next conv's quantizer (``fused_apart``), steps
 interleaved so machine noise hits all alike. Prints one JSON object; ``--steps`` timed steps follow ``--warmup`` untimed ones.
 
     python benchmarks/bench_training.py [--space small|imagenet] [--batch-size N] [--steps N]
@@ -17,19 +17,18 @@ import random
 import resource
 import time
 from contextlib import nullcontext
-from unittest import mock
 
 import torch
+from timing import nothing_absorbed  # benchmarks/timing.py (this folder is on sys.path)
+
+from oqatnets.quant import set_fused_quantizer
+from oqatnets.supernet import OQATSupernet
+from oqatnets.training.joint import sandwich_specs, sandwich_step
+from oqatnets.training.loop import Amp
+from oqatnets.training.optim import build_optimizer
 
 
 def main() -> None:
-    import oqatnets.quant
-    from oqatnets.quant import set_fused_quantizer
-    from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.joint import sandwich_specs, sandwich_step
-    from oqatnets.training.loop import Amp
-    from oqatnets.training.optim import build_optimizer
-
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--space', default='imagenet' if cuda else 'small')
@@ -64,9 +63,7 @@ def main() -> None:
             start = time.perf_counter()
             optimizers[name].zero_grad(set_to_none=True)
             specs = sandwich_specs(space, args.bits, rngs[name], num_random=args.num_random)
-            apart = (mock.patch.dict(oqatnets.quant._ACTIVATION_NAMES, clear=True)  # no conv absorbs an activation
-                     if name == 'fused_apart' else nullcontext())
-            with apart:
+            with nothing_absorbed() if name == 'fused_apart' else nullcontext():
                 sandwich_step(model, images, target, specs=specs, amp=amp, label_smoothing=0.1, kd_ratio=1.0)
             amp.step(optimizers[name])
             if cuda:

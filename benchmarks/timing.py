@@ -1,11 +1,15 @@
 """Timing shared by the benchmarks: interleaved rounds in one process, medians, ratios against a baseline."""
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from unittest import mock
 
-__all__ = ['median_times']
+import oqatnets.quant
+
+__all__ = ['median_times', 'nothing_absorbed']
 
 
 def median_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
@@ -19,3 +23,12 @@ def median_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, f
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+@contextlib.contextmanager
+def nothing_absorbed() -> Iterator[None]:
+    """Within it no quantized conv absorbs the activation or squeeze-excite gate before it (``QuantConv2d.conv``'s
+    ``act`` and ``scale`` are applied apart, with the same values), to measure what absorbing them saves."""
+    with mock.patch.dict(oqatnets.quant._ACTIVATION_NAMES, clear=True), \
+            mock.patch.object(oqatnets.quant, '_scalable', lambda x, scale: False):
+        yield
