@@ -4,7 +4,8 @@ One static network, no supernet, so each run takes ~2 minutes on 2 cores and iso
 bit-width, augmentation, training images, optimizer, batch, LR, label smoothing, a float epoch
 first, and the space: ``small`` (the authors' quantizer, unsigned everywhere) or ``small_signed``
 (the convs whose input can be negative, i.e. each block's expand conv, the first block's depthwise
-conv and the final 1×1 conv, quantize on a signed grid). The recipes' optimizer and schedule
+conv and the final 1×1 conv, quantize on a signed grid), and with ``--signed-input-grid`` that
+signed grid's 2-bit code range (an experiment patched in here: the package has LSQ's ``[-2, 1]``). The recipes' optimizer and schedule
 (``build_optimizer``: SGD nesterov 0.9, wd 4e-5 on conv/linear weights only; ``build_scheduler``:
 linear warm-up then cosine per phase); test
 top-1 on all 10 000 Fashion-MNIST test images after BN recalibration on 500 training images.
@@ -18,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,31 @@ from oqatnets.net import OQATNet
 from oqatnets.spec import get_space
 from oqatnets.training.datasets import batches_from, epoch_order, prepare_data
 from oqatnets.training.optim import build_optimizer, build_scheduler
+
+SIGNED_GRIDS = {'lsq': (-2, 1), 'symmetric': (-1, 1), 'shifted': (-1, 2)}
+
+
+class _SignedGrid(NamedTuple):
+    """Stands for ``signed_input=True`` on a conv, with the 2-bit code range it quantizes to."""
+
+    qn: int
+    qp: int
+
+
+def _use_signed_input_grid(net: torch.nn.Module, qn: int, qp: int) -> None:
+    """Quantize ``net``'s signed inputs at 2 bits to ``[qn, qp]``: their convs get a :class:`_SignedGrid` for
+    ``signed_input`` (weights keep ``signed=True``), and ``quant_range`` answers it."""
+    lsq_range = quant.quant_range
+
+    def quant_range(bits: int, *, signed) -> tuple[int, int]:
+        if isinstance(signed, _SignedGrid) and bits == 2:
+            return signed.qn, signed.qp
+        return lsq_range(bits, signed=bool(signed))
+
+    quant.quant_range = quant_range
+    for _, conv in quant.iter_quant_convs(net):
+        if conv.signed_input:
+            conv.signed_input = _SignedGrid(qn, qp)
 
 
 def main() -> None:
@@ -43,9 +70,16 @@ def main() -> None:
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--label-smoothing', type=float, default=0.1)
     p.add_argument('--warmup', type=float, default=0.2, help='warm-up epochs per phase')
+    p.add_argument('--signed-input-grid', choices=sorted(SIGNED_GRIDS), default='lsq',
+                   help="2-bit code range of the signed inputs (small_signed): LSQ's [-2, 1], symmetric [-1, 1] "
+                        "or shifted [-1, 2]")
     args = p.parse_args()
     torch.manual_seed(0)
     net = OQATNet(get_space(args.space).largest(args.bits), space=args.space, num_classes=10, in_chans=3)
+    if args.signed_input_grid != 'lsq':
+        if args.space != 'small_signed':
+            p.error('--signed-input-grid needs --space small_signed')
+        _use_signed_input_grid(net, *SIGNED_GRIDS[args.signed_input_grid])
     if args.float_epochs:
         quant.set_bits(net, quant.FLOAT_BITS)
     net = net.to(memory_format=torch.channels_last)

@@ -6,8 +6,8 @@
    - the same step with quantization off (target ≤ 1.15×), with the eager quantizer and with the
      fused one-pass kernels (``oqatnets.quant.set_fused_quantizer``; on the CPU the C kernel of
      ``oqatnets/csrc/lsq.c``, which training uses by default), and with the fused kernels but every
-     activation and squeeze-excite gate applied apart instead of absorbed by the next conv's quantizer
-     (``QuantConv2d.conv``'s ``act`` and ``scale``), which isolates what absorbing them saves,
+     activation applied apart instead of absorbed by the next conv's quantizer (``QuantConv2d.conv``'s
+     ``act``), which isolates what absorbing them saves,
    - the sum of the four static subnets' steps with the same specs (target ≤ 1.05×),
    - the float Once-for-All supernet (`ofa` package, when installed) on the same specs
      (the authors' quantized step was 1.26× that one).

@@ -3,7 +3,7 @@
 GPU: the paper's ImageNet space at 224 px (largest) with AMP; CPU: the small space at 32 px.
 The same supernet trains through the eager LSQ quantizer, through the fused kernels
 (``set_fused_quantizer``; training's default on the CPU), and through the fused kernels with every
-activation and squeeze-excite gate applied apart instead of absorbed by the next conv's quantizer (``fused_apart``), steps
+activation applied apart instead of absorbed by the next conv's quantizer (``fused_apart``), steps
 interleaved so machine noise hits all alike. Prints one JSON object; ``--steps`` timed steps follow ``--warmup`` untimed ones.
 
     python benchmarks/bench_training.py [--space small|imagenet] [--batch-size N] [--steps N]

@@ -27,8 +27,7 @@ def median_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, f
 
 @contextlib.contextmanager
 def nothing_absorbed() -> Iterator[None]:
-    """Within it no quantized conv absorbs the activation or squeeze-excite gate before it (``QuantConv2d.conv``'s
-    ``act`` and ``scale`` are applied apart, with the same values), to measure what absorbing them saves."""
-    with mock.patch.dict(oqatnets.quant._ACTIVATION_NAMES, clear=True), \
-            mock.patch.object(oqatnets.quant, '_scalable', lambda x, scale: False):
+    """Within it no quantized conv absorbs the activation before it (``QuantConv2d.conv``'s ``act`` is applied
+    apart, with the same values), to measure what absorbing saves."""
+    with mock.patch.dict(oqatnets.quant._ACTIVATION_NAMES, clear=True):
         yield

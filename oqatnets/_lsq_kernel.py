@@ -4,8 +4,7 @@ Eager LSQ reads and writes each activation about fourteen times per training ste
 round, multiply, the saved tensors, two dot products); these kernels read ``x`` once and write the
 output once forward, and read ``x`` and the gradient once and write the input gradient once
 backward, with the same floating-point operations (docs/BENCHMARKS.md §1); the ``lsq_hardswish``
-variants also compute the hard-swish that produces ``x`` in that pass, and the ``lsq_scaled`` ones the
-squeeze-excite product ``x · gate`` that feeds a block's projection conv. The library is built
+variants also compute the hard-swish that produces ``x`` in that pass. The library is built
 into a temporary folder once per process (a fraction of a second), loaded with ``ctypes`` and its
 folder removed: nothing is left behind and no build cache can go stale. Its OpenMP calls resolve to
 the runtime torch has already loaded and run on ``torch.get_num_threads()`` threads.
@@ -20,13 +19,12 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
 from .errors import KernelUnavailableError
 
-__all__ = ['ChannelScale', 'LSQKernel', 'load_kernel']
+__all__ = ['LSQKernel', 'load_kernel']
 
 _SOURCE = Path(__file__).with_name('csrc') / 'lsq.c'
 # -ffp-contract=off: no fused multiply-add, so every value rounds as eager PyTorch's does.
@@ -36,86 +34,50 @@ _ACTS = {None: 'lsq', 'hardswish': 'lsq_hardswish'}  # the activation computed i
 _CTYPES = {torch.float32: ('f32', ctypes.c_float), torch.float64: ('f64', ctypes.c_double)}
 
 
-class ChannelScale(NamedTuple):
-    """A factor per image and channel (a squeeze-excite gate) of an ``(N, C, H, W)`` tensor held flat in
-    memory order: ``values`` are the ``N·C`` factors, ``channels_last`` the tensor's layout."""
-
-    values: torch.Tensor
-    images: int
-    channels: int
-    plane: int
-    channels_last: bool
-
-
 class LSQKernel:
     """The loaded kernels: ``forward``/``backward`` on 1-D contiguous CPU tensors of float32 or float64.
 
-    ``ACTS`` are the activations the kernels can compute inside their pass (``act=``), and a
-    :class:`ChannelScale` (``scale=``) the per-channel product they can compute there too, so a quantized
-    conv's input needs no pass of its own for either (:meth:`oqatnets.quant.QuantConv2d.conv`).
+    ``ACTS`` are the activations the kernels can compute inside their pass (``act=``), so a quantized
+    conv's input needs no pass of its own for them (:meth:`oqatnets.quant.QuantConv2d.conv`).
     """
 
     ACTS = tuple(act for act in _ACTS if act is not None)
 
     def __init__(self, lib: ctypes.CDLL):
         self._fns = {}
-        ptr, n, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-        for dtype, (suffix, scalar) in _CTYPES.items():
-            for act, prefix in _ACTS.items():
+        ptr, n = ctypes.c_void_p, ctypes.c_int64
+        for act, prefix in _ACTS.items():
+            for dtype, (suffix, scalar) in _CTYPES.items():
                 fwd, bwd = getattr(lib, f'{prefix}_forward_{suffix}'), getattr(lib, f'{prefix}_backward_{suffix}')
-                fwd.argtypes, fwd.restype = [ptr, ptr, n, scalar, scalar, scalar, flag], None
-                bwd.argtypes = [ptr, ptr, ptr, ptr, n, scalar, scalar, scalar, flag]
+                fwd.argtypes, fwd.restype = [ptr, ptr, n, scalar, scalar, scalar, ctypes.c_int], None
+                bwd.argtypes = [ptr, ptr, ptr, ptr, n, scalar, scalar, scalar, ctypes.c_int]
                 bwd.restype = ctypes.c_double
                 self._fns[act, dtype] = (fwd, bwd)
-            fwd, bwd = getattr(lib, f'lsq_scaled_forward_{suffix}'), getattr(lib, f'lsq_scaled_backward_{suffix}')
-            fwd.argtypes, fwd.restype = [ptr, ptr, ptr, n, n, n, flag, scalar, scalar, scalar, flag], None
-            bwd.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, n, n, n, flag, scalar, scalar, scalar, flag]
-            bwd.restype = ctypes.c_double
-            self._fns['scaled', dtype] = (fwd, bwd)
 
     @staticmethod
     def supports(t: torch.Tensor) -> bool:
         """Whether ``t`` (a CPU tensor of float32 or float64) can go through these kernels."""
         return t.device.type == 'cpu' and t.dtype in _CTYPES
 
-    def forward(self, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, *, act: str | None = None,
-                scale: ChannelScale | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, *, act: str | None = None) -> torch.Tensor:
         """``round(clamp(a / |s|, qn, qp)) · |s|`` for a flat ``x`` and the one-element ``step`` s, where ``a`` is
-        ``x``, or ``F.hardswish(x)`` with ``act='hardswish'``, or ``x · gate`` with ``scale``, computed in the same
-        pass (``act`` and ``scale`` not both)."""
+        ``x`` or, with ``act='hardswish'``, ``F.hardswish(x)`` computed in the same pass."""
         out = torch.empty_like(x)
-        s, threads = abs(float(step)), torch.get_num_threads()
-        if scale is None:
-            self._fns[act, x.dtype][0](x.data_ptr(), out.data_ptr(), x.numel(), s, qn, qp, threads)
-        else:
-            self._fns['scaled', x.dtype][0](x.data_ptr(), scale.values.data_ptr(), out.data_ptr(), scale.images,
-                                            scale.channels, scale.plane, scale.channels_last, s, qn, qp, threads)
+        self._fns[act, x.dtype][0](x.data_ptr(), out.data_ptr(), x.numel(), abs(float(step)), qn, qp,
+                                   torch.get_num_threads())
         return out
 
     def backward(self, grad: torch.Tensor, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float,
-                 *, act: str | None = None, scale: ChannelScale | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(gradient with respect to ``x``, LSQ's step gradient ``Σ g·(q − v·inside) · grad_scale · sign(s)``, and
-        with ``scale`` the gradient with respect to its ``values``, else None) for flat ``grad`` and ``x`` of the
-        same dtype and the forward's ``act`` or ``scale``; the sums are the same on any number of threads."""
+                 *, act: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gradient with respect to ``x``, LSQ's step gradient ``Σ g·(q − v·inside) · grad_scale · sign(s)``) for
+        flat ``grad`` and ``x`` of the same dtype and the forward's ``act``; the sum is the same on any number of
+        threads."""
         grad_x = torch.empty_like(x)
-        s, threads = float(step), torch.get_num_threads()
-        grad_values = None
-        if scale is None:
-            partial = torch.empty(-(-x.numel() // _BLOCK), dtype=torch.float64)  # one sum per block of the C source
-            total = self._fns[act, x.dtype][1](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), partial.data_ptr(),
-                                               x.numel(), abs(s), qn, qp, threads)
-        else:
-            sums = torch.empty(scale.images * scale.channels, dtype=torch.float64)
-            scratch = torch.empty(scale.images * scale.channels, dtype=x.dtype)
-            partial = torch.empty(scale.images if scale.channels_last else scale.images * scale.channels,
-                                  dtype=torch.float64)
-            total = self._fns['scaled', x.dtype][1](
-                grad.data_ptr(), x.data_ptr(), scale.values.data_ptr(), grad_x.data_ptr(), sums.data_ptr(),
-                scratch.data_ptr(), partial.data_ptr(), scale.images, scale.channels, scale.plane, scale.channels_last, abs(s), qn, qp,
-                threads)
-            grad_values = sums.to(x.dtype)
-        return grad_x, torch.full_like(step, total * grad_scale * ((s > 0) - (s < 0))), grad_values
+        partial = torch.empty(-(-x.numel() // _BLOCK), dtype=torch.float64)  # one sum per block of the C source
+        s = float(step)
+        total = self._fns[act, x.dtype][1](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), partial.data_ptr(),
+                                           x.numel(), abs(s), qn, qp, torch.get_num_threads())
+        return grad_x, torch.full_like(step, total * grad_scale * ((s > 0) - (s < 0)))
 
 
 def _compiler() -> list[str]:

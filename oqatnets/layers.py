@@ -51,13 +51,9 @@ class SqueezeExcite(nn.Module):
         self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
         self.gate = nn.Hardsigmoid()
 
-    def excite(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate, one factor per image and channel ``(N, C, 1, 1)``, that ``forward`` multiplies ``x`` by."""
-        s = x.mean((2, 3), keepdim=True)
-        return self.gate(self.conv_expand(self.act(self.conv_reduce(s))))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.excite(x)
+        s = x.mean((2, 3), keepdim=True)
+        return x * self.gate(self.conv_expand(self.act(self.conv_reduce(s))))
 
 
 class DepthwiseSeparable(nn.Module):
@@ -89,8 +85,7 @@ class InvertedResidual(nn.Module):
 
     Every conv is a :class:`QuantConv2d`; BN, activations, SE and the shortcut stay float. The
     depthwise and projection convs read fresh tensors that nothing else uses, so they quantize in place,
-    and take the activation (``act=``) or squeeze-excite gate (``scale=``) before them so that their input
-    quantizer can absorb it.
+    and take the activation before them (``act=``) so that their input quantizer can absorb it.
     ``signed_input`` quantizes the block's input (the expand conv's) on a signed grid.
     """
 
@@ -115,10 +110,6 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.bn_dw(self.conv_dw(self.bn_pw(self.conv_pw(x)), act=self.act_pw))
-        if self.use_se:
-            x = self.act_dw(x)
-            x = self.conv_pwl(x, scale=self.se.excite(x))
-        else:
-            x = self.conv_pwl(x, act=self.act_dw)
+        x = self.conv_pwl(self.se(self.act_dw(x))) if self.use_se else self.conv_pwl(x, act=self.act_dw)
         x = self.bn_pwl(x)
         return self.drop_path(x) + shortcut if self.has_skip else x

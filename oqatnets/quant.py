@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._lsq_kernel import ChannelScale, LSQKernel, load_kernel
+from ._lsq_kernel import LSQKernel, load_kernel
 from .errors import InvalidArgumentError, QuantizationError
 
 __all__ = [
@@ -146,24 +146,22 @@ def _fused_kernels() -> tuple[Callable, Callable]:
 class _CompiledLSQ:
     """The fused kernels off the CPU (CUDA) and for dtypes ``csrc/lsq.c`` lacks: ``torch.compile`` of
     :func:`_fused_forward` / :func:`_fused_backward`, with :class:`~oqatnets._lsq_kernel.LSQKernel`'s interface
-    but no activations or channel scales (``act`` and ``scale`` are always None: :func:`lsq_quantize` applies them
-    before)."""
+    but no activations (``act`` is always None: :func:`lsq_quantize` applies them before)."""
 
     @staticmethod
-    def forward(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, *, act: None = None,
-                scale: None = None) -> torch.Tensor:
+    def forward(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, *, act: None = None) -> torch.Tensor:
         _unbacked(x)
         s = step.detach().abs()
         return _fused_kernels()[0](x, s, *_bounds(qn, qp, s))
 
     @staticmethod
     def backward(grad: torch.Tensor, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float, *,
-                 act: None = None, scale: None = None) -> tuple[torch.Tensor, torch.Tensor, None]:
+                 act: None = None) -> tuple[torch.Tensor, torch.Tensor]:
         _unbacked(grad, x)
         step = step.detach()
         s = step.abs()
         grad_x, d_step = _fused_kernels()[1](grad, x, s, *_bounds(qn, qp, s))
-        return grad_x, (d_step * (grad_scale * torch.sign(step))).reshape(step.shape), None
+        return grad_x, (d_step * (grad_scale * torch.sign(step))).reshape(step.shape)
 
 
 def _fused_backend(t: torch.Tensor) -> LSQKernel | type[_CompiledLSQ]:
@@ -171,48 +169,31 @@ def _fused_backend(t: torch.Tensor) -> LSQKernel | type[_CompiledLSQ]:
     return load_kernel() if LSQKernel.supports(t) else _CompiledLSQ
 
 
-def _scalable(x: torch.Tensor, scale: torch.Tensor) -> bool:
-    """Whether the C kernels can compute ``x · scale`` in their pass: ``x`` an ``(N, C, H, W)`` float32/float64
-    CPU tensor and ``scale`` one factor per image and channel, ``(N, C, 1, 1)``, of the same dtype."""
-    return (LSQKernel.supports(x) and x.dim() == 4 and scale.dtype == x.dtype and scale.device == x.device
-            and tuple(scale.shape) == (*x.shape[:2], 1, 1))
-
-
 class _FusedLSQ(torch.autograd.Function):
     """:class:`_LSQ` in one pass forward and one backward; saves only ``x``, flat in memory order (a view
     unless ``x`` was in neither layout), and the backward recomputes ``v``. With ``act`` (one of
-    :attr:`LSQKernel.ACTS`) or ``scale`` (see :func:`_scalable`), C kernels only, it quantizes ``act(x)``
-    or ``x · scale`` without materialising it and returns the gradients with respect to ``x`` (and ``scale``)."""
+    :attr:`LSQKernel.ACTS`, C kernels only) it quantizes ``act(x)`` without materialising it and
+    returns the gradient with respect to ``x``."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float,
-                act: str | None = None, scale: torch.Tensor | None = None):
-        channels_last = _is_channels_last(x)
+                act: str | None = None):
         flat, restore = _flat_view(x.detach())
-        channel_scale = None
-        if scale is not None:
-            n, c, h, w = x.shape
-            channel_scale = ChannelScale(scale.detach().reshape(-1).contiguous(), n, c, h * w, channels_last)
-            ctx.scale_shape = scale.shape
-        ctx.save_for_backward(flat, step, *([] if scale is None else [channel_scale.values]))
-        ctx.channel_scale = channel_scale
+        ctx.save_for_backward(flat, step)
         ctx.restore = restore
-        ctx.layout = torch.channels_last if channels_last else torch.contiguous_format
+        ctx.layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
         ctx.grad_scale = grad_scale
         ctx.bounds = (qn, qp)
         ctx.act = act
-        return restore(_fused_backend(flat).forward(flat, step, qn, qp, act=act, scale=channel_scale))
+        return restore(_fused_backend(flat).forward(flat, step, qn, qp, act=act))
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        flat, step, *values = ctx.saved_tensors
-        channel_scale = ctx.channel_scale._replace(values=values[0]) if values else None
+        flat, step = ctx.saved_tensors
         grad_flat, _ = _flat_view(grad_out.contiguous(memory_format=ctx.layout))
-        grad_x, grad_step, grad_values = _fused_backend(flat).backward(grad_flat, flat, step, *ctx.bounds,
-                                                                       ctx.grad_scale, act=ctx.act, scale=channel_scale)
+        grad_x, grad_step = _fused_backend(flat).backward(grad_flat, flat, step, *ctx.bounds, ctx.grad_scale, act=ctx.act)
         return (ctx.restore(grad_x) if ctx.needs_input_grad[0] else None,
-                grad_step if ctx.needs_input_grad[1] else None, None, None, None, None,
-                grad_values.view(ctx.scale_shape) if values and ctx.needs_input_grad[6] else None)
+                grad_step if ctx.needs_input_grad[1] else None, None, None, None, None)
 
 
 def _binary_quantize(x: torch.Tensor, step: torch.Tensor, grad_scale: float) -> torch.Tensor:
@@ -229,39 +210,31 @@ def _clamp_is(act: str | None, qn: int) -> bool:
 
 
 def lsq_quantize(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool, fused: bool = False,
-                 act: str | None = None, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """LSQ fake quantization of ``act(x) · scale`` with scalar ``step`` at ``bits`` (``act(x) · scale`` at 32 bits).
+                 act: str | None = None) -> torch.Tensor:
+    """LSQ fake quantization of ``act(x)`` with scalar ``step`` at ``bits`` (identity at 32 bits).
 
     ``fused`` trains through the one-pass kernels (see :func:`set_fused_quantizer`). ``act``
     (``'relu'`` or ``'hardswish'``, default none) is the activation that produces the quantized
-    tensor, ``scale`` a factor broadcast over it (a squeeze-excite gate, ``(N, C, 1, 1)``); the quantizer
-    absorbs them where that changes no value: a ReLU before an unsigned grid is the grid's own clamp at
-    0, and the fused CPU kernel computes hard-swish or the product with ``scale`` inside its pass.
-    Otherwise they are applied first.
+    tensor; the quantizer absorbs it where that changes no value: a ReLU before an unsigned grid is
+    the grid's own clamp at 0, and the fused CPU kernel computes hard-swish inside its pass.
+    Otherwise it is applied first.
     """
     if act is not None and act not in _ACTIVATIONS:
         raise InvalidArgumentError(f'act={act!r} is not an activation LSQ can absorb; use one of {sorted(_ACTIVATIONS)}')
     if bits >= FLOAT_BITS:
-        x = _ACTIVATIONS[act](x) if act else x
-        return x if scale is None else x * scale
+        return _ACTIVATIONS[act](x) if act else x
     qn, qp = quant_range(bits, signed=signed)
-    if act is not None and scale is None and _clamp_is(act, qn):
+    if act is not None and _clamp_is(act, qn):
         act = None
     grad_scale = 1.0 / math.sqrt(x.numel() * qp)
-    grad = torch.is_grad_enabled() and (x.requires_grad or step.requires_grad or
-                                        (scale is not None and scale.requires_grad))
+    grad = torch.is_grad_enabled() and (x.requires_grad or step.requires_grad)
     binary = bits == 1 and signed
-    absorbs = grad and fused and not binary and LSQKernel.supports(x)
-    if act and (scale is not None or not (absorbs and act in LSQKernel.ACTS)):
+    if act and not (grad and fused and not binary and LSQKernel.supports(x) and act in LSQKernel.ACTS):
         x, act = _ACTIVATIONS[act](x), None
-    if scale is not None and not (absorbs and _scalable(x, scale)):
-        x, scale = x * scale, None
     if binary:
         return _binary_quantize(x, step, grad_scale)
     if grad:
-        if fused:
-            return _FusedLSQ.apply(x, step, qn, qp, grad_scale, act, scale)
-        return _LSQ.apply(x, step, qn, qp, grad_scale)
+        return _FusedLSQ.apply(x, step, qn, qp, grad_scale, act) if fused else _LSQ.apply(x, step, qn, qp, grad_scale)
     return quant_codes(x, step, bits, signed=signed).mul_(step.abs())
 
 
@@ -342,11 +315,9 @@ class QuantConv2d(nn.Conv2d):
             self.weight_step.copy_(w)
             self.step_initialized.fill_(True)
 
-    def quantize_input(self, x: torch.Tensor, *, act: str | None = None,
-                       scale: torch.Tensor | None = None) -> torch.Tensor:
-        """Fake-quantized ``act(x) · scale`` (see :func:`lsq_quantize` for what it absorbs)."""
-        return lsq_quantize(x, self.act_step, self.bits, signed=self.signed_input, fused=self.fused, act=act,
-                            scale=scale)
+    def quantize_input(self, x: torch.Tensor, *, act: str | None = None) -> torch.Tensor:
+        """Fake-quantized ``act(x)`` (see :func:`lsq_quantize` for the activations it absorbs)."""
+        return lsq_quantize(x, self.act_step, self.bits, signed=self.signed_input, fused=self.fused, act=act)
 
     def clamps_away(self, act: nn.Module) -> bool:
         """Whether the input quantizer already does what ``act`` does (a ReLU before an unsigned grid:
@@ -375,21 +346,16 @@ class QuantConv2d(nn.Conv2d):
         return quant_codes(self.weight, self.weight_step, self.bits, signed=True).to(torch.int8)
 
     def conv(self, x: torch.Tensor, weight: torch.Tensor, *, stride: int | None = None,
-             groups: int | None = None, act: nn.Module | None = None,
-             scale: torch.Tensor | None = None) -> torch.Tensor:
-        """Quantize ``act(x) · scale`` and ``weight`` and convolve; used by the elastic layers with slices.
+             groups: int | None = None, act: nn.Module | None = None) -> torch.Tensor:
+        """Quantize ``act(x)`` and ``weight`` and convolve; used by the elastic layers with slices.
 
-        ``act`` is the activation between the previous layer and this one, ``scale`` a squeeze-excite
-        gate (``(N, C, 1, 1)``) between them. Taken here, a ReLU or hard-swish, or the gate's product, is
-        absorbed by the input quantizer (:func:`lsq_quantize`): one pass over the tensor instead of
-        two, with the same values.
+        ``act`` is the activation between the previous layer and this one. Taken here, a ReLU or
+        hard-swish is absorbed by the input quantizer (:func:`lsq_quantize`): one pass over the
+        activation instead of two, with the same values.
         """
         name = _ACTIVATION_NAMES.get(type(act))
-        ready = self.quantized and bool(self.step_initialized)  # else float, or LSQ's init, which reads the input
-        if act is not None and (name is None or not ready or scale is not None):
-            x, name = act(x), None
-        if scale is not None and not ready:
-            x, scale = x * scale, None
+        if act is not None and (name is None or not self.quantized or not bool(self.step_initialized)):
+            x, name = act(x), None  # float, another activation, or LSQ's init, which reads act(x)
         self.maybe_init_steps(x, weight)
         stride = self.stride if stride is None else stride
         groups = self.groups if groups is None else groups
@@ -399,16 +365,13 @@ class QuantConv2d(nn.Conv2d):
         if weight is self.weight and not self.training and not torch.is_grad_enabled():
             if name is not None and not self.clamps_away(act):
                 x = act(x)
-            if scale is not None:
-                x = x * scale
             codes = quant_codes(x, self.act_step, self.bits, signed=self.signed_input, inplace=self.inplace)
             return F.conv2d(codes, self._inference_weight(), None, stride, padding, 1, groups)
-        x = self.quantize_input(x, act=name, scale=scale)
+        x = self.quantize_input(x, act=name)
         return F.conv2d(x, self.quantize_weight(weight), None, stride, padding, 1, groups)
 
-    def forward(self, x: torch.Tensor, *, act: nn.Module | None = None,
-                scale: torch.Tensor | None = None) -> torch.Tensor:
-        return self.conv(x, self.weight, act=act, scale=scale)
+    def forward(self, x: torch.Tensor, *, act: nn.Module | None = None) -> torch.Tensor:
+        return self.conv(x, self.weight, act=act)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._weight_cache = None

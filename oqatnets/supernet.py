@@ -33,9 +33,9 @@ class ElasticQuantConv2d(QuantConv2d):
     """A pointwise quantized conv whose input/output widths are the first channels of the max one."""
 
     def forward(self, x: torch.Tensor, out_channels: int | None = None, *,
-                act: nn.Module | None = None, scale: torch.Tensor | None = None) -> torch.Tensor:
+                act: nn.Module | None = None) -> torch.Tensor:
         weight = self.active_weight(x.shape[1], out_channels or self.out_channels)
-        return self.conv(x, weight, act=act, scale=scale)
+        return self.conv(x, weight, act=act)
 
     def active_weight(self, in_channels: int, out_channels: int) -> torch.Tensor:
         if in_channels == self.in_channels and out_channels == self.out_channels:
@@ -96,16 +96,13 @@ class ElasticSqueezeExcite(nn.Module):
         self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
         self.gate = nn.Hardsigmoid()
 
-    def excite(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate, one factor per image and active channel ``(N, C, 1, 1)``, that ``forward`` multiplies ``x`` by."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         r = self.space.se_channels(c)
         s = x.mean((2, 3), keepdim=True)
         s = self.act(F.conv2d(s, self.conv_reduce.weight[:r, :c], self.conv_reduce.bias[:r]))
-        return self.gate(F.conv2d(s, self.conv_expand.weight[:c, :r], self.conv_expand.bias[:c]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.excite(x)
+        s = F.conv2d(s, self.conv_expand.weight[:c, :r], self.conv_expand.bias[:c])
+        return x * self.gate(s)
 
 
 def _elastic_bn(channels: int) -> ElasticBatchNorm2d:
@@ -147,8 +144,7 @@ class ElasticInvertedResidual(nn.Module):
         shortcut = x
         x = self.bn_dw(self.conv_dw(self.bn_pw(self.conv_pw(x, self.active_mid)), self.active_ks, act=self.act_pw))
         if self.use_se:
-            x = self.act_dw(x)
-            x = self.conv_pwl(x, self.out_channels, scale=self.se.excite(x))
+            x = self.conv_pwl(self.se(self.act_dw(x)), self.out_channels)
         else:
             x = self.conv_pwl(x, self.out_channels, act=self.act_dw)
         x = self.bn_pwl(x)

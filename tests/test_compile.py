@@ -68,11 +68,8 @@ def test_fused_training_step_matches_eager():
         F.cross_entropy(model(x), y).backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
     assert grads[0].keys() == grads[1].keys()
-    # The step and squeeze-excite gate gradients are sums taken in another order; a step's gradient is a sum of
-    # terms that nearly cancel (here ~1e3 times its value), so those rounding differences weigh 1e3 times more.
     for name, grad in grads[0].items():
-        rtol = 1e-2 if name.endswith('_step') else 1e-4
-        assert torch.allclose(grad, grads[1][name], rtol=rtol, atol=1e-5 * float(grads[1][name].abs().max())), name
+        assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-6), name
 
 
 def _graph_ops(t: torch.Tensor) -> list[str]:
@@ -165,74 +162,6 @@ def test_quantized_convs_that_absorb_their_activation_compute_the_same_network(f
     assert results[0].keys() == results[1].keys()
     for name, value in results[0].items():
         assert torch.equal(value, results[1][name]), name
-
-
-def _scaled_grads(x, gate, s, g, *, fused, absorbed):
-    """Output and gradients (x, gate, step) of LSQ of ``x · gate``, the product handed to the quantizer or taken
-    first."""
-    x, gate, s = (t.detach().clone().requires_grad_() for t in (x, gate, s))
-    out = lsq_quantize(x, s, 3, signed=True, fused=fused, scale=gate) if absorbed else \
-        lsq_quantize(x * gate, s, 3, signed=True, fused=fused)
-    multiplied = any(name.startswith('MulBackward') for name in _graph_ops(out))
-    assert multiplied == (not (absorbed and fused)), 'the product is absorbed exactly by the fused CPU kernel'
-    return (out, *torch.autograd.grad(out, (x, gate, s), g))
-
-
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-@pytest.mark.parametrize('channels_last', [True, False])
-def test_an_absorbed_squeeze_excite_gate_changes_no_value(channels_last, dtype):
-    """The fused kernel's product with a per-channel gate gives bit for bit the output and input gradient of the
-    product taken first, in both layouts and on one or two threads; the gate's and the step's gradients, sums
-    taken in another order, agree to rounding and do not depend on the number of threads."""
-    torch.manual_seed(5)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    x = (torch.randn(3, 37, 31, 29, dtype=dtype) * 3).contiguous(memory_format=layout)  # enough to split
-    gate, s = torch.rand(3, 37, 1, 1, dtype=dtype), torch.tensor([0.37], dtype=dtype)
-    g = torch.randn(x.shape, dtype=dtype)
-    rel = 1e-5 if dtype == torch.float32 else 1e-12
-
-    def close(a, b):  # sums of hundreds of terms: rounding relative to the largest
-        return torch.allclose(a, b, rtol=rel, atol=rel * float(b.abs().max()))
-    per_thread = []
-    before = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            out, gx, ggate, gs = _scaled_grads(x, gate, s, g, fused=True, absorbed=True)
-            for fused in (True, False):
-                e_out, e_gx, e_ggate, e_gs = _scaled_grads(x, gate, s, g, fused=fused, absorbed=False)
-                assert torch.equal(out, e_out) and torch.equal(gx, e_gx)
-                assert close(ggate, e_ggate) and close(gs, e_gs)
-            assert out.is_contiguous(memory_format=layout) and gx.is_contiguous(memory_format=layout)
-            per_thread.append((ggate, gs))
-    finally:
-        torch.set_num_threads(before)
-    assert all(torch.equal(a, b) for a, b in zip(*per_thread))
-    e_out, _, _, _ = _scaled_grads(x, gate, s, g, fused=False, absorbed=True)  # eager: the product first
-    assert torch.equal(out, e_out)
-
-
-def test_quantized_convs_that_absorb_the_squeeze_excite_gate_compute_the_same_network(monkeypatch):
-    """A net whose projection convs take the squeeze-excite gate (``scale=``) computes the loss bit for bit as one
-    that multiplies first, with fewer multiplications in its graph and the same gradients up to summation order."""
-    x, y = inputs(8).contiguous(memory_format=torch.channels_last), torch.arange(8) % 10
-    results = []
-    for scalable in (quant._scalable, lambda x, scale: False):
-        monkeypatch.setattr(quant, '_scalable', scalable)
-        torch.manual_seed(3)
-        model = oqatnets.OQATNet(small_net(4).spec, space='small', num_classes=10).to(memory_format=torch.channels_last)
-        set_fused_quantizer(model.train())
-        with torch.no_grad():
-            model(x[:4])
-        loss = F.cross_entropy(model(x), y)
-        products = sum(name.startswith('MulBackward') for name in _graph_ops(loss))
-        loss.backward()
-        results.append((loss.detach(), products, {n: p.grad.clone() for n, p in model.named_parameters()}))
-    (loss, products, grads), (e_loss, e_products, e_grads) = results
-    assert torch.equal(loss, e_loss) and products < e_products
-    for name, grad in grads.items():  # tolerances as in test_fused_training_step_matches_eager
-        rtol = 1e-2 if name.endswith('_step') else 1e-4
-        assert torch.allclose(grad, e_grads[name], rtol=rtol, atol=1e-5 * float(e_grads[name].abs().max())), name
 
 
 class _Captured(Exception):
