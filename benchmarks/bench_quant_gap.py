@@ -73,8 +73,9 @@ def main() -> None:
     p.add_argument('--signed-input-grid', choices=sorted(SIGNED_GRIDS), default='lsq',
                    help="2-bit code range of the signed inputs (small_signed): LSQ's [-2, 1], symmetric [-1, 1] "
                         "or shifted [-1, 2]")
+    p.add_argument('--seed', type=int, default=0, help='initial weights and data order')
     args = p.parse_args()
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     net = OQATNet(get_space(args.space).largest(args.bits), space=args.space, num_classes=10, in_chans=3)
     if args.signed_input_grid != 'lsq':
         if args.space != 'small_signed':
@@ -90,9 +91,9 @@ def main() -> None:
     spe = len(train_set) // bs
     order = []
     for epoch in range(args.float_epochs):
-        order += epoch_order(len(train_set), epoch=100 + epoch, seed=0, rank=0, world_size=1)[:spe * bs]
+        order += epoch_order(len(train_set), epoch=100 + epoch, seed=args.seed, rank=0, world_size=1)[:spe * bs]
     for epoch in range(args.epochs):
-        order += epoch_order(len(train_set), epoch=epoch, seed=0, rank=0, world_size=1)[:spe * bs]
+        order += epoch_order(len(train_set), epoch=epoch, seed=args.seed, rank=0, world_size=1)[:spe * bs]
     float_steps, quant_steps = args.float_epochs * spe, args.epochs * spe
     opt = build_optimizer(net, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=4e-5, opt=args.optimizer)
     warm = max(1, int(args.warmup * spe))
