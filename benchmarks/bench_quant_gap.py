@@ -5,10 +5,10 @@ bit-width, augmentation, training images, optimizer, batch, LR, label smoothing,
 first, and the space: ``small`` (the authors' quantizer, unsigned everywhere) or ``small_signed``
 (the convs whose input can be negative, i.e. each block's expand conv, the first block's depthwise
 conv and the final 1×1 conv, quantize on a signed grid), and with ``--signed-input-grid`` that
-signed grid's 2-bit code range (an experiment patched in here: the package has LSQ's ``[-2, 1]``). The recipes' optimizer and schedule
-(``build_optimizer``: SGD nesterov 0.9, wd 4e-5 on conv/linear weights only; ``build_scheduler``:
-linear warm-up then cosine per phase); test
-top-1 on all 10 000 Fashion-MNIST test images after BN recalibration on 500 training images.
+signed grid's 2-bit code range (an experiment patched in here: the package has LSQ's ``[-2, 1]``).
+The recipes' optimizer and schedule (``build_optimizer``: SGD nesterov 0.9, wd 4e-5 on conv/linear
+weights only; ``build_scheduler``: linear warm-up then cosine per phase); test top-1 on all 10 000
+Fashion-MNIST test images after BN recalibration on 500 training images.
 Prints one JSON line per run (append it to a file to build the table in docs/TRAINING.md):
 
     OMP_NUM_THREADS=2 python benchmarks/bench_quant_gap.py --bits 4 --no-augment >> runs/bench/gap.jsonl
@@ -31,7 +31,7 @@ from oqatnets.spec import get_space
 from oqatnets.training.datasets import batches_from, epoch_order, prepare_data
 from oqatnets.training.optim import build_optimizer, build_scheduler
 
-SIGNED_GRIDS = {'lsq': (-2, 1), 'symmetric': (-1, 1), 'shifted': (-1, 2)}
+SIGNED_GRIDS = {'lsq': quant.quant_range(2, signed=True), 'symmetric': (-1, 1), 'shifted': (-1, 2)}
 
 
 class _SignedGrid(NamedTuple):
@@ -46,7 +46,7 @@ def _use_signed_input_grid(net: torch.nn.Module, qn: int, qp: int) -> None:
     ``signed_input`` (weights keep ``signed=True``), and ``quant_range`` answers it."""
     lsq_range = quant.quant_range
 
-    def quant_range(bits: int, *, signed) -> tuple[int, int]:
+    def quant_range(bits: int, *, signed: bool | _SignedGrid) -> tuple[int, int]:
         if isinstance(signed, _SignedGrid) and bits == 2:
             return signed.qn, signed.qp
         return lsq_range(bits, signed=bool(signed))
