@@ -2,6 +2,9 @@
 
 1. Eval-mode OQATNet inference vs the same architecture with quantization off (bits=32),
    batch 32 at 220 px, 4 and 2 bits. Target: ≤ 1.3×.
+   And a subnet evaluated inside its supernet (what the search and BN calibration run: sliced
+   weights, no inference cache), small space at 28 px, batch 250, 2 bits: the eager quantizer
+   against the fused one, whose CPU kernel also runs without gradients (the same logits, checked).
 2. Supernet sandwich step (largest, smallest, 2 random; forward + backward + SGD step) vs
    - the same step with quantization off (target ≤ 1.15×), with the eager quantizer and with the
      fused one-pass kernels (``oqatnets.quant.set_fused_quantizer``; on the CPU the C kernel of
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import random
 import sys
@@ -59,6 +63,30 @@ def bench_eval(bits: int, *, batch: int, rounds: int) -> dict:
     t = median_times({'quant': run(quant), 'float': run(fp)}, rounds)
     return {'bench': f'eval {bits}-bit', 'batch': batch, 'resolution': spec.resolution,
             'quant_s': t['quant'], 'float_s': t['float'], 'ratio': t['quant'] / t['float'], 'target': 1.3}
+
+
+def bench_subnet_eval(*, bits: int, batch: int, rounds: int) -> dict:
+    torch.manual_seed(0)
+    supernet = OQATSupernet(space='small_signed', bits=bits, num_classes=10)
+    spec = dataclasses.replace(supernet.space.sample(bits, random.Random(0)), resolution=28)
+    x = torch.randn(batch, 3, spec.resolution, spec.resolution)
+    supernet.set_active_subnet(spec)
+    supernet.train()
+    with torch.no_grad():
+        supernet(x[:8])  # LSQ step init
+    supernet.eval()
+    fused = oqatnets.quant.set_fused_quantizer(copy.deepcopy(supernet))
+
+    def run(model):
+        def fn():
+            with torch.no_grad():
+                return model(x)
+        return fn
+
+    assert torch.equal(run(supernet)(), run(fused)()), 'the fused quantizer changed the logits'
+    t = median_times({'eager': run(supernet), 'fused': run(fused)}, rounds)
+    return {'bench': f'subnet eval inside the supernet, {bits}-bit', 'batch': batch, 'resolution': spec.resolution,
+            'eager_s': t['eager'], 'fused_s': t['fused'], 'speedup': t['eager'] / t['fused']}
 
 
 def _sandwich_specs(bits: int, resolution: int) -> list[SubnetSpec]:
@@ -167,6 +195,10 @@ def markdown(results: list[dict]) -> str:
     lines = ['| benchmark | setting | ours (s) | baseline (s) | ratio | target |', '|---|---|---|---|---|---|']
     for r in results:
         setting = f"batch {r['batch']}, {r['resolution']} px"
+        if r['bench'].startswith('subnet eval'):
+            lines.append(f"| {r['bench']}, eager / fused quantizer | {setting} | {r['eager_s']:.3f} | {r['fused_s']:.3f} | "
+                         f"{r['speedup']:.2f}× faster fused | |")
+            continue
         if r['bench'].startswith('eval'):
             lines.append(f"| {r['bench']} vs float | {setting} | {r['quant_s']:.3f} | {r['float_s']:.3f} | "
                          f"{r['ratio']:.2f}× | ≤ {r['target']}× |")
@@ -200,6 +232,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 5
     results = [] if args.sandwich_only else [bench_eval(bits, batch=32, rounds=rounds) for bits in (4, 2)]
+    if not (args.sandwich_only or args.no_fused):
+        results.append(bench_subnet_eval(bits=2, batch=250, rounds=3 * rounds))
     for channels_last in ((True,) if args.quick else (True, False)):
         results.append(bench_sandwich(bits=4, batch=8 if args.quick else 16, resolution=160, rounds=rounds,
                                       channels_last=channels_last, fused=not args.no_fused))

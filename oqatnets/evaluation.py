@@ -54,7 +54,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, *, resolution: int | None
     def record(module: nn.BatchNorm2d, inputs: tuple) -> None:
         x = inputs[0]
         mean = x.mean((0, 2, 3))
-        var = (x - mean[None, :, None, None]).pow(2).mean((0, 2, 3))
+        var = (x - mean[None, :, None, None]).pow_(2).mean((0, 2, 3))  # in place: the same values, one tensor fewer
         entry = sums.setdefault(module, [torch.zeros_like(mean), torch.zeros_like(var), 0])
         entry[0] += mean
         entry[1] += var

@@ -229,12 +229,15 @@ def lsq_quantize(x: torch.Tensor, step: torch.Tensor, bits: int, *, signed: bool
     grad_scale = 1.0 / math.sqrt(x.numel() * qp)
     grad = torch.is_grad_enabled() and (x.requires_grad or step.requires_grad)
     binary = bits == 1 and signed
-    if act and not (grad and fused and not binary and LSQKernel.supports(x) and act in LSQKernel.ACTS):
+    one_pass = fused and not binary and (grad or LSQKernel.supports(x))  # no compiling for inference off the CPU
+    if act and not (one_pass and LSQKernel.supports(x) and act in LSQKernel.ACTS):
         x, act = _ACTIVATIONS[act](x), None
     if binary:
         return _binary_quantize(x, step, grad_scale)
+    if one_pass:
+        return _FusedLSQ.apply(x, step, qn, qp, grad_scale, act)
     if grad:
-        return _FusedLSQ.apply(x, step, qn, qp, grad_scale, act) if fused else _LSQ.apply(x, step, qn, qp, grad_scale)
+        return _LSQ.apply(x, step, qn, qp, grad_scale)
     return quant_codes(x, step, bits, signed=signed).mul_(step.abs())
 
 
@@ -401,7 +404,7 @@ def set_bits(model: nn.Module, bits: int) -> nn.Module:
 
 
 def set_fused_quantizer(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Train ``model``'s quantized convs through the fused one-pass LSQ kernels (or back to eager).
+    """Run ``model``'s quantized convs through the fused one-pass LSQ kernels (or back to eager).
 
     Eager LSQ runs divide, clamp, round and multiply as separate passes; the fused kernels do one
     pass forward and one backward with the same operations: equal outputs and input gradients,
@@ -409,8 +412,9 @@ def set_fused_quantizer(model: nn.Module, enabled: bool = True) -> nn.Module:
     C compiler on first use (:class:`~oqatnets.errors.KernelUnavailableError` here, before any
     training, when it cannot be), and they also compute a hard-swish handed to the conv (``act``)
     in their pass; elsewhere ``torch.compile``. The training commands turn them on by default on
-    the CPU, where a sandwich step measured 1.04–1.21× faster (docs/BENCHMARKS.md §1). Inference is
-    unaffected.
+    the CPU, where a sandwich step measured 1.04–1.21× faster (docs/BENCHMARKS.md §1). Without
+    gradients (evaluation, BN calibration, the search) the CPU kernel's forward runs too, with the
+    same values; off the CPU inference stays eager rather than compile.
     """
     if enabled and any(p.device.type == 'cpu' for p in model.parameters()):
         load_kernel()
