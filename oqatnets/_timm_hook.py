@@ -1,17 +1,20 @@
 """Registering the zoo in timm when timm is imported, without importing torch before that.
 
-``import oqatnets`` only installs a one-shot import hook (cheap): registration runs right after
-``import timm`` finishes, or at once if timm is already imported. When timm is imported by
-oqatnets' own modules while they are still initialising (``oqatnets.net`` imports timm),
-registering then would import them half-built; it is left pending and done by the package's
-lazy attribute access, or the next import statement, once that import completes (:func:`flush`).
+``import oqatnets`` only installs an import hook (cheap): registration runs right after ``import
+timm`` finishes, or at once if timm is already imported. When timm is imported by oqatnets' own
+modules while they are still initialising (``oqatnets.net`` imports timm), registering then would
+import them half-built; it runs once the outermost oqatnets module being imported has loaded.
+
+The hook never registers from ``find_spec``: registering imports modules, and if one of them were
+the module being looked up, Python would then load a second copy of it, whose classes fail
+``isinstance`` against the first. It finds the module as the other finders do and registers after
+that module has loaded.
 """
 from __future__ import annotations
 
 import copy
 import importlib
 import importlib.abc
-import importlib.machinery
 import sys
 
 __all__ = ['install', 'flush']
@@ -26,53 +29,39 @@ def _initialising() -> bool:
 
 
 def flush() -> None:
-    """Register with timm now if timm is imported and registration has not happened yet (when oqatnets is
-    still initialising, at the next import statement that completes after it)."""
-    if _state['registered'] or 'timm' not in sys.modules:
-        return
-    if _initialising():
-        _retry_at_next_import()
+    """Register with timm now if timm is imported, registration has not happened yet and no oqatnets module is
+    half-imported (then :class:`_RegisterAfterLoading` calls this again when that import completes)."""
+    if _state['registered'] or 'timm' not in sys.modules or _initialising():
         return
     _state['registered'] = True
     importlib.import_module('oqatnets.timm_compat').subscribe()
 
 
-def _retry_at_next_import() -> None:
-    if not any(isinstance(f, _RetryAfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _RetryAfterImport())
-
-
-class _RetryAfterImport(importlib.abc.MetaPathFinder):
-    """Runs a pending registration after the first import that begins once oqatnets has finished importing.
-
-    Not from ``find_spec`` itself: registering imports modules, and if one of them were the module
-    being looked up (``from oqatnets.supernet import ...`` right after ``import oqatnets.net``),
-    Python would then load a second copy of it, whose classes fail ``isinstance`` against the
-    first. So that module is found by the other finders and registration runs once it has loaded.
-    """
+class _RegisterAfterLoading(importlib.abc.MetaPathFinder):
+    """Until registration is done, loads ``timm`` and oqatnets' submodules with the loaders the other finders
+    give them, then calls :func:`flush`."""
 
     def find_spec(self, fullname, path, target=None):
-        if _state['registered']:  # done meanwhile by lazy attribute access
+        if _state['registered']:
             sys.meta_path.remove(self)
             return None
-        if _initialising():
+        if fullname != 'timm' and not fullname.startswith('oqatnets.'):
             return None
-        sys.meta_path.remove(self)
-        for finder in list(sys.meta_path):
-            spec = finder.find_spec(fullname, path, target) if hasattr(finder, 'find_spec') else None
-            if spec is not None and spec.loader is not None:
-                stand_in = copy.copy(spec)
-                stand_in.loader = _RegisterAfterLoading(spec)
-                return stand_in
-            if spec is not None:  # no loader: try again at the next import
-                _retry_at_next_import()
-                return None
-        flush()  # not found: nothing is being loaded, so registering cannot load it twice
-        return None
+        for finder in sys.meta_path:
+            spec = None if finder is self or not hasattr(finder, 'find_spec') else finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None:
+            return spec
+        stand_in = copy.copy(spec)
+        stand_in.loader = _FlushAfter(spec)
+        return stand_in
 
 
-class _RegisterAfterLoading(importlib.abc.Loader):
-    """Loads a module with the loader its spec names, then registers with timm."""
+class _FlushAfter(importlib.abc.Loader):
+    """Loads a module with the loader its own spec names, then calls :func:`flush`."""
 
     def __init__(self, spec):
         self._spec = spec
@@ -85,37 +74,13 @@ class _RegisterAfterLoading(importlib.abc.Loader):
         self._spec._initializing = True  # what the import system marks, so _initialising() sees this module
         try:
             self._spec.loader.exec_module(module)
-        except BaseException:
-            _retry_at_next_import()
-            raise
         finally:
             self._spec._initializing = False
         flush()
 
 
-class _TimmImportHook(importlib.abc.MetaPathFinder):
-    """Wraps timm's loader once so registration runs right after ``import timm`` completes."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != 'timm':
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
-        original = loader.exec_module
-
-        def exec_module(module):
-            original(module)
-            flush()
-        loader.exec_module = exec_module
-        return spec
-
-
 def install() -> None:
     """Register now if timm is imported, else once it is (idempotent)."""
-    if 'timm' in sys.modules:
-        flush()
-    elif not any(isinstance(f, _TimmImportHook) for f in sys.meta_path):
-        sys.meta_path.insert(0, _TimmImportHook())
+    flush()
+    if not _state['registered'] and not any(isinstance(f, _RegisterAfterLoading) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterAfterLoading())

@@ -28,20 +28,21 @@ def test_import_is_lazy_and_complete():
 
 def test_timm_registration_whatever_the_import_order():
     for code in ('import oqatnets, timm', 'import timm, oqatnets',
-                 "import oqatnets; oqatnets.create_model('oqat_2bit_m'); import timm"):
+                 "import oqatnets; oqatnets.create_model('oqat_2bit_m'); import timm",
+                 'from oqatnets.net import OQATNet; import timm', 'import timm.layers, oqatnets.quant'):
         assert _run(f"{code}\nprint('oqat_2bit_m' in timm.list_models('oqat*'))").strip() == 'True', code
 
 
 def test_registering_with_timm_loads_no_module_twice():
-    """Registration pending after ``oqatnets.net`` imported timm runs at the next import; were that import
-    of a module registration also imports, Python would load a second copy (two ``OQATSupernet`` classes)."""
+    """Registration runs after an import completes, not while the next one is looked up: were that one a module
+    registration also imports, Python would load a second copy (two ``OQATSupernet`` classes)."""
     census = ("import collections, gc, timm\n"
               "copies = collections.Counter(d['__name__'] for d in gc.get_objects() if isinstance(d, dict)\n"
               "                             and '__builtins__' in d and str(d.get('__name__')).startswith('oqatnets'))\n"
               "print(sorted(name for name, n in copies.items() if n > 1), 'oqat_2bit_m' in timm.list_models('oqat*'))")
     for code in ('from oqatnets.net import OQATNet\nfrom oqatnets.supernet import OQATSupernet',
                  'import oqatnets.net\nfrom oqatnets import hub',
-                 'import oqatnets.quant, oqatnets.net, oqatnets.factory', 'import oqatnets.net, sched'):
+                 'import oqatnets.quant, oqatnets.net, oqatnets.factory', 'import oqatnets.training'):
         assert _run(f'{code}\n{census}').strip() == '[] True', code
     out = _run("from oqatnets.net import OQATNet\nfrom oqatnets.supernet import OQATSupernet\nfrom oqatnets import create_model\n"
                "print(isinstance(create_model('oqat_supernet', space='small', num_classes=3), OQATSupernet))")
