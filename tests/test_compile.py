@@ -305,7 +305,7 @@ def test_an_explicit_compile_without_a_compiler_is_refused_before_anything_is_wr
 
 
 @pytest.mark.parametrize('compile_flag,fused', [('--compile', True), ('--no-compile', False), (None, True)])
-@pytest.mark.parametrize('command', ['train', 'finetune'])
+@pytest.mark.parametrize('command', ['train', 'finetune', 'search'])
 def test_compile_option_fuses_the_trained_models_quantizers(command, compile_flag, fused, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
@@ -316,11 +316,16 @@ def test_compile_option_fuses_the_trained_models_quantizers(command, compile_fla
     # the modules themselves: the package re-exports functions of the same names
     monkeypatch.setattr(importlib.import_module('oqatnets.training.joint'), 'train_supernet', capture)
     monkeypatch.setattr(importlib.import_module('oqatnets.training.finetune'), 'finetune', capture)
+    monkeypatch.setattr(importlib.import_module('oqatnets.training.search'), 'run_search',
+                        lambda **kwargs: capture(fused_quantizer=all(map(fused_quantizer_enabled, kwargs['supernets']))))
     data = str(image_folder(tmp_path / 'data', size=32))
     if command == 'train':
         args = ['train', 'supernet', '--space', 'small', '--holdout', '2', '--eval-images', '0']
-    else:
+    elif command == 'finetune':
         args = ['finetune', f"local-dir:{oqatnets.save_pretrained(small_net(2, num_classes=3), tmp_path / 'net')}"]
+    else:
+        supernet = oqatnets.create_supernet(2, space='small', num_classes=3)
+        args = ['search', f"local-dir:{oqatnets.save_pretrained(supernet, tmp_path / 'supernet')}", '--holdout', '2']
     result = CliRunner().invoke(cli, [*args, '--data', data, '--out', str(tmp_path / 'o'), '--device', 'cpu',
                                       *([compile_flag] if compile_flag else [])])
     assert isinstance(result.exception, _Captured), result.output
