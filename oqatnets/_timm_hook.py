@@ -66,6 +66,9 @@ class _FlushAfter(importlib.abc.Loader):
     def __init__(self, spec):
         self._spec = spec
 
+    def __getattr__(self, name):  # get_code, get_source, is_package, ... (runpy, inspect): the real loader's
+        return getattr(self._spec.loader, name)
+
     def create_module(self, spec):
         return self._spec.loader.create_module(self._spec)
 

@@ -20,6 +20,12 @@ def test_version_does_not_import_torch():
     assert out.split('\n')[0] == f'0 oqat, version {oqatnets.__version__} False'
 
 
+def test_the_cli_runs_as_a_module():
+    """``python -m`` (torchrun's way) finds the CLI's code through the import hook's loader."""
+    result = subprocess.run([sys.executable, '-m', 'oqatnets.cli.main', '--version'], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == f'oqat, version {oqatnets.__version__}', result.stderr[-2000:]
+
+
 def test_import_is_lazy_and_complete():
     assert _run("import oqatnets, sys; print('torch' in sys.modules)").strip() == 'False'
     assert set(oqatnets.__all__) <= set(dir(oqatnets))
