@@ -475,8 +475,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
         last = result.summary['last_epoch'] or {}
         metrics = {'top1': last.get('val_top1'), 'top5': last.get('val_top5'),
                    'source': f'oqat finetune on {data.name}, val split'}
-        save_model_folder(model.cpu(), Path(out) / 'model', data=data, metrics=metrics,
-                          extra_cfg={'input_size': [3, resolution, resolution]})
+        save_model_folder(model.cpu(), Path(out) / 'model', data=data, metrics=metrics)
     _echo(ctx, result.summary)
     _finish(ctx)
 

@@ -25,6 +25,7 @@ from .errors import InvalidFileError
 from .pretrained import PretrainedCfg
 from .quant import FLOAT_BITS, iter_quant_convs, quant_range
 from .registry import DEFAULT_TAG, get_pretrained_cfg, hub_org, is_model, zoo_data_file
+from .spec import SubnetSpec
 from .supernet import OQATSupernet
 
 __all__ = ['model_config', 'parse_model_config', 'read_model_config', 'render_model_card', 'card_data', 'eval_results',
@@ -104,7 +105,22 @@ def parse_model_config(config: Any, *, where: str) -> tuple[PretrainedCfg, dict[
         raise InvalidFileError(f'{where}: model_args has neither a spec (a subnet) nor bits (a supernet); '
                                'write the folder with oqatnets.save_pretrained')
     args.setdefault('num_classes', config.get('num_classes', cfg.num_classes))
+    _check_consistent(cfg, args, where=where)
     return cfg, args
+
+
+def _check_consistent(cfg: PretrainedCfg, args: dict[str, Any], *, where: str) -> None:
+    """Refuse a config whose ``pretrained_cfg`` describes another model than its ``model_args`` build."""
+    spec = args.get('spec')
+    try:
+        bits = SubnetSpec.parse(spec).bits if isinstance(spec, str) else args.get('bits')
+    except ValueError:
+        raise InvalidFileError(f'{where}: model_args.spec {spec!r} is not a subnet spec') from None
+    facts = {'bits': bits, 'spec': spec, 'num_classes': args.get('num_classes')}
+    wrong = [f'pretrained_cfg.{key} is {getattr(cfg, key)!r} but model_args build {value!r}'
+             for key, value in facts.items() if getattr(cfg, key) is not None and value is not None and getattr(cfg, key) != value]
+    if wrong:
+        raise InvalidFileError(f'{where} contradicts itself: {"; ".join(wrong)}; write the folder with oqatnets.save_pretrained')
 
 
 def read_model_config(path: 'str | Path') -> tuple[PretrainedCfg, dict[str, Any]]:

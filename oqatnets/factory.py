@@ -22,7 +22,7 @@ import torch.nn as nn
 from timm.models import adapt_input_conv
 
 from . import registry
-from ._io import verify_sha256
+from ._io import sha256_file, verify_sha256
 from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, PretrainedWeightsError
 from .features import features_model
 from .hub import download, load_model_config_from_hf, load_model_config_from_path
@@ -178,6 +178,32 @@ def _resolve(model_name: str, cache_dir: 'str | os.PathLike | None',
 
 
 _ACCURACY_FIELDS = ('top1', 'top5', 'metrics_source')
+# cfg fields the model owns (one owner per fact): an overlay naming them is refused, with the argument that sets them
+_MODEL_FIELDS = {'architecture': 'the model name', 'bits': 'bits=', 'spec': 'spec=', 'space': 'space=',
+                 'num_classes': 'num_classes=', 'input_size': "spec= (its resolution) or model.set_resolution()"}
+# cfg fields that say where the weights come from: an overlay naming them loads other weights than the cfg's
+_WEIGHT_SOURCE_FIELDS = ('file', 'url', 'hf_hub_id', 'hf_hub_filename', 'source')
+
+
+def _overlay(cfg: PretrainedCfg, overlay: dict[str, Any]) -> PretrainedCfg:
+    """``cfg`` with the fields of ``pretrained_cfg_overlay`` replaced; the model's own facts are refused."""
+    owned = sorted(set(overlay) & set(_MODEL_FIELDS))
+    if owned:
+        raise InvalidArgumentError(f'pretrained_cfg_overlay cannot set {", ".join(owned)}: the model owns '
+                                   f'{"them" if len(owned) > 1 else "it"}; pass {", ".join(_MODEL_FIELDS[k] for k in owned)} instead')
+    try:
+        return cfg.replace(**overlay)
+    except TypeError as exc:
+        raise InvalidArgumentError(f'pretrained_cfg_overlay: {exc}') from None
+
+
+def _are_the_cfgs_weights(weights: WeightsFile, cfg: PretrainedCfg, overlay: dict[str, Any] | None) -> bool:
+    """Whether ``weights``, fetched through ``overlay``, are the ones ``cfg`` names: no overlay of their source,
+    or a file whose sha256 is one ``cfg`` records."""
+    if not overlay or not set(overlay) & set(_WEIGHT_SOURCE_FIELDS):
+        return True
+    known = {h for h in (cfg.sha256 or {}).values() if h}
+    return bool(known) and sha256_file(weights.path) in known
 
 
 def create_model(model_name: str, pretrained: bool = False, *, num_classes: int | None = None,
@@ -190,7 +216,8 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
 
     ``pretrained`` loads the weights (safetensors, plain or packed); ``num_classes``/``in_chans``
     different from them reset the classifier / adapt the stem and keep every step size;
-    ``pretrained_cfg_overlay`` replaces cfg fields (``file=`` points at a local weights file);
+    ``pretrained_cfg_overlay`` replaces cfg fields (``file=`` points at a local weights file; the
+    model's own facts — bits, spec, space, classes, input size — are refused there);
     ``checkpoint_path`` loads a safetensors state dict after building; ``cache_dir`` is the Hub
     cache and ``local_files_only`` reads only from it (no network request); ``device``/``dtype``
     are where the model ends up; ``features_only`` returns timm's feature wrapper (maps at
@@ -198,20 +225,17 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
     are dropped; the rest override the ``model_args`` (``spec``, ``space``, ``bits``) or set
     training options (``drop_rate``, ``drop_path_rate``, ``global_pool``). A weights file that records another model
     than the one being built is refused. A model that differs from the named entry gets a
-    derived ``pretrained_cfg`` (see :meth:`oqatnets.PretrainedCfg.derived`); one built without
-    weights carries no accuracy.
+    derived ``pretrained_cfg`` (see :meth:`oqatnets.PretrainedCfg.derived`), and so does one given other
+    weights than the entry's (``checkpoint_path``, or an overlaid ``file``/hub id whose sha256 the
+    entry does not record); one built without weights carries no accuracy.
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if 'spec' in kwargs and 'bits' in kwargs:
         spec = SubnetSpec.parse(kwargs['spec']) if isinstance(kwargs['spec'], str) else kwargs['spec']
         if spec.bits != kwargs['bits']:
             raise InvalidArgumentError(f'spec is {spec.bits}-bit but bits={kwargs["bits"]}; give one of them')
-    cfg, source_args, display_name = _resolve(model_name, cache_dir, local_files_only)
-    if pretrained_cfg_overlay:
-        try:
-            cfg = cfg.replace(**pretrained_cfg_overlay)
-        except TypeError as exc:
-            raise InvalidArgumentError(f'pretrained_cfg_overlay: {exc}') from None
+    source_cfg, source_args, display_name = _resolve(model_name, cache_dir, local_files_only)
+    cfg = _overlay(source_cfg, pretrained_cfg_overlay) if pretrained_cfg_overlay else source_cfg
     args = {**source_args, **kwargs}
     weights = fetch_weights(cfg, name=display_name, cache_dir=cache_dir,
                             local_files_only=local_files_only) if pretrained else None
@@ -227,6 +251,9 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
         cfg = cfg.replace(**{k: None for k in _ACCURACY_FIELDS})
     model.set_pretrained_cfg(cfg.replace(num_classes=int(source_args.get('num_classes', cfg.num_classes))),
                              source_args=canonical_args(source_args))
+    if checkpoint_path is not None or (weights is not None
+                                       and not _are_the_cfgs_weights(weights, source_cfg, pretrained_cfg_overlay)):
+        model.derive_pretrained_cfg()  # other weights than the cfg's: its hub id, hashes and accuracy are not theirs
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     if features_only:

@@ -129,6 +129,12 @@ class OQATBase(nn.Module):
         data = cfg.to_dict() if isinstance(cfg, PretrainedCfg) else dict(cfg)
         self._pretrained_cfg = (data, self.model_args() if source_args is None else dict(source_args))
 
+    def derive_pretrained_cfg(self) -> None:
+        """Say that the weights are no longer the ones the cfg names (finetuned, recalibrated, read from another
+        file): from now on the cfg is derived, its data config kept and its source's identity (hub id,
+        hashes, accuracy) dropped, as for a model of other bits or classes."""
+        self._pretrained_cfg = (self.pretrained_cfg, None)
+
     @property
     def default_cfg(self) -> dict[str, Any]:
         return self.pretrained_cfg
@@ -295,6 +301,11 @@ class OQATNet(OQATBase):
     @property
     def input_size(self) -> tuple[int, int, int]:
         return (self.in_chans, self._spec.resolution, self._spec.resolution)
+
+    def set_resolution(self, resolution: int) -> None:
+        """Make ``resolution`` the input size of this net's spec (the net itself takes any size): what a net
+        finetuned at another resolution is deployed at, so its profile and cfg follow."""
+        self._spec = self._spec.replace(resolution=_count('resolution', resolution, minimum=1))
 
     def model_args(self) -> dict[str, Any]:
         return {**super().model_args(), 'spec': str(self.spec)}

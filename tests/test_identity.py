@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from zoo_helpers import RESOLUTION, inputs, small_net
+from zoo_helpers import RESOLUTION, image_folder, inputs, small_net, small_table
 
 import oqatnets
 from oqatnets.errors import IncompatibleWeightsError, InvalidArgumentError, OQATNetsError
@@ -74,6 +74,102 @@ def test_a_subnet_cfg_is_derived_from_its_supernet():
     _no_identity(cfg)
     assert cfg['architecture'] == 'oqatnet' and cfg['input_size'] == [3, 128, 128] and cfg['bits'] == 2
     assert cfg['spec'] == str(spec) and cfg['supernet'] == 'oqatnets/oqat_supernet_mbv3_w2a2.in1k'
+
+
+@pytest.fixture()
+def published(tmp_path):
+    """A registered entry whose table names its weights (hub id, sha256, reported top-1), published in a temporary
+    Hub cache, and a file of other weights."""
+    model = small_net(2)
+    folder = oqatnets.save_pretrained(model, tmp_path / 'entry')
+    oqatnets.publish_to_cache(folder, 'org/idtest', cache_dir=tmp_path / 'hub')
+    sha = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['sha256']
+    oqatnets.register_zoo_table(small_table('oqat_idtest_2bit', model.spec, hf_hub_id='org/idtest', top1=71.5,
+                                            metrics_source='the table', sha256=sha))
+    with torch.no_grad():
+        model.classifier.weight.mul_(2)  # the same net, other weights
+    other = oqatnets.save_pretrained(model, tmp_path / 'other')
+    return folder, other, tmp_path / 'hub'
+
+
+def test_other_weights_than_the_entrys_get_a_derived_cfg(published):
+    folder, other, hub = published
+    own = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub,
+                                pretrained_cfg_overlay=dict(file=str(folder / 'model.safetensors')))
+    assert own.pretrained_cfg['hf_hub_id'] == 'org/idtest' and own.pretrained_cfg['top1'] == 71.5, \
+        'the very file the table hashes: still the entry'
+    weights = other / 'model.safetensors'
+    for model in (oqatnets.create_model('oqat_idtest_2bit', checkpoint_path=weights),
+                  oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub, checkpoint_path=weights),
+                  oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub,
+                                        pretrained_cfg_overlay=dict(file=str(weights)))):
+        _no_identity(model.pretrained_cfg)
+        assert model.pretrained_cfg['architecture'] == 'oqatnet' and model.pretrained_cfg['mean'] == [0.5] * 3
+        saved = oqatnets.save_pretrained(model, folder.parent / 'resaved')
+        card = (saved / 'README.md').read_text()
+        assert 'Reported top-1' not in card and 'org/idtest' not in card
+
+
+def test_an_overlay_cannot_contradict_the_model(published):
+    hub = published[2]
+    for overlay, argument in ((dict(bits=4), 'bits='), (dict(spec='r32_k' + '3' * 20 + '_e' + '3' * 20 + '_d22222_b4'), 'spec='),
+                              (dict(num_classes=5), 'num_classes='), (dict(input_size=(3, 64, 64)), 'resolution')):
+        with pytest.raises(InvalidArgumentError, match=f'cannot set {next(iter(overlay))}.*{argument}'):
+            oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub, pretrained_cfg_overlay=overlay)
+
+
+def test_derive_pretrained_cfg_and_set_resolution_drop_the_identity(published):
+    hub = published[2]
+    net = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub)
+    assert net.pretrained_cfg['top1'] == 71.5
+    net.derive_pretrained_cfg()
+    _no_identity(net.pretrained_cfg)
+    assert net.pretrained_cfg['mean'] == [0.5] * 3 and net.pretrained_cfg['dataset'] == 'fashion-mnist'
+    other = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub)
+    other.set_resolution(24)
+    assert other.spec.resolution == 24 and other.pretrained_cfg['input_size'] == [3, 24, 24]
+    _no_identity(other.pretrained_cfg)
+    assert oqatnets.profile(other).macs < oqatnets.profile(net).macs
+
+
+@pytest.mark.parametrize('field,value', [('bits', 4), ('spec', S.format(4)), ('num_classes', 7)])
+def test_a_config_whose_cfg_contradicts_its_model_args_is_refused(field, value, tmp_path):
+    folder = oqatnets.save_pretrained(_initialised(oqatnets.create_model('oqatnet', spec=S.format(2), space='small',
+                                                                         num_classes=3)), tmp_path / 'm')
+    config = json.loads((folder / 'config.json').read_text())
+    config['pretrained_cfg'][field] = value
+    (folder / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(oqatnets.errors.InvalidFileError, match=f'config.json contradicts itself: pretrained_cfg.{field}'):
+        oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
+
+
+def test_finetuned_and_recalibrated_folders_claim_nothing_of_their_source(tmp_path):
+    """``oqat finetune --resolution`` saves the net at the resolution it trained at; neither command keeps the
+    source's accuracy or where it came from."""
+    from click.testing import CliRunner
+
+    from oqatnets.cli.main import cli
+    source = oqatnets.save_pretrained(small_net(2, num_classes=3), tmp_path / 'src',
+                                      metrics={'top1': 88.5, 'source': 'the source run'})
+    data = str(image_folder(tmp_path / 'data', size=32))
+    runner = CliRunner()
+    result = runner.invoke(cli, ['finetune', f'local-dir:{source}', '--data', data, '--out', str(tmp_path / 'ft'),
+                                 '--epochs', '1', '--batch-size', '4', '--resolution', '24', '--device', 'cpu'])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ['calibrate', f'local-dir:{source}', '--data', data, '--out', str(tmp_path / 'cal'),
+                                 '--calib-images', '4', '--holdout', '0', '--no-eval', '--device', 'cpu'])
+    assert result.exit_code == 0, result.output
+    for folder, resolution in ((tmp_path / 'ft' / 'model', 24), (tmp_path / 'cal', RESOLUTION)):
+        config = json.loads((folder / 'config.json').read_text())
+        cfg = config['pretrained_cfg']
+        assert cfg['input_size'] == [3, resolution, resolution] and cfg['spec'].startswith(f'r{resolution}_')
+        assert config['model_args']['spec'] == cfg['spec']
+        text = (folder / 'config.json').read_text() + (folder / 'README.md').read_text()
+        assert 'the source run' not in text and '88.5' not in text
+    assert json.loads((tmp_path / 'ft' / 'model' / 'config.json').read_text())['pretrained_cfg']['metrics_source'] \
+        .startswith('oqat finetune')
+    net = oqatnets.create_model(f'local-dir:{tmp_path / "ft" / "model"}', pretrained=True)
+    assert net.spec.resolution == 24 and oqatnets.profile(net).macs < oqatnets.profile(small_net(2, num_classes=3)).macs
 
 
 def test_inherited_model_is_derived():

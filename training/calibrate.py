@@ -58,5 +58,9 @@ def calibrated_subnet(supernet: OQATSupernet, spec: SubnetSpec, *, calib_batches
 
 def calibrate_model(model: nn.Module, *, calib_batches: Iterable, resolution: int,
                     mode: CalibrationMode = 'batch') -> nn.Module:
-    """Recalibrate a static network's BN statistics in place (``oqat calibrate`` on a zoo model)."""
-    return recalibrate_bn(model, calib_batches, resolution=resolution, mode=mode)
+    """Recalibrate a static network's BN statistics in place (``oqat calibrate`` on a zoo model); its cfg is then
+    derived (other BN statistics: the source's hub id and accuracy are not its own)."""
+    recalibrate_bn(model, calib_batches, resolution=resolution, mode=mode)
+    if isinstance(model, OQATNet):
+        model.derive_pretrained_cfg()
+    return model

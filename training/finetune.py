@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate, resize_batch
+from oqatnets.net import OQATNet
 from oqatnets.quant import set_fused_quantizer
 from oqatnets.supernet import OQATSupernet
 
@@ -38,6 +39,10 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
              eval_batches: Iterable | None = None, run_info: dict[str, Any] | None = None,
              loop_options: dict[str, Any] | None = None) -> TrainResult:
     """Train ``model`` in place on ``train_set`` at ``resolution`` for ``epochs`` (LR ``lr`` or the recipe's).
+
+    The model becomes what it was trained to be: its spec takes ``resolution`` (so its profile, cfg and
+    saved folder say the input size it was trained at) and its cfg is derived (the weights are no longer
+    its source's: no hub id or accuracy of the source is kept).
 
     ``loop_options`` are further :class:`LoopSettings` fields (workers, pin_memory, clip_grad, tensorboard,
     ema_decay) and ``optimizer`` (a timm optimizer name; default the recipe's SGD).
@@ -63,6 +68,10 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
                             checkpoint_every=checkpoint_every, log_every=log_every, data_seed=seed, desc='finetune',
                             **loop_options)
     spe = settings.steps_per_epoch(len(train_set), ctx.world_size)
+    if isinstance(model, OQATNet):
+        if model.spec.resolution != resolution:
+            model.set_resolution(resolution)
+        model.derive_pretrained_cfg()
     model.to(ctx.device, memory_format=torch.channels_last)  # faster conv backward, as in joint training
     set_fused_quantizer(model, resolve_fused_quantizer(fused_quantizer, ctx.device))
     optimizer = build_optimizer(model, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
