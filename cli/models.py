@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from .completion import complete_model_name
 from .errors import BadUsage
-from .options import calibration_mode_option
+from .options import calibration_mode_option, given
 
 
 def _echo_json(data: Any) -> None:
@@ -129,6 +128,8 @@ def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | Non
     if images.num_classes != model.num_classes:
         raise BadUsage(f'{data} has {images.num_classes} classes but {name} predicts {model.num_classes}')
     mode = calibration_mode or recipe_for_space(model.space.name).bn_calibration
+    if recalibrate > len(images.train):
+        raise BadUsage(f'--recalibrate-bn {recalibrate}: {data} has {len(images.train)} training images; pass at most that')
     if recalibrate:
         torch.manual_seed(CALIBRATION_SEED)
         recalibrate_bn(model, DataLoader(calibration_subset(images.train, recalibrate), batch_size=batch_size,
@@ -166,6 +167,8 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
         if not Path(path).is_file():
             raise BadUsage(f'{path} is not a regular file; pass image files')
     model = _load(name, cache_dir)
+    if top > model.num_classes and given('top'):
+        raise BadUsage(f'--top {top}: {name} has {model.num_classes} classes; pass at most that')
     cfg = model.pretrained_cfg
     transform = eval_transform(int(cfg['input_size'][-1]), crop_pct=cfg.get('crop_pct', 0.875), mean=cfg['mean'],
                                std=cfg['std'], interpolation=cfg.get('interpolation', 'bilinear'))
@@ -214,7 +217,7 @@ def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir
     fmt = fmt or _format_from_suffix(out)
     if int4 and fmt != 'onnx':
         raise click.BadParameter('--int4 goes with --format onnx', param_hint='--int4')
-    if fmt == 'packed' and check and click.get_current_context().get_parameter_source('check') is ParameterSource.COMMANDLINE:
+    if fmt == 'packed' and check and given('check'):
         raise click.BadParameter('--check compares an ONNX file with PyTorch; it goes with --format onnx or qcdq',
                                  param_hint='--check')
     path = check_output(out)  # refuse a device, FIFO or folder before loading anything

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from .errors import BadUsage
-from .options import calibration_mode_option
+from .options import calibration_mode_option, given
 
 # oqatnets.training.recipes' FLOAT_SAMPLINGS and RESOLUTION_SAMPLINGS, spelled out so that `oqat --help`
 # imports no torch (tests/test_training_recipe.py checks they agree).
@@ -127,11 +127,22 @@ def default_workers() -> int:
     return max(0, min(8, cpus - 1))
 
 
+def _timm_optimizer(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--opt``: an optimizer name timm knows (``lookahead_`` prefix allowed), checked before anything runs."""
+    if value == 'sgd':
+        return value
+    from timm.optim import list_optimizers
+    if value.lower().split('_')[-1] not in list_optimizers():
+        raise click.BadParameter(f'{value!r} is not an optimizer timm knows; pass sgd, adamw, lamb or another name '
+                                 'of timm.optim.list_optimizers()')
+    return value
+
+
 def _loop_options(f: Callable) -> Callable:
     """--workers, --opt, --clip-grad, --model-ema and --tensorboard, shared by the training commands."""
     f = click.option('--model-ema', 'ema_decay', type=click.FloatRange(min=0, max=1, max_open=True), default=None,
                      help="Keep timm's ModelEmaV3 of the weights with this decay (e.g. 0.9998) and save it at the end.")(f)
-    f = click.option('--opt', 'optimizer', default='sgd', show_default=True,
+    f = click.option('--opt', 'optimizer', default='sgd', show_default=True, callback=_timm_optimizer,
                      help="Optimizer: the recipe's SGD, or any name timm.optim.create_optimizer_v2 knows "
                           '(adamw, lamb …).')(f)
     f = click.option('--tensorboard', is_flag=True,
@@ -222,7 +233,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     from oqatnets.training.artifacts import load_supernet, save_trained_supernet, write_run_file
     from oqatnets.training.datasets import prepare_data
     from oqatnets.training.joint import train_supernet
-    from oqatnets.training.loop import resolve_fused_quantizer
+    from oqatnets.training.loop import LoopSettings, resolve_fused_quantizer
     from oqatnets.training.recipes import SPLIT_SEED
 
     validate_bits(bits)
@@ -260,6 +271,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
             torch.manual_seed(seed)
             supernet = OQATSupernet(space=space, bits=bits, num_classes=data.num_classes)
     fused = resolve_fused_quantizer(compile_quantizer, ctx.device)  # refused here, before anything is written
+    LoopSettings(epochs=epochs, batch_size=recipe.batch_size // ctx.world_size).steps_per_epoch(
+        len(prepared.train_set), ctx.world_size)  # a set too small for one batch: refused before run.json
     run_info = {'data': data_source, 'init': init_source, 'holdout_images': recipe.holdout_images,
                 'split_seed': SPLIT_SEED, 'train_images_limit': train_images}
     out_dir = Path(out)
@@ -332,6 +345,11 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
         holdout_images, split_seed = _split_of(model_source, holdout, recipe)
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=calib_images,
                                 calib_batch_size=batch_size, split_seed=split_seed)
+        available = len(prepared.train_set)
+        if calib_images > available and given('calib_images'):
+            raise BadUsage(f'--calib-images {calib_images}: {data_source} has {available} training images outside the '
+                           f'held-out split; pass at most that (or a lower --holdout)')
+        calib_images = min(calib_images, available)
         model.to(ctx.device)
         mode = calibration_mode or recipe.bn_calibration
         if isinstance(model, OQATSupernet):

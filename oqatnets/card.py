@@ -105,8 +105,38 @@ def parse_model_config(config: Any, *, where: str) -> tuple[PretrainedCfg, dict[
         raise InvalidFileError(f'{where}: model_args has neither a spec (a subnet) nor bits (a supernet); '
                                'write the folder with oqatnets.save_pretrained')
     args.setdefault('num_classes', config.get('num_classes', cfg.num_classes))
+    _check_data_config(cfg, where=where)
     _check_consistent(cfg, args, where=where)
     return cfg, args
+
+
+_INTERPOLATIONS = ('nearest', 'nearest-exact', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')  # torchvision's
+
+
+def _is_number(value: Any, *, positive: bool = False) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or not positive)
+
+
+def _check_data_config(cfg: PretrainedCfg, *, where: str) -> None:
+    """Refuse data-config fields that preprocessing could not use (checked on load, not deep inside a transform)."""
+    problems = []
+    size = cfg.input_size
+    if not (isinstance(size, tuple) and len(size) == 3 and all(isinstance(v, int) and _is_number(v, positive=True)
+                                                                 for v in size)):
+        problems.append(f'input_size {size!r} is not three positive integers')
+    if not _is_number(cfg.crop_pct, positive=True):
+        problems.append(f'crop_pct {cfg.crop_pct!r} is not a positive number')
+    if cfg.interpolation not in _INTERPOLATIONS:
+        problems.append(f'interpolation {cfg.interpolation!r} is not one of {", ".join(_INTERPOLATIONS)}')
+    for name, positive in (('mean', False), ('std', True)):
+        value = getattr(cfg, name)
+        if not (isinstance(value, tuple) and value and all(_is_number(v, positive=positive) for v in value)):
+            problems.append(f'{name} {value!r} is not a list of {"positive " if positive else ""}numbers')
+    names = cfg.label_names
+    if names is not None and not (isinstance(names, tuple) and all(isinstance(n, str) for n in names)):
+        problems.append(f'label_names {names!r} is not a list of strings')
+    if problems:
+        raise InvalidFileError(f'{where}: pretrained_cfg {"; ".join(problems)}; write the folder with oqatnets.save_pretrained')
 
 
 def _check_consistent(cfg: PretrainedCfg, args: dict[str, Any], *, where: str) -> None:

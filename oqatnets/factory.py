@@ -25,7 +25,7 @@ from . import registry
 from ._io import sha256_file, verify_sha256
 from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, PretrainedWeightsError
 from .features import features_model
-from .hub import download, load_model_config_from_hf, load_model_config_from_path
+from .hub import download, load_model_config_from_hf, load_model_config_from_path, offline_note
 from .net import OQATNet
 from .pretrained import PretrainedCfg
 from .spec import SubnetSpec
@@ -157,8 +157,7 @@ def fetch_weights(cfg: PretrainedCfg, *, name: str, cache_dir: 'str | os.PathLik
                 continue
             verify_sha256(path, cfg.sha256.get(filename))
             return read_weights(path)
-        offline = ' with HF_HUB_OFFLINE set' if os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes') else ''
-        reasons = [f'hf_hub_download from {repo_id}{offline} failed: {", ".join(reasons)}']
+        reasons = [f'hf_hub_download from {repo_id}{offline_note()} failed: {", ".join(reasons)}']
     raise PretrainedWeightsError(_no_weights_message(cfg, name, reasons))
 
 

@@ -22,10 +22,11 @@ from typing import Any
 
 import torch.nn as nn
 from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 
 from ._io import atomic_dir, atomic_path, resolve_output, sha256_file, verify_sha256, write_text
 from .card import model_config, read_model_config, render_model_card
-from .errors import ChecksumError, FileMissingError, InvalidArgumentError
+from .errors import ChecksumError, FileMissingError, InvalidArgumentError, PretrainedWeightsError
 from .pretrained import CONFIG_FILE, MODEL_CARD_FILE, PACKED_FILE, WEIGHTS_FILE, PretrainedCfg
 from .quant import FLOAT_BITS
 from .supernet import OQATSupernet
@@ -179,11 +180,24 @@ def download(repo_id: str, filename: str, *, revision: str | None = None,
                                 library_version=__version__))
 
 
+def offline_note() -> str:
+    """`` with HF_HUB_OFFLINE set`` when it is, for messages about what could not be fetched."""
+    return ' with HF_HUB_OFFLINE set' if os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes') else ''
+
+
 def load_model_config_from_hf(model_id: str, *, cache_dir: 'str | os.PathLike | None' = None,
                               local_files_only: bool = False) -> tuple[PretrainedCfg, dict[str, Any]]:
     """(pretrained cfg, model_args) from ``config.json`` of ``org/name[@revision]`` on the Hub."""
     repo_id, revision = split_revision(model_id)
-    path = download(repo_id, CONFIG_FILE, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    try:
+        path = download(repo_id, CONFIG_FILE, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    except HFValidationError as exc:
+        raise InvalidArgumentError(f'hf-hub:{model_id} is not a Hub repo id ({exc}); write hf-hub:org/name[@revision]') \
+            from None
+    except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as exc:  # not found, not cached offline
+        raise PretrainedWeightsError(f'could not fetch {CONFIG_FILE} of hf-hub:{model_id}{offline_note()} '
+                                     f'({type(exc).__name__}); check the repo id and revision, the connection, '
+                                     'HF_HUB_OFFLINE, HF_HUB_CACHE or cache_dir') from None
     cfg, args = read_model_config(path)
     return cfg.replace(hf_hub_id=model_id, source='hf-hub'), args
 

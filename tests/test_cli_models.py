@@ -107,6 +107,23 @@ def test_eval_and_predict_on_a_tiny_image_folder(folder, tmp_path):
     assert run('predict', f'local-dir:{path}', tmp_path / 'missing.png').exit_code == 2
 
 
+def test_counts_given_beyond_what_there_is_are_refused(folder, tmp_path):
+    _, path = folder
+    data = image_folder(tmp_path / 'data')
+    result = run('eval', f'local-dir:{path}', '--data', data, '--recalibrate-bn', 1000)
+    assert result.exit_code == 2 and '--recalibrate-bn 1000' in result.output and 'has 12 training images' in result.output
+    image = data / 'val' / 'bee' / '0.png'
+    result = run('predict', f'local-dir:{path}', image, '--top', 50)
+    assert result.exit_code == 2 and '--top 50' in result.output and 'has 3 classes' in result.output
+    result = run('calibrate', f'local-dir:{path}', '--data', data, '--out', tmp_path / 'cal', '--calib-images', 5000,
+                 '--holdout', 3, '--device', 'cpu')
+    assert result.exit_code == 2 and '--calib-images 5000' in result.output and 'has 9 training images' in result.output
+    assert not (tmp_path / 'cal').exists()
+    result = run('calibrate', f'local-dir:{path}', '--data', data, '--out', tmp_path / 'cal', '--holdout', 3,
+                 '--device', 'cpu', '--no-eval')  # the default 2000: as many as there are
+    assert result.exit_code == 0, result.output
+
+
 def test_eval_refuses_a_class_mismatch(folder, tmp_path):
     _, path = folder
     data = image_folder(tmp_path / 'data2', classes=('a', 'b'), per_class=1)

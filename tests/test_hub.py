@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from zoo_helpers import inputs, small_net, small_table
 
 import oqatnets
 from oqatnets._io import sha256_file
-from oqatnets.errors import ChecksumError
+from oqatnets.errors import ChecksumError, InvalidArgumentError, PretrainedWeightsError
 from oqatnets.quant import iter_quant_convs
 
 
@@ -204,3 +205,28 @@ def test_model_card_license_and_base_model_rules(tmp_path):
     (result,) = data.eval_results
     assert (result.dataset_type, result.dataset_split, result.dataset_args, result.metric_value) == \
         ('cifar10', 'test', {'num_images': 64}, 12.0)
+
+
+@pytest.mark.parametrize('name,error,words', [
+    ('hf-hub:bad name!!', InvalidArgumentError, 'is not a Hub repo id'),
+    ('hf-hub:someone/not-there', PretrainedWeightsError, 'could not fetch config.json of hf-hub:someone/not-there'),
+    ('hf-hub:someone/not-there@v9', PretrainedWeightsError, 'hf-hub:someone/not-there@v9')])
+def test_a_hub_id_that_cannot_be_fetched_is_named_in_one_line(name, error, words, tmp_path):
+    with pytest.raises(error, match=re.escape(words)) as info:
+        oqatnets.create_model(name, cache_dir=tmp_path)
+    assert '\n' not in str(info.value)
+
+
+@pytest.mark.parametrize('field,value', [('input_size', 'big'), ('input_size', [3, 0, 0]), ('crop_pct', 'x'),
+                                         ('interpolation', 'zzz'), ('label_names', 5), ('std', [0.2, 0, 0.2])])
+def test_a_data_config_preprocessing_cannot_use_is_refused_on_load(field, value, saved, tmp_path):
+    _, folder = saved
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    for name in ('model.safetensors', 'model.packed.safetensors'):
+        (bad / name).write_bytes((folder / name).read_bytes())
+    config = json.loads((folder / 'config.json').read_text())
+    config['pretrained_cfg'][field] = value
+    (bad / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(oqatnets.errors.InvalidFileError, match=f'config.json: pretrained_cfg {field} '):
+        oqatnets.create_model(f'local-dir:{bad}', pretrained=True)

@@ -84,3 +84,27 @@ def test_resuming_the_ema_refuses_the_weights_of_another_model(tmp_path):
         _ema(model, 0.5, tmp_path / 'ema.safetensors')
     save_weights(model, tmp_path / 'ema.safetensors')
     assert _ema(model, 0.5, tmp_path / 'ema.safetensors') is not None
+
+
+@pytest.mark.parametrize('command', [['train', 'supernet', '--space', 'small'], ['finetune', 'oqat_2bit_m']])
+def test_an_optimizer_timm_does_not_know_is_refused_before_anything_runs(command, tmp_path):
+    from click.testing import CliRunner
+
+    from oqatnets.cli.main import cli
+    result = CliRunner().invoke(cli, [*command, '--data', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'o'),
+                                      '--opt', 'nosuchopt'])
+    assert result.exit_code == 2 and "'nosuchopt' is not an optimizer timm knows" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / 'o').exists()
+    assert CliRunner().invoke(cli, [*command, '--opt', 'lookahead_adamw', '--help']).exit_code == 0
+
+
+def test_a_training_set_smaller_than_a_batch_is_refused_before_anything_is_written(tmp_path):
+    from click.testing import CliRunner
+    from zoo_helpers import image_folder
+
+    from oqatnets.cli.main import cli
+    data = str(image_folder(tmp_path / 'data', size=32))
+    result = CliRunner().invoke(cli, ['train', 'supernet', '--space', 'small', '--data', data, '--holdout', '1',
+                                      '--out', str(tmp_path / 'o'), '--device', 'cpu'])
+    assert result.exit_code == 2 and 'give no full batch of 128' in result.output
+    assert not (tmp_path / 'o').exists()
