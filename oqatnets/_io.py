@@ -40,9 +40,13 @@ def resolve_output(path: 'str | os.PathLike', *, folder: bool = False) -> Path:
         mode = os.stat(path).st_mode
         ok = stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)
         if not ok:
-            kind = 'a folder' if stat.S_ISDIR(mode) else 'not a regular file'
+            kind = 'a folder' if stat.S_ISDIR(mode) else 'a file' if stat.S_ISREG(mode) else 'not a regular file'
             want = 'a folder' if folder else 'a regular file'
             raise UnsafeOutputError(f'{path} is {kind}; the output must be {want} path that may be replaced')
+    else:
+        parent = next(p for p in path.absolute().parents if os.path.lexists(p))
+        if not parent.is_dir():
+            raise UnsafeOutputError(f'{path}: {parent} is a file, not a folder; choose another output path')
     return path
 
 
@@ -152,11 +156,13 @@ def sha256_file(path: 'str | os.PathLike') -> str:
     return digest.hexdigest()
 
 
-def verify_sha256(path: 'str | os.PathLike', expected: str | None) -> None:
-    """Raise :class:`ChecksumError` if ``expected`` is given and ``path`` does not hash to it."""
+def verify_sha256(path: 'str | os.PathLike', expected: str | None, *, recorded_by: str = 'the registry',
+                  remedy: str = 'delete it from the Hub cache and download it again') -> None:
+    """Raise :class:`ChecksumError` if ``expected`` is given and ``path`` does not hash to it; the message names
+    who recorded the hash and what to do."""
     if not expected:
         return
     actual = sha256_file(path)
     if actual != expected.lower():
-        raise ChecksumError(f'sha256 of {path} is {actual}, the registry expects {expected}: the file is corrupt or not the '
-                            'published one; delete it (from the Hub cache) and download it again')
+        raise ChecksumError(f'sha256 of {path} is {actual}, {recorded_by} expects {expected}: the file is corrupt or '
+                            f'not the one saved with it; {remedy}')

@@ -50,6 +50,9 @@ def parse_model_name(model_name: str) -> tuple[str | None, str]:
         if source is None:
             raise InvalidArgumentError(f'unknown model source {match["source"]!r} in {model_name!r}; '
                              'use hf-hub:org/name[@revision] or local-dir:PATH')
+        if not match['rest'].strip():
+            raise InvalidArgumentError(f'{model_name!r} names no {"folder" if source == "local-dir" else "repo"}; '
+                                       'write local-dir:PATH or hf-hub:org/name[@revision]')
         return source, match['rest']
     if '/' in model_name or '\\' in model_name:
         raise InvalidArgumentError(f'{model_name!r} looks like a path or a Hub repo; write local-dir:{model_name} '
@@ -143,7 +146,9 @@ def fetch_weights(cfg: PretrainedCfg, *, name: str, cache_dir: 'str | os.PathLik
         path = Path(cfg.file)
         if not path.is_file():
             raise FileMissingError(f'weights file {path} does not exist')
-        verify_sha256(path, cfg.sha256.get(path.name) if cfg.source == 'local-dir' else None)
+        if cfg.source == 'local-dir':
+            verify_sha256(path, cfg.sha256.get(path.name), recorded_by=f'{path.parent / "config.json"}',
+                          remedy='save the folder again with oqatnets.save_pretrained')
         return read_weights(path)
     reasons: list[str] = []
     if cfg.hf_hub_id:

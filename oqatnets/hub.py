@@ -55,8 +55,8 @@ def _carry_over(old: Path, new: Path) -> None:
 def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, model_card: dict[str, Any] | None = None,
                     metrics: dict[str, Any] | None = None, dataset: str | None = None,
                     pretrained_cfg: 'PretrainedCfg | dict | None' = None, packed: bool = True) -> Path:
-    """Write ``config.json``, ``model.safetensors``, ``model.packed.safetensors`` (quantized OQATNet
-    only) and a model card ``README.md`` into ``save_directory``, all or nothing; returns the folder.
+    """Write ``config.json``, ``model.safetensors``, ``model.packed.safetensors`` (quantized OQATNet of 2
+    to 8 bits only) and a model card ``README.md`` into ``save_directory``, all or nothing; returns the folder.
 
     ``metrics`` (e.g. ``{'top1': 61.2, 'top5': 83.0, 'source': 'oqat zoo build on ImageNet val'}``)
     goes into the pretrained cfg and the card; ``dataset`` names the data the weights were trained
@@ -74,7 +74,7 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
     with atomic_dir(folder) as tmp:
         _carry_over(folder, tmp)
         hashes: dict[str, str | None] = {WEIGHTS_FILE: sha256_file(save_weights(model, tmp / WEIGHTS_FILE))}
-        if packed and not isinstance(model, OQATSupernet) and model.bits < FLOAT_BITS:
+        if packed and not isinstance(model, OQATSupernet) and 2 <= model.bits < FLOAT_BITS:  # the packed format's range
             hashes[PACKED_FILE] = sha256_file(save_packed(model, tmp / PACKED_FILE,
                                                           pretrained_cfg=config['pretrained_cfg']))
         config['pretrained_cfg']['sha256'] = hashes

@@ -82,8 +82,9 @@ def packed_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[s
     if len(bits) != 1:
         raise InvalidArgumentError(f'packing needs one bit-width across quantized convs, found {sorted(bits) or "none"}')
     (b,) = bits
-    if b > 8:
-        raise InvalidArgumentError(f'{b}-bit weights are not packed; save model.safetensors instead')
+    if not 2 <= b <= 8:
+        raise InvalidArgumentError(f'{b}-bit weights are not packed (the format holds 2 to 8 bits; 1-bit weights are '
+                                   "sign(w), three levels with 0); save model.safetensors instead")
     qn, _ = quant_range(b, signed=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     shapes = {}

@@ -250,6 +250,9 @@ def case_weights_checksum_mismatch(env, tmp_path, monkeypatch):
     (folder / 'model.safetensors').write_bytes(bytes(data))
     raises_line(ChecksumError, lambda: oqatnets.create_model(f'local-dir:{folder}', pretrained=True),
                 'model.safetensors')
+    with pytest.raises(ChecksumError, match=r'config\.json expects .*save the folder again') as info:
+        oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
+    assert 'Hub cache' not in str(info.value)
 
 
 @case('clear')

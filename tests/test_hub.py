@@ -230,3 +230,21 @@ def test_a_data_config_preprocessing_cannot_use_is_refused_on_load(field, value,
     (bad / 'config.json').write_text(json.dumps(config))
     with pytest.raises(oqatnets.errors.InvalidFileError, match=f'config.json: pretrained_cfg {field} '):
         oqatnets.create_model(f'local-dir:{bad}', pretrained=True)
+
+
+def test_empty_sources_and_outputs_under_a_file_are_refused_in_one_line(saved, tmp_path):
+    model, _ = saved
+    for name in ('local-dir:', 'hf-hub:'):
+        with pytest.raises(InvalidArgumentError, match='names no'):
+            oqatnets.create_model(name)
+    (tmp_path / 'img.png').write_bytes(b'x')
+    for path, words in ((tmp_path / 'img.png' / 'sub', 'img.png is a file, not a folder'),
+                        (tmp_path / 'img.png', 'img.png is a file; the output must be a folder')):
+        with pytest.raises(oqatnets.errors.UnsafeOutputError, match=re.escape(words)):
+            oqatnets.save_pretrained(model, path)
+
+
+@pytest.mark.parametrize('out_indices', [(0, 9), 9, (), (1.5,), True])
+def test_feature_positions_the_model_does_not_have_are_refused(out_indices):
+    with pytest.raises(InvalidArgumentError, match='feature maps'):
+        oqatnets.create_model('oqat_2bit_m', features_only=True, out_indices=out_indices)

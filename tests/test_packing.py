@@ -10,8 +10,10 @@ from zoo_helpers import inputs, small_net
 
 import oqatnets
 from oqatnets import load_packed, save_packed
-from oqatnets.packing import FORMAT_NAME, pack_bits, unpack_bits
+from oqatnets.errors import InvalidArgumentError
+from oqatnets.packing import FORMAT_NAME, pack_bits, packed_state_dict, unpack_bits
 from oqatnets.quant import iter_quant_convs
+from oqatnets.training import inherit_bits
 
 
 @pytest.mark.parametrize('bits', [1, 2, 3, 4, 5, 8])
@@ -72,3 +74,16 @@ def test_packed_size_is_close_to_the_profile_size(bits, tmp_path):
     path = save_packed(model.eval(), tmp_path / 'p.safetensors')
     expected_bytes = oqatnets.profile(model).size_mbit * 1e6 / 8
     assert abs(path.stat().st_size - expected_bytes) / expected_bytes < 0.05
+
+
+def test_a_one_bit_net_is_saved_without_a_packed_file_and_reloads(tmp_path):
+    """The packed format holds 2 to 8 bits (1-bit weights are sign(w): -1, 0 or +1); saving a 1-bit net writes the plain
+    file only instead of failing in the packer, and ``packed_state_dict`` says why it refuses."""
+    net = inherit_bits(small_net(2), 1).eval()
+    folder = oqatnets.save_pretrained(net, tmp_path / 'b1')
+    assert (folder / 'model.safetensors').is_file() and not (folder / 'model.packed.safetensors').exists()
+    again = oqatnets.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    with torch.no_grad():
+        assert again.bits == 1 and torch.equal(again(inputs()), net(inputs()))
+    with pytest.raises(InvalidArgumentError, match='1-bit weights are not packed'):
+        packed_state_dict(net)
