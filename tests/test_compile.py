@@ -320,7 +320,7 @@ def test_compile_option_fuses_the_trained_models_quantizers(command, compile_fla
                         lambda **kwargs: capture(fused_quantizer=all(map(fused_quantizer_enabled, kwargs['supernets']))))
     data = str(image_folder(tmp_path / 'data', size=32))
     if command == 'train':
-        args = ['train', 'supernet', '--space', 'small', '--holdout', '2', '--eval-images', '0']
+        args = ['train', 'supernet', '--space', 'small', '--holdout', '2', '--eval-images', '0', '--batch-size', '4']
     elif command == 'finetune':
         args = ['finetune', f"local-dir:{oqatnets.save_pretrained(small_net(2, num_classes=3), tmp_path / 'net')}"]
     else:

@@ -49,6 +49,11 @@ def test_demo_writes_report_table_plot_zoo_and_supernets(demo_run):
 def test_demo_entries_load_offline_from_the_hub_cache(demo_run):
     out, report = demo_run
     oqatnets.register_zoo_table(out / 'zoo.json')
+    rows = {row['name'].split('.')[0]: row for row in json.loads((out / 'zoo.json').read_text())['models']}
+    for entry in report['entries']:  # the table's figures are the ones measured on the entries loaded back
+        row = rows[entry['entry']]
+        assert (row['top1'], row['top5']) == (entry['top1'], entry['top5']) and 'test split' in row['metrics_source']
+        assert oqatnets.get_pretrained_cfg(entry['entry']).top1 == entry['top1']
     for entry in report['entries']:
         assert entry['budget_bitops_g'] >= entry['bitops_g'] - 1e-9  # the search kept its budget
         assert entry['packed_top1'] == entry['top1']  # the packed file is the same network

@@ -131,12 +131,17 @@ def _log(message: str) -> None:
     print(f'[oqat demo {time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
-def _zoo_rows(report: dict[str, Any], entries_dir: Path, supernet_dirs: dict[int, Path], *,
-              finetune_epochs: int) -> list[dict[str, Any]]:
-    """One zoo-table row per chosen subnet, named ``oqat_fmnist_{b}bit_{s,m,l}.fmnist`` by budget."""
+def _test_source(finetune_epochs: int) -> str:
+    """The ``metrics_source`` of the zoo table's figures: the entries as published, tested after loading them back."""
     source = 'oqat demo: Fashion-MNIST test split after BN recalibration'
     if finetune_epochs:
         source += f', searched then finetuned alone for {finetune_epochs} epoch(s)'
+    return source
+
+
+def _zoo_rows(report: dict[str, Any], entries_dir: Path, supernet_dirs: dict[int, Path]) -> list[dict[str, Any]]:
+    """One zoo-table row per chosen subnet, named ``oqat_fmnist_{b}bit_{s,m,l}.fmnist`` by budget; no accuracy yet
+    (the entries are tested once published and loaded back, and the table then gets those figures)."""
     rows = []
     for result in report['results']:
         bits = result['bits']
@@ -148,8 +153,6 @@ def _zoo_rows(report: dict[str, Any], entries_dir: Path, supernet_dirs: dict[int
                 'num_classes': config['num_classes'], 'input_size': cfg['input_size'], 'crop_pct': cfg['crop_pct'],
                 'mean': cfg['mean'], 'std': cfg['std'], 'label_names': cfg.get('label_names'),
                 'dataset': 'fashion-mnist', 'license': 'apache-2.0',
-                'top1': point.get('test_top1'), 'top5': point.get('test_top5'),
-                'metrics_source': source,
                 'supernet': str(supernet_dirs[bits]), 'sha256': cfg['sha256'],
                 'folder': str(entries_dir / point['entry']), 'budget': point['budget'],
             })
@@ -376,7 +379,7 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
             finetuned = _finetune_entries(search, supernets, demo_data, preset=preset, recipe=recipe,
                                           entries_dir=out / 'search' / 'entries', work_dir=out / 'finetune', ctx=ctx,
                                           seed=seed, supernet_dirs=supernet_dirs, fused_quantizer=fused)
-    rows = _zoo_rows(search, out / 'search' / 'entries', supernet_dirs, finetune_epochs=preset.finetune_epochs)
+    rows = _zoo_rows(search, out / 'search' / 'entries', supernet_dirs)
     table_path = out / 'zoo.json'
     table = {'schema': 'oqatnets-zoo', 'schema_version': 1,
              'models': [{k: v for k, v in row.items() if k not in ('folder', 'budget')} for row in rows]}
@@ -386,6 +389,10 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
     with timer.stage('publish_load_test'):
         measured = _publish_and_reload(rows, table_path=table_path, cache_dir=out / 'hub',
                                        test_batches=demo_data.test_batches)
+    for row, result in zip(table['models'], measured):  # the figures just measured on the entries loaded back
+        row.update(top1=result['top1'], top5=result['top5'], metrics_source=_test_source(preset.finetune_epochs))
+    write_json(table_path, table)
+    oqatnets.register_zoo_table(table_path)
     table_md = format_table(measured)
     report.update(
         entries=measured,
