@@ -392,7 +392,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
 @click.option('--test-eval/--no-test-eval', default=True, help='Evaluate chosen subnets on the val/test split.')
 @click.option('--compile/--no-compile', 'compile_quantizer', default=None,
               help='Evaluate the candidates through the fused one-pass LSQ kernel (CPU only; built with the C compiler '
-                   'at start, the same values, a few percent faster) or the eager quantizer. '
+                   'at start; the same values, at most a few percent faster) or the eager quantizer. '
                    'Default: fused on the CPU when a C compiler is found.')
 @_seed
 @_device
