@@ -11,7 +11,7 @@ import click
 
 from .completion import complete_model_name
 from .errors import BadUsage
-from .options import calibration_mode_option, given
+from .options import calibration_mode_option, given, output_path, overwrite_option
 
 
 def _echo_json(data: Any) -> None:
@@ -211,16 +211,18 @@ def _format_from_suffix(out: str) -> str:
 @click.option('--check/--no-check', default=True, show_default=True, help='Compare onnxruntime with PyTorch (onnx, qcdq).')
 @click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
 @click.option('--json', 'as_json', is_flag=True, help='Print the written file and check as JSON.')
-def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir: str | None, as_json: bool) -> None:
+@overwrite_option
+def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir: str | None, as_json: bool,
+               overwrite: bool) -> None:
     """Write NAME's weights as ONNX (fast exact or QCDQ) or as the packed low-bit safetensors file."""
-    from oqatnets._io import atomic_path, check_output
+    from oqatnets._io import atomic_path
     fmt = fmt or _format_from_suffix(out)
     if int4 and fmt != 'onnx':
         raise click.BadParameter('--int4 goes with --format onnx', param_hint='--int4')
     if fmt == 'packed' and check and given('check'):
         raise click.BadParameter('--check compares an ONNX file with PyTorch; it goes with --format onnx or qcdq',
                                  param_hint='--check')
-    path = check_output(out)  # refuse a device, FIFO or folder before loading anything
+    path = output_path(out, folder=False, overwrite=overwrite)  # before loading anything
     model = _load(name, cache_dir)
     result: dict[str, Any] = {}
     if fmt == 'packed':
@@ -278,11 +280,11 @@ def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | N
 @click.argument('dst', type=click.Path(file_okay=False))
 @click.option('--bits', type=int, default=None, help='Bit-width (default: read from the file name, ..._b2).')
 @click.option('--json', 'as_json', is_flag=True, help='Print the result as JSON.')
-def convert_official_cmd(src: str, dst: str, bits: int | None, as_json: bool) -> None:
+@overwrite_option
+def convert_official_cmd(src: str, dst: str, bits: int | None, as_json: bool, overwrite: bool) -> None:
     """Convert an authors' OQA supernet checkpoint to a safetensors folder (config.json + weights)."""
     import oqatnets
-    from oqatnets._io import check_output
-    check_output(dst, folder=True)
+    output_path(dst, folder=True, overwrite=overwrite)
     supernet = oqatnets.load_official_supernet(src, bits=bits)
     folder = oqatnets.save_pretrained(supernet, dst, packed=False)
     if as_json:
@@ -311,11 +313,13 @@ def zoo_group() -> None:
 @click.option('--workers', type=click.IntRange(min=0), default=0, show_default=True, help='DataLoader worker processes.')
 @click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
+@overwrite_option
 def zoo_build_cmd(supernet: str, out: str, data: str, calib_images: int, calib_batch: int,
                   calibration_mode: str | None, batch_size: int, workers: int, cache_dir: str | None,
-                  as_json: bool) -> None:
+                  as_json: bool, overwrite: bool) -> None:
     """For every registered entry of SUPERNET's bit-width: extract, recalibrate BN, evaluate, save to OUT."""
     from oqatnets.zoo.build import build_zoo
+    output_path(out, folder=True, overwrite=overwrite)
     results = build_zoo(supernet, data=data, out=out, calib_images=calib_images, calib_batch=calib_batch,
                         batch_size=batch_size, workers=workers, progress=not as_json, cache_dir=cache_dir,
                         mode=calibration_mode, log=(lambda _: None) if as_json else click.echo)

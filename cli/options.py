@@ -1,8 +1,14 @@
 """Click options shared by several commands, defined once."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from click.core import ParameterSource
+
+from oqatnets._io import check_output  # torch-free: `oqat --help` stays fast
+
+from .errors import BadUsage
 
 # oqatnets.evaluation.CALIBRATION_MODES, spelled out so that `oqat --help` imports no torch
 # (tests/test_calibration.py checks the two agree).
@@ -19,3 +25,17 @@ def given(name: str) -> bool:
     a value given is honoured or refused, a default may adapt to the data."""
     return click.get_current_context().get_parameter_source(name) in (ParameterSource.COMMANDLINE,
                                                                       ParameterSource.ENVIRONMENT)
+
+
+overwrite_option = click.option('--overwrite', is_flag=True,
+                                help='Replace the output if it exists (default: refuse, so nothing written before is lost).')
+
+
+def output_path(path: str, *, folder: bool, overwrite: bool) -> Path:
+    """The checked output: a device, FIFO or path of the wrong kind is refused, and so is an existing file or a
+    folder with something in it unless ``--overwrite``; before anything is loaded or written."""
+    real = check_output(path, folder=folder)
+    exists = real.is_dir() and any(real.iterdir()) if folder else real.exists()
+    if exists and not overwrite:
+        raise BadUsage(f'{path} already exists; pass --overwrite to replace it, or choose another path')
+    return real

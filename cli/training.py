@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from .errors import BadUsage
-from .options import calibration_mode_option, given
+from .options import calibration_mode_option, given, output_path, overwrite_option
 
 # oqatnets.training.recipes' FLOAT_SAMPLINGS and RESOLUTION_SAMPLINGS, spelled out so that `oqat --help`
 # imports no torch (tests/test_training_recipe.py checks they agree).
@@ -300,11 +300,13 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
 @click.argument('dst', type=click.Path(file_okay=False))
 @click.option('--bits', type=int, required=True, help='Target bit-width, below the source\'s.')
 @click.option('--json', 'as_json', is_flag=True, help='Print the result as JSON.')
-def inherit_cmd(src: str, dst: str, bits: int, as_json: bool) -> None:
+@overwrite_option
+def inherit_cmd(src: str, dst: str, bits: int, as_json: bool, overwrite: bool) -> None:
     """Bit inheritance: write DST, the supernet SRC at --bits with every step size doubled per bit dropped."""
     from oqatnets.quant import get_bits
     from oqatnets.training.artifacts import load_model, save_model_folder
     from oqatnets.training.inherit import inherit_bits
+    output_path(dst, folder=True, overwrite=overwrite)
     model = load_model(src)
     child = inherit_bits(model, bits)
     save_model_folder(child, dst, description=f'{bits}-bit OQAT model inherited from the {get_bits(model)}-bit {src}',
@@ -328,9 +330,11 @@ def inherit_cmd(src: str, dst: str, bits: int, as_json: bool) -> None:
 @click.option('--holdout', type=click.IntRange(min=0), default=None,
               help='Held-out images to exclude (default: the recipe\'s).')
 @click.option('--eval/--no-eval', 'do_eval', default=True, help='Evaluate on the validation split afterwards.')
+@overwrite_option
 @_device
 def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | None, calib_images: int,
-                  batch_size: int, calibration_mode: str | None, holdout: int | None, do_eval: bool, device: str | None) -> None:
+                  batch_size: int, calibration_mode: str | None, holdout: int | None, do_eval: bool, overwrite: bool,
+                  device: str | None) -> None:
     """Recalibrate BN statistics of MODEL (or of one subnet of a supernet) and save it to OUT."""
     from oqatnets.evaluation import evaluate
     from oqatnets.spec import SubnetSpec
@@ -338,6 +342,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
     from oqatnets.training.artifacts import load_model, save_model_folder
     from oqatnets.training.calibrate import calibrate_model, calibrated_subnet
     from oqatnets.training.datasets import prepare_data
+    output_path(out, folder=True, overwrite=overwrite)
     ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:
         model = load_model(model_source)
@@ -390,6 +395,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
               help="BN-calibration images per candidate (default: the recipe's).")
 @click.option('--save-entries/--no-save-entries', 'save_entries', default=True, help='Save each chosen subnet as a zoo-entry folder.')
 @click.option('--test-eval/--no-test-eval', default=True, help='Evaluate chosen subnets on the val/test split.')
+@overwrite_option
 @click.option('--compile/--no-compile', 'compile_quantizer', default=None,
               help='Evaluate the candidates through the fused one-pass LSQ kernel (CPU only; built with the C compiler '
                    'at start; the same values, at most a few percent faster) or the eager quantizer. '
@@ -398,8 +404,8 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
 @_device
 def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budget_metric: str, out: str,
                population: int | None, generations: int | None, holdout: int | None, holdout_eval: int | None,
-               calib_images: int | None, save_entries: bool, test_eval: bool, compile_quantizer: bool | None, seed: int,
-               device: str | None) -> None:
+               calib_images: int | None, save_entries: bool, test_eval: bool, overwrite: bool, compile_quantizer: bool | None,
+               seed: int, device: str | None) -> None:
     """Evolutionary search of one or more SUPERNETS (one per bit-width) under several budgets."""
     from torch.utils.data import Subset
 
@@ -408,6 +414,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
     from oqatnets.training.datasets import prepare_data
     from oqatnets.training.loop import resolve_fused_quantizer
     from oqatnets.training.search import run_search
+    output_path(out, folder=True, overwrite=overwrite)
     ctx = _ctx(device, rank0_only=True)
     if compile_quantizer and ctx.device.type != 'cpu':
         raise BadUsage('--compile: evaluation runs the fused kernel on the CPU only; drop --compile or use --device cpu')

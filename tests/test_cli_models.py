@@ -169,6 +169,14 @@ def test_export_push_and_inherit_speak_json(tmp_path):
     result = run('inherit', tmp_path / 's3', tmp_path / 's2', '--bits', '2', '--json')
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {'folder': str(tmp_path / 's2'), 'bits': 2, 'source_bits': 3, 'step_scale': 2}
+    before = {p.name: p.read_bytes() for p in (tmp_path / 's2').iterdir()}
+    for args in (('inherit', tmp_path / 's3', tmp_path / 's2', '--bits', '1'),
+                 ('export', f'local-dir:{folder}', tmp_path / 'w.safetensors', '--format', 'packed')):
+        result = run(*args)  # what an earlier command wrote is not lost without --overwrite
+        assert result.exit_code == 2 and 'already exists; pass --overwrite' in result.output, result.output
+    assert {p.name: p.read_bytes() for p in (tmp_path / 's2').iterdir()} == before
+    assert run('inherit', tmp_path / 's3', tmp_path / 's2', '--bits', '1', '--overwrite').exit_code == 0
+    assert oqatnets.create_model(f'local-dir:{tmp_path / "s2"}', pretrained=True).bits == 1
 
 
 def test_model_names_complete_in_the_shell():

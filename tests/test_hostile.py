@@ -361,7 +361,9 @@ def case_export_through_symlink(env, tmp_path, monkeypatch):
     target, link = tmp_path / 'real.safetensors', tmp_path / 'link.safetensors'
     target.write_bytes(b'old')
     link.symlink_to(target)
-    result = run('export', f'local-dir:{env.net}', link, '--format', 'packed')
+    refused(run('export', f'local-dir:{env.net}', link, '--format', 'packed'), 2, 'already exists', '--overwrite')
+    assert target.read_bytes() == b'old'
+    result = run('export', f'local-dir:{env.net}', link, '--format', 'packed', '--overwrite')
     assert result.exit_code == 0, result.output
     assert link.is_symlink() and os.readlink(link) == str(target)
     assert oqatnets.load_packed(target).bits == 2
@@ -503,7 +505,8 @@ def case_export_that_fails_its_check_writes_nothing(env, tmp_path, monkeypatch):
     monkeypatch.setattr(oqatnets.export, 'check_onnx', disagree)
     out = tmp_path / 'net.onnx'
     out.write_bytes(b'an earlier export')
-    refused(run('export', f'local-dir:{env.net}', out, '--format', 'onnx'), 1, str(out), 'not written', 'disagrees')
+    refused(run('export', f'local-dir:{env.net}', out, '--format', 'onnx', '--overwrite'), 1, str(out), 'not written',
+            'disagrees')
     assert out.read_bytes() == b'an earlier export' and os.listdir(tmp_path) == ['net.onnx']
 
 
