@@ -217,6 +217,10 @@ def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir
     """Write NAME's weights as ONNX (fast exact or QCDQ) or as the packed low-bit safetensors file."""
     from oqatnets._io import atomic_path
     fmt = fmt or _format_from_suffix(out)
+    suffix = Path(out).suffix.lower()
+    if suffix in _FORMAT_BY_SUFFIX and _FORMAT_BY_SUFFIX[suffix] != {'qcdq': 'onnx'}.get(fmt, fmt):
+        raise click.BadParameter(f'--format {fmt} does not write a {suffix} file; name OUT for its format, or drop --format',
+                                 param_hint='--format')
     if int4 and fmt != 'onnx':
         raise click.BadParameter('--int4 goes with --format onnx', param_hint='--int4')
     if fmt == 'packed' and check and given('check'):

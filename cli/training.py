@@ -412,6 +412,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
     from oqatnets.quant import set_fused_quantizer
     from oqatnets.training.artifacts import load_supernet
     from oqatnets.training.datasets import prepare_data
+    from oqatnets.training.evolution import resolve_budgets
     from oqatnets.training.loop import resolve_fused_quantizer
     from oqatnets.training.search import run_search
     output_path(out, folder=True, overwrite=overwrite)
@@ -424,6 +425,8 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
         bits = [m.bits for m in models]
         if len(set(bits)) != len(bits):
             raise BadUsage(f'give one supernet per bit-width; got bit-widths {bits}')
+        for model in models:  # --budgets checked before the data is read
+            resolve_budgets(budgets, space=model.space, bits=model.bits, metric=budget_metric, num_classes=model.num_classes)
         recipe = _recipe_for(models[0].space.name,
                          population=population, generations=generations, calib_images=calib_images)
         holdout_images, split_seed = _split_of(supernets[0], holdout, recipe)

@@ -124,6 +124,17 @@ def test_counts_given_beyond_what_there_is_are_refused(folder, tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_an_explicit_format_must_match_the_files_suffix_and_budgets_are_checked_first(folder, tmp_path):
+    _, path = folder
+    result = run('export', f'local-dir:{path}', tmp_path / 'x.onnx', '--format', 'packed')
+    assert result.exit_code == 2 and '--format packed does not write a .onnx file' in result.output
+    assert run('export', f'local-dir:{path}', tmp_path / 'q.onnx', '--format', 'qcdq', '--no-check').exit_code == 0
+    supernet = oqatnets.save_pretrained(oqatnets.create_supernet(2, space='small', num_classes=3), tmp_path / 'sn')
+    result = run('search', f'local-dir:{supernet}', '--data', tmp_path / 'nowhere', '--budgets', 'abc',
+                 '--out', tmp_path / 'o')
+    assert result.exit_code == 2 and "--budgets 'abc'" in result.output and not (tmp_path / 'o').exists()
+
+
 def test_eval_refuses_a_class_mismatch(folder, tmp_path):
     _, path = folder
     data = image_folder(tmp_path / 'data2', classes=('a', 'b'), per_class=1)
