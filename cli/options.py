@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from oqatnets._io import check_output  # torch-free: `oqat --help` stays fast
+from oqatnets._io import check_output, occupied  # torch-free: `oqat --help` stays fast
 
 from .errors import BadUsage
 
@@ -35,7 +35,6 @@ def output_path(path: str, *, folder: bool, overwrite: bool) -> Path:
     """The checked output: a device, FIFO or path of the wrong kind is refused, and so is an existing file or a
     folder with something in it unless ``--overwrite``; before anything is loaded or written."""
     real = check_output(path, folder=folder)
-    exists = real.is_dir() and any(real.iterdir()) if folder else real.exists()
-    if exists and not overwrite:
+    if not overwrite and occupied(real, folder=folder):
         raise BadUsage(f'{path} already exists; pass --overwrite to replace it, or choose another path')
     return real

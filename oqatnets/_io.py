@@ -22,7 +22,7 @@ from typing import Any
 from .errors import ChecksumError, UnsafeOutputError
 
 __all__ = ['atomic_path', 'atomic_dir', 'write_text', 'write_json', 'resolve_output', 'sha256_file',
-           'verify_sha256', 'check_output']
+           'verify_sha256', 'check_output', 'occupied']
 
 _DEFAULT_FILE_MODE = 0o644
 
@@ -50,10 +50,15 @@ def resolve_output(path: 'str | os.PathLike', *, folder: bool = False) -> Path:
     return path
 
 
+def occupied(path: Path, *, folder: bool = False) -> bool:
+    """Whether writing ``path`` would replace something: an existing file, or a folder with anything in it."""
+    return os.path.lexists(path) and not (folder and path.is_dir() and not any(path.iterdir()))
+
+
 def check_output(path: 'str | os.PathLike', *, folder: bool = False, overwrite: bool = True) -> Path:
     """:func:`resolve_output`, and refuse an existing target unless ``overwrite``."""
     real = resolve_output(path, folder=folder)
-    if not overwrite and os.path.lexists(real) and not (folder and real.is_dir() and not any(real.iterdir())):
+    if not overwrite and occupied(real, folder=folder):
         raise UnsafeOutputError(f'{path} already exists; choose another path or allow overwriting')
     return real
 

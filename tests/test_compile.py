@@ -120,25 +120,31 @@ def test_an_absorbed_activation_changes_no_value(act, bits, signed, fused, dtype
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.fixture()
+def kernel_calls(monkeypatch) -> list:
+    """The shapes each call of the fused backend was given (a spy on ``quant._fused_backend``)."""
+    calls = []
+    backend = quant._fused_backend
+    monkeypatch.setattr(quant, '_fused_backend', lambda t: calls.append(t.shape) or backend(t))
+    return calls
+
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('act,bits,signed', [(None, 2, False), ('hardswish', 3, True), ('relu', 4, False)])
 def test_without_gradients_a_fused_quantizer_still_runs_one_pass_and_changes_no_value(act, bits, signed, dtype,
-                                                                                     monkeypatch):
+                                                                                     kernel_calls):
     """Evaluation and BN calibration (no gradients) of a fused model go through the kernel too, bit for bit eager."""
     torch.manual_seed(bits)
     x = (torch.randn(3, 16, 9, 11, dtype=dtype) * 2).contiguous(memory_format=torch.channels_last)
     s = torch.tensor([0.3], dtype=dtype)
-    calls = []
-    backend = quant._fused_backend
-    monkeypatch.setattr(quant, '_fused_backend', lambda t: calls.append(t.shape) or backend(t))
     with torch.inference_mode():
         eager = lsq_quantize(x, s, bits, signed=signed, act=act)
         fused = lsq_quantize(x, s, bits, signed=signed, act=act, fused=True)
-    assert len(calls) == 1 and torch.equal(fused, eager) and fused.is_contiguous(memory_format=torch.channels_last)
+    assert len(kernel_calls) == 1 and torch.equal(fused, eager) and fused.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_a_fused_supernet_evaluates_a_subnet_to_the_same_logits(channels_last, monkeypatch):
+def test_a_fused_supernet_evaluates_a_subnet_to_the_same_logits(channels_last, kernel_calls):
     """The search's fitness: a subnet inside its supernet (sliced weights, so not the static nets' cached path)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
@@ -148,11 +154,9 @@ def test_a_fused_supernet_evaluates_a_subnet_to_the_same_logits(channels_last, m
     with torch.no_grad():
         supernet.train()(x)  # LSQ's init
         eager = supernet.eval()(x)
-        calls = []
-        backend = quant._fused_backend
-        monkeypatch.setattr(quant, '_fused_backend', lambda t: calls.append(t.shape) or backend(t))
+        assert not kernel_calls
         fused = set_fused_quantizer(supernet)(x)
-    assert calls and torch.equal(fused, eager)
+    assert kernel_calls and torch.equal(fused, eager)
 
 
 def test_only_a_relu_before_an_unsigned_grid_is_clamped_away():

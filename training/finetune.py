@@ -69,8 +69,7 @@ def finetune(*, model: nn.Module, train_set: Dataset, recipe: Recipe, epochs: in
                             **loop_options)
     spe = settings.steps_per_epoch(len(train_set), ctx.world_size)
     if isinstance(model, OQATNet):
-        if model.spec.resolution != resolution:
-            model.set_resolution(resolution)
+        model.set_resolution(resolution)
         model.derive_pretrained_cfg()
     model.to(ctx.device, memory_format=torch.channels_last)  # faster conv backward, as in joint training
     set_fused_quantizer(model, resolve_fused_quantizer(fused_quantizer, ctx.device))
