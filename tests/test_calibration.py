@@ -14,9 +14,9 @@ from oqatnets.evaluation import CALIBRATION_MODES, recalibrate_bn
 from oqatnets.training.calibrate import calibrated_subnet
 
 
-def _batches(seed: int = 0) -> list[torch.Tensor]:
+def _batches(seed: int = 0, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(16, 3, 24, 24, generator=g) * 2 + 0.5 for _ in range(3)]
+    return [(torch.randn(16, 3, 24, 24, generator=g) * 2 + 0.5).to(dtype) for _ in range(3)]
 
 
 def _initialised(model: nn.Module) -> nn.Module:
@@ -43,14 +43,17 @@ def _eval_inputs(model: nn.Module, batches: list[torch.Tensor]) -> dict[nn.Modul
 
 
 def _matches(model: nn.Module, moments: dict) -> list[bool]:
-    return [torch.allclose(m.running_mean[:mean.numel()].double(), mean, rtol=1e-4, atol=1e-6)
-            and torch.allclose(m.running_var[:var.numel()].double(), var, rtol=1e-4, atol=1e-6)
+    """Whether each BN keeps the moments it receives. Float64 nets only: in float32 a last-bit difference
+    between the two modes' reductions can move an activation across a 2-bit rounding boundary, and
+    how often depends on the CPU's vector width (CI saw a relative difference of 2e-3 pass here, fail there)."""
+    return [torch.allclose(m.running_mean[:mean.numel()].double(), mean, rtol=1e-9, atol=1e-12)
+            and torch.allclose(m.running_var[:var.numel()].double(), var, rtol=1e-9, atol=1e-12)
             for m, (mean, var) in moments.items()]
 
 
 def test_population_statistics_are_what_each_bn_receives_in_eval_mode():
-    net = _initialised(OQATNet(TINY_SPACE.largest(2), space=TINY_SPACE, num_classes=4))
-    batches = _batches()
+    net = _initialised(OQATNet(TINY_SPACE.largest(2), space=TINY_SPACE, num_classes=4)).double()
+    batches = _batches(dtype=torch.float64)
     recalibrate_bn(net, batches, mode='population')
     matches = _matches(net, _eval_inputs(net, batches))
     assert len(matches) == sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) and all(matches)
@@ -61,10 +64,10 @@ def test_population_statistics_are_what_each_bn_receives_in_eval_mode():
 
 
 def test_population_calibration_of_a_supernet_subnet_fills_its_slices_only():
-    supernet = _initialised(OQATSupernet(space=TINY_SPACE, bits=2, num_classes=4))
+    supernet = _initialised(OQATSupernet(space=TINY_SPACE, bits=2, num_classes=4)).double()
     spec = TINY_SPACE.smallest(2, resolution=24)
     before = {name: b.clone() for name, b in supernet.named_buffers()}
-    batches = _batches()
+    batches = _batches(dtype=torch.float64)
     net = calibrated_subnet(supernet, spec, calib_batches=batches, mode='population')
     assert all(torch.equal(b, before[name]) for name, b in supernet.named_buffers())  # the supernet is untouched
     assert all(_matches(net, _eval_inputs(net, batches)))
