@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -71,6 +72,9 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
         overrides.update({k: metrics[k] for k in ('top1', 'top5') if k in metrics})
         overrides['metrics_source'] = metrics.get('source') or 'measured with oqatnets.evaluation.evaluate'
     config = model_config(model, overrides)
+    card = dict(model_card or {})
+    if not config['pretrained_cfg'].get('tag'):  # no zoo name: the folder just written is how to load it
+        card.setdefault('load_name', f'local-dir:{folder}')
     with atomic_dir(folder) as tmp:
         _carry_over(folder, tmp)
         hashes: dict[str, str | None] = {WEIGHTS_FILE: sha256_file(save_weights(model, tmp / WEIGHTS_FILE))}
@@ -79,8 +83,7 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
                                                           pretrained_cfg=config['pretrained_cfg']))
         config['pretrained_cfg']['sha256'] = hashes
         write_text(tmp / CONFIG_FILE, json.dumps(config, indent=2, default=str) + '\n')
-        card = render_model_card(model, config, metrics=metrics, model_card=model_card)
-        write_text(tmp / MODEL_CARD_FILE, str(card))
+        write_text(tmp / MODEL_CARD_FILE, str(render_model_card(model, config, metrics=metrics, model_card=card)))
     return folder
 
 
@@ -94,19 +97,40 @@ def push_to_hub(model_or_dir: 'nn.Module | str | os.PathLike', repo_id: str, *, 
     """Upload a model (saved with :func:`save_pretrained` first) or a saved folder to ``repo_id``.
 
     Creates the repo if needed; the model card is uploaded only when the repo has none yet (as
-    timm does, so hand-edited cards survive). Returns the commit URL.
+    timm does, so hand-edited cards survive). A model's card is named after ``repo_id`` and loads
+    from it (as timm's does) unless ``model_card`` says otherwise. Returns the commit URL.
     """
     api = _api(token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
     with tempfile.TemporaryDirectory() as tmp:
+        load_name = f'hf-hub:{repo_id}' + (f'@{revision}' if revision else '')
+        has_card = api.file_exists(repo_id, MODEL_CARD_FILE, revision=revision)
         if isinstance(model_or_dir, nn.Module):
-            folder = save_pretrained(model_or_dir, Path(tmp) / 'model', **save_kwargs)
+            card = {'name': repo_id.rpartition('/')[2], 'load_name': load_name,
+                    **(save_kwargs.pop('model_card', None) or {})}
+            folder = save_pretrained(model_or_dir, Path(tmp) / 'model', model_card=card, **save_kwargs)
         else:
             folder = _check_folder(Path(model_or_dir))
-        has_card = api.file_exists(repo_id, MODEL_CARD_FILE, revision=revision)
+            if not has_card:
+                folder = _loading_from(folder, load_name, Path(tmp) / 'model')
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
                                  commit_message=commit_message, ignore_patterns=[MODEL_CARD_FILE] if has_card else None)
     return str(getattr(info, 'commit_url', info))
+
+
+_LOCAL_LOAD = re.compile(r"create_model\('local-dir:[^']*'")
+
+
+def _loading_from(folder: Path, load_name: str, scratch: Path) -> Path:
+    """``folder``, or a copy in ``scratch`` whose card loads from ``load_name`` where it said ``local-dir:``
+    (what save_pretrained writes for a model with no zoo name)."""
+    card = folder / MODEL_CARD_FILE
+    text = card.read_text(encoding='utf-8') if card.is_file() else ''
+    if not _LOCAL_LOAD.search(text):
+        return folder
+    shutil.copytree(folder, scratch)
+    write_text(scratch / MODEL_CARD_FILE, _LOCAL_LOAD.sub(f"create_model('{load_name}'", text))
+    return scratch
 
 
 def _check_folder(folder: Path) -> Path:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,9 +164,18 @@ def test_repo_with_only_the_packed_file_loads(saved, tmp_path):
     assert torch.equal(_outputs(loaded), _outputs(model))
 
 
-def test_push_to_hub_uploads_and_keeps_an_existing_card(saved, monkeypatch):
-    _, folder = saved
-    calls = []
+class HubCalls(list):
+    """Calls made of the fake HfApi, and what it was set up to answer."""
+
+    has_card = True
+    card = ''
+
+
+@pytest.fixture()
+def hub_calls(monkeypatch) -> list:
+    """What push_to_hub asks of ``HfApi`` (a fake whose repo has a card iff ``hub_calls.has_card``), with
+    the uploaded folder's files and card text captured at upload time."""
+    calls = HubCalls()
 
     class FakeApi:
         def __init__(self, **kwargs):
@@ -175,19 +185,42 @@ def test_push_to_hub_uploads_and_keeps_an_existing_card(saved, monkeypatch):
             calls.append(('create_repo', repo_id, kwargs))
 
         def file_exists(self, repo_id, filename, revision=None):
-            return filename == 'README.md'
+            return calls.has_card and filename == 'README.md'
 
         def upload_folder(self, **kwargs):
-            import os
-            calls.append(('upload_folder', sorted(os.listdir(kwargs['folder_path'])), kwargs))
+            folder = Path(kwargs['folder_path'])
+            calls.append(('upload_folder', sorted(p.name for p in folder.iterdir()), kwargs))
+            calls.card = (folder / 'README.md').read_text()
             return 'https://hub/commit/1'
 
     monkeypatch.setattr('oqatnets.hub.HfApi', FakeApi)
+    return calls
+
+
+def test_push_to_hub_uploads_and_keeps_an_existing_card(saved, hub_calls):
+    _, folder = saved
     assert oqatnets.push_to_hub(folder, 'me/net', private=True) == 'https://hub/commit/1'
-    assert calls[0][1]['library_name'] == 'oqatnets'
-    assert calls[1] == ('create_repo', 'me/net', {'private': True, 'exist_ok': True, 'repo_type': 'model'})
-    assert calls[2][2]['ignore_patterns'] == ['README.md']
-    assert 'model.packed.safetensors' in calls[2][1]
+    assert hub_calls[0][1]['library_name'] == 'oqatnets'
+    assert hub_calls[1] == ('create_repo', 'me/net', {'private': True, 'exist_ok': True, 'repo_type': 'model'})
+    assert hub_calls[2][2]['ignore_patterns'] == ['README.md']
+    assert 'model.packed.safetensors' in hub_calls[2][1]
+
+
+def test_a_card_says_to_load_from_where_the_weights_are(saved, hub_calls):
+    """A model with no zoo name is loaded from the folder it was saved to, or from the repo it was pushed to;
+    never from a made-up repo of the zoo's organisation."""
+    model, folder = saved
+    assert not model.pretrained_cfg.get('tag')
+    card = (folder / 'README.md').read_text()
+    assert f"create_model('local-dir:{folder}', pretrained=True)" in card and 'hf-hub:' not in card
+    hub_calls.has_card = False
+    oqatnets.push_to_hub(model, 'me/net', revision='v1')
+    assert "create_model('hf-hub:me/net@v1', pretrained=True)" in hub_calls.card
+    assert hub_calls.card.startswith('---') and '# Model card for net\n' in hub_calls.card
+    before = (folder / 'README.md').read_bytes()
+    oqatnets.push_to_hub(folder, 'me/other')
+    assert "create_model('hf-hub:me/other', pretrained=True)" in hub_calls.card and 'local-dir:' not in hub_calls.card
+    assert (folder / 'README.md').read_bytes() == before  # the saved folder itself is untouched
 
 
 def test_model_card_license_and_base_model_rules(tmp_path):
