@@ -60,15 +60,17 @@ def _quantization_block(model: nn.Module) -> dict[str, Any]:
     return block
 
 
-def model_config(model: nn.Module, overrides: 'PretrainedCfg | dict[str, Any] | None' = None) -> dict[str, Any]:
-    """``config.json`` content of ``model``; ``overrides`` replace fields of its ``pretrained_cfg``.
+def model_config(model: nn.Module, overrides: 'PretrainedCfg | dict[str, Any] | None' = None, *,
+                 own: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``config.json`` content of ``model``; ``overrides`` replace fields of its ``pretrained_cfg`` (or of
+    ``own``, a cfg of the model such as its derived one).
 
     The model's own facts (architecture, bits, spec, space, classes, input size) always come from
     the model, whatever ``overrides`` say.
     """
     if isinstance(overrides, PretrainedCfg):
         overrides = overrides.to_dict()
-    own = model.pretrained_cfg
+    own = model.pretrained_cfg if own is None else own
     cfg = {**own, **(overrides or {})}
     for key in ('architecture', 'bits', 'spec', 'space', 'num_classes', 'input_size'):
         cfg.pop(key, None)

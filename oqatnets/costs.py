@@ -116,7 +116,7 @@ def profile(model_or_spec: 'nn.Module | SubnetSpec | str', *, space: 'str | Sear
         num_classes = model.num_classes if num_classes is None else num_classes
         in_chans = model.in_chans if in_chans is None else in_chans
     else:
-        spec = SubnetSpec.parse(model_or_spec) if isinstance(model_or_spec, str) else model_or_spec
+        spec = SubnetSpec.of(model_or_spec)
     space = get_space(space or 'imagenet')
     space.check(spec)
     layers = list(layer_costs(spec, space=space, num_classes=1000 if num_classes is None else num_classes,

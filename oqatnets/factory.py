@@ -70,7 +70,7 @@ def _construct(args: dict[str, Any]) -> nn.Module:
     cls = OQATNet if args.get('spec') is not None else OQATSupernet
     if cls is OQATNet and 'bits' in args:  # bits given beside a spec: the spec at those bits
         spec, bits = args['spec'], args.pop('bits')
-        spec = SubnetSpec.parse(spec) if isinstance(spec, str) else spec
+        spec = SubnetSpec.of(spec)
         args['spec'] = spec.replace(bits=bits) if bits is not None else spec
     unknown = sorted(set(args) - _MODEL_ARG_NAMES[cls])
     if unknown:
@@ -235,7 +235,7 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if 'spec' in kwargs and 'bits' in kwargs:
-        spec = SubnetSpec.parse(kwargs['spec']) if isinstance(kwargs['spec'], str) else kwargs['spec']
+        spec = SubnetSpec.of(kwargs['spec'])
         if spec.bits != kwargs['bits']:
             raise InvalidArgumentError(f'spec is {spec.bits}-bit but bits={kwargs["bits"]}; give one of them')
     source_cfg, source_args, display_name = _resolve(model_name, cache_dir, local_files_only)

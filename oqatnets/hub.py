@@ -71,13 +71,13 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
     if metrics:
         overrides.update({k: metrics[k] for k in ('top1', 'top5') if k in metrics})
         overrides['metrics_source'] = metrics.get('source') or 'measured with oqatnets.evaluation.evaluate'
-    config = model_config(model, overrides)
-    card = dict(model_card or {})
-    if not config['pretrained_cfg'].get('tag'):  # no zoo name: the folder just written is how to load it
-        card.setdefault('load_name', f'local-dir:{folder}')
     with atomic_dir(folder) as tmp:
         _carry_over(folder, tmp)
         hashes: dict[str, str | None] = {WEIGHTS_FILE: sha256_file(save_weights(model, tmp / WEIGHTS_FILE))}
+        config = model_config(model, overrides, own=_cfg_of_weights(model, hashes[WEIGHTS_FILE]))
+        card = dict(model_card or {})
+        if not config['pretrained_cfg'].get('tag'):  # no zoo name: the folder just written is how to load it
+            card.setdefault('load_name', f'local-dir:{folder}')
         if packed and not isinstance(model, OQATSupernet) and 2 <= model.bits < FLOAT_BITS:  # the packed format's range
             hashes[PACKED_FILE] = sha256_file(save_packed(model, tmp / PACKED_FILE,
                                                           pretrained_cfg=config['pretrained_cfg']))
@@ -85,6 +85,15 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
         write_text(tmp / CONFIG_FILE, json.dumps(config, indent=2, default=str) + '\n')
         write_text(tmp / MODEL_CARD_FILE, str(render_model_card(model, config, metrics=metrics, model_card=card)))
     return folder
+
+
+def _cfg_of_weights(model: nn.Module, weights_sha256: str) -> dict[str, Any]:
+    """The model's cfg, or its derived cfg when the cfg records another weights file than the one written
+    (the model was trained or changed in place since it was loaded: the cfg's name and accuracy are not
+    these weights')."""
+    cfg = model.pretrained_cfg
+    recorded = (cfg.get('sha256') or {}).get(WEIGHTS_FILE)
+    return model.derived_pretrained_cfg() if recorded and recorded != weights_sha256 else cfg
 
 
 def _api(token: str | None) -> HfApi:

@@ -8,7 +8,7 @@ import torch.nn as nn
 from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 
-from .errors import InvalidArgumentError, InvalidTypeError
+from .errors import InvalidArgumentError
 from .layers import DepthwiseSeparable, InvertedResidual, batch_norm, create_act, drop_path_rates
 from .pretrained import PretrainedCfg
 from .quant import QuantConv2d, get_bits, set_bits, validate_bits
@@ -49,6 +49,7 @@ class OQATBase(nn.Module):
         self.num_features = self.space.final_expand_channels
         self.head_hidden_size = self.space.head_channels
         self._pretrained_cfg: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
+        self.register_load_state_dict_post_hook(_weights_replaced)
         s = self.space
         self.conv_stem = nn.Conv2d(in_chans, s.stem_channels, 3, s.stem_stride, 1, bias=False)
         self.bn1 = batch_norm(s.stem_channels)
@@ -115,7 +116,12 @@ class OQATBase(nn.Module):
         cfg, source_args = self._pretrained_cfg
         if cfg.get('architecture') and source_args == self.model_args():
             return cfg
-        return PretrainedCfg.from_dict(cfg).derived(
+        return self.derived_pretrained_cfg()
+
+    def derived_pretrained_cfg(self) -> dict[str, Any]:
+        """The cfg of this model with other weights than its cfg's: data config kept, source identity
+        (hub id, tag, hashes, accuracy) dropped. Changes nothing; :meth:`derive_pretrained_cfg` adopts it."""
+        return PretrainedCfg.from_dict(self._pretrained_cfg[0]).derived(
             architecture=self.architecture, input_size=self.input_size, num_classes=self.num_classes,
             bits=self.bits, spec=self._spec_str(), space=self.space.as_arg()).to_dict()
 
@@ -149,7 +155,7 @@ class OQATBase(nn.Module):
         """Replace the float classifier (0 gives pre-logits); every step size is kept."""
         if global_pool is not None:
             _check_pool(global_pool)
-        self.num_classes = num_classes
+        self.num_classes = _count('num_classes', num_classes, minimum=0)
         self.classifier = self._make_classifier(num_classes)
 
     def _block_drop_path_rates(self, depths: list[int]) -> list[list[float]]:
@@ -246,6 +252,12 @@ def _check_pool(global_pool: str) -> None:
                                    "trained on average-pooled features; use 'avg'")
 
 
+def _weights_replaced(model: OQATBase, incompatible_keys: Any) -> None:
+    """After any ``load_state_dict`` (timm's ``checkpoint_path``, a resume, a user's own file) the weights
+    are no longer known to be the cfg's; whoever loads the cfg's own weights sets the cfg again after."""
+    model.derive_pretrained_cfg()
+
+
 def _count(name: str, value: int, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidArgumentError(f'{name} must be an integer >= {minimum}, got {value!r}')
@@ -266,10 +278,7 @@ class OQATNet(OQATBase):
     def __init__(self, spec: 'SubnetSpec | str', *, space: 'str | SearchSpace' = 'imagenet',
                  num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  global_pool: str = 'avg'):
-        if not isinstance(spec, (SubnetSpec, str)):
-            raise InvalidTypeError(f'spec must be a SubnetSpec or its string (r<res>_k<20>_e<20>_d<5>_b<bits>), '
-                                   f'got {type(spec).__name__}')
-        spec = SubnetSpec.parse(spec) if isinstance(spec, str) else spec
+        spec = SubnetSpec.of(spec)
         space = get_space(space)
         space.check(spec)
         super().__init__(space, bits=spec.bits, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,

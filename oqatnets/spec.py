@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, InvalidTypeError
 from .quant import SUPPORTED_BITS, validate_bits
 
 __all__ = ['SearchSpace', 'SubnetSpec', 'make_divisible', 'get_space', 'list_spaces', 'SPACES',
@@ -193,6 +193,16 @@ class SubnetSpec:
                              f'_d<5 digits>_b<bits>, e.g. r224_k{"7" * 20}_e{"6" * 20}_d44444_b4')
         return cls(int(match['r']), [int(c) for c in match['k']], [int(c) for c in match['e']],
                    [int(c) for c in match['d']], int(match['b']))
+
+    @classmethod
+    def of(cls, spec: 'SubnetSpec | str') -> 'SubnetSpec':
+        """``spec`` itself, or parsed from its string form; anything else is refused."""
+        if isinstance(spec, SubnetSpec):
+            return spec
+        if isinstance(spec, str):
+            return cls.parse(spec)
+        raise InvalidTypeError(f'spec must be a SubnetSpec or its string (r<res>_k<20>_e<20>_d<5>_b<bits>), '
+                               f'got {type(spec).__name__}')
 
     def replace(self, **changes: Any) -> 'SubnetSpec':
         data = self.to_dict()

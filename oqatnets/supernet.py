@@ -219,16 +219,16 @@ class OQATSupernet(OQATBase):
     def model_args(self) -> dict[str, Any]:
         return {**super().model_args(), 'bits': self.bits}
 
-    def _check(self, spec: SubnetSpec) -> SubnetSpec:
-        self.space.check(spec)
+    def _check(self, spec: 'SubnetSpec | str') -> SubnetSpec:
+        spec = self.space.check(SubnetSpec.of(spec))
         if spec.bits != self.bits:
             raise InvalidArgumentError(f'spec asks for {spec.bits} bits but this supernet is {self.bits}-bit; '
                              f'use spec.replace(bits={self.bits}) or oqatnets.training.inherit_bits')
         return spec
 
-    def set_active_subnet(self, spec: SubnetSpec) -> None:
+    def set_active_subnet(self, spec: 'SubnetSpec | str') -> None:
         """Make the dynamic forward run ``spec`` (kernel, expand and depth; resolution is recorded)."""
-        self._check(spec)
+        spec = self._check(spec)
         for stage in range(NUM_STAGES):
             for index, block in enumerate(self.blocks[stage + 1]):
                 b = stage * MAX_DEPTH + index
@@ -266,7 +266,7 @@ class OQATSupernet(OQATBase):
         return self.blocks[0] if index == 0 else self.blocks[index][:self.active_d[index - 1]]
 
     @torch.no_grad()
-    def get_subnet(self, spec: SubnetSpec | None = None) -> OQATNet:
+    def get_subnet(self, spec: 'SubnetSpec | str | None' = None) -> OQATNet:
         """A static :class:`OQATNet` with ``spec``'s weights (default: the active subnet).
 
         Kernel transforms are folded into the depthwise weights and every step size is copied

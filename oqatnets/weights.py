@@ -102,7 +102,7 @@ def canonical_args(args: dict[str, Any]) -> dict[str, Any]:
         out.pop(key, None)
     out['space'] = get_space(out['space']).as_arg()
     if out.get('spec') is not None:
-        spec = SubnetSpec.parse(out['spec']) if isinstance(out['spec'], str) else out['spec']
+        spec = SubnetSpec.of(out['spec'])
         bits = out.pop('bits', None)
         out['spec'] = str(spec.replace(bits=bits) if bits is not None else spec)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import timm
 import torch
 from zoo_helpers import RESOLUTION, image_folder, inputs, small_net, small_table
 
@@ -108,6 +109,38 @@ def test_other_weights_than_the_entrys_get_a_derived_cfg(published):
         saved = oqatnets.save_pretrained(model, folder.parent / 'resaved')
         card = (saved / 'README.md').read_text()
         assert 'Reported top-1' not in card and 'org/idtest' not in card
+
+
+def test_timm_checkpoint_path_and_load_state_dict_drop_the_identity(published):
+    """timm's ``checkpoint_path`` is timm's own tensor loader, which cannot read the file's record: the model
+    cannot refuse other bits there, but its cfg no longer names the entry (oqatnets' own loaders refuse, above)."""
+    _, other, hub = published
+    model = timm.create_model('oqat_idtest_2bit', checkpoint_path=str(other / 'model.safetensors'))
+    _no_identity(model.pretrained_cfg)
+    assert model.pretrained_cfg['mean'] == [0.5] * 3  # the data config stays
+    entry = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub)
+    assert entry.pretrained_cfg['top1'] == 71.5
+    entry.load_state_dict(oqatnets.create_model('oqat_idtest_2bit', checkpoint_path=other / 'model.safetensors')
+                          .state_dict())
+    _no_identity(entry.pretrained_cfg)
+
+
+def test_saving_weights_changed_in_place_claims_nothing_of_the_entry(published):
+    """Trained in a user's own loop after loading: save_pretrained sees that the weights are not the file the
+    cfg hashes, and writes a derived cfg and card; the unchanged entry saves as itself."""
+    folder, _, hub = published
+    entry = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub)
+    again = json.loads((oqatnets.save_pretrained(entry, folder.parent / 'again') / 'config.json').read_text())
+    assert again['pretrained_cfg']['tag'] and again['pretrained_cfg']['top1'] == 71.5
+    with torch.no_grad():
+        entry.classifier.bias.add_(1)
+    saved = oqatnets.save_pretrained(entry, folder.parent / 'trained')
+    cfg = json.loads((saved / 'config.json').read_text())['pretrained_cfg']
+    _no_identity(cfg)
+    assert cfg['mean'] == [0.5] * 3 and cfg['architecture'] == 'oqatnet'
+    card = (saved / 'README.md').read_text()
+    assert 'Reported top-1' not in card and 'idtest' not in card and f"'local-dir:{saved}'" in card
+    assert entry.pretrained_cfg['top1'] == 71.5, 'saving changes nothing of the model itself'
 
 
 def test_an_overlay_cannot_contradict_the_model(published):
