@@ -264,10 +264,15 @@ def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | N
              token: str | None, as_json: bool) -> None:
     """Publish a saved folder (or a model NAME's weights) to the Hub as REPO_ID."""
     import oqatnets
+    if cache_dir and private:
+        raise click.BadParameter('a local cache has no private repos; drop --private or --cache-dir',
+                                 param_hint="'--private'")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(source)
         if not folder.is_dir():
-            folder = oqatnets.save_pretrained(_load(source), Path(tmp) / 'model')
+            load_name = f'hf-hub:{repo_id}' + (f'@{revision}' if revision else '')
+            folder = oqatnets.save_pretrained(_load(source), Path(tmp) / 'model',
+                                              model_card={'name': repo_id.rpartition('/')[2], 'load_name': load_name})
         if cache_dir:
             snapshot = oqatnets.publish_to_cache(folder, repo_id, cache_dir=cache_dir, revision=revision or 'main')
             row = {'repo_id': repo_id, 'revision': revision or 'main', 'snapshot': str(snapshot), 'url': None}

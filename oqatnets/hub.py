@@ -110,18 +110,18 @@ def push_to_hub(model_or_dir: 'nn.Module | str | os.PathLike', repo_id: str, *, 
     from it (as timm's does) unless ``model_card`` says otherwise. Returns the commit URL.
     """
     api = _api(token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
+    load_name = f'hf-hub:{repo_id}' + (f'@{revision}' if revision else '')
     with tempfile.TemporaryDirectory() as tmp:
-        load_name = f'hf-hub:{repo_id}' + (f'@{revision}' if revision else '')
-        has_card = api.file_exists(repo_id, MODEL_CARD_FILE, revision=revision)
         if isinstance(model_or_dir, nn.Module):
             card = {'name': repo_id.rpartition('/')[2], 'load_name': load_name,
                     **(save_kwargs.pop('model_card', None) or {})}
             folder = save_pretrained(model_or_dir, Path(tmp) / 'model', model_card=card, **save_kwargs)
         else:
-            folder = _check_folder(Path(model_or_dir))
-            if not has_card:
-                folder = _loading_from(folder, load_name, Path(tmp) / 'model')
+            folder = _check_folder(Path(model_or_dir))  # before the repo is created: a refused push writes nothing
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
+        has_card = api.file_exists(repo_id, MODEL_CARD_FILE, revision=revision)
+        if not has_card and not isinstance(model_or_dir, nn.Module):
+            folder = _loading_from(folder, load_name, Path(tmp) / 'model')
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
                                  commit_message=commit_message, ignore_patterns=[MODEL_CARD_FILE] if has_card else None)
     return str(getattr(info, 'commit_url', info))
@@ -143,10 +143,16 @@ def _loading_from(folder: Path, load_name: str, scratch: Path) -> Path:
 
 
 def _check_folder(folder: Path) -> Path:
+    """``folder`` if it is a saved model folder whose weights files are the ones its config.json hashes."""
     if not (folder / CONFIG_FILE).is_file():
         raise FileMissingError(f'{folder} has no {CONFIG_FILE}; write the folder with oqatnets.save_pretrained first')
     if not any((folder / f).is_file() for f in (WEIGHTS_FILE, PACKED_FILE)):
         raise FileMissingError(f'{folder} has neither {WEIGHTS_FILE} nor {PACKED_FILE}')
+    cfg, _ = read_model_config(folder / CONFIG_FILE)
+    for name in (WEIGHTS_FILE, PACKED_FILE):
+        if (folder / name).is_file():
+            verify_sha256(folder / name, cfg.sha256.get(name), recorded_by=str(folder / CONFIG_FILE),
+                          remedy='save the folder again before publishing it')
     return folder
 
 
@@ -163,7 +169,8 @@ def publish_to_cache(folder: 'str | os.PathLike', repo_id: str, *, cache_dir: 's
     Layout (huggingface_hub's): ``models--{org}--{name}/blobs/<sha256>``,
     ``snapshots/<commit>/<file>`` as relative links to the blobs, ``refs/<revision>`` holding the
     commit id (a hash of the files, so identical content gives the same commit). Returns the
-    snapshot folder. Offline ``hf_hub_download`` then finds the files.
+    snapshot folder. Offline ``hf_hub_download`` then finds the files. A card that loads from the
+    folder itself (``local-dir:``) is published loading from ``repo_id`` instead.
     """
     folder = _check_folder(Path(folder))
     if repo_id.count('/') != 1 or not all(repo_id.split('/')) or '..' in repo_id.split('/'):
@@ -173,25 +180,28 @@ def publish_to_cache(folder: 'str | os.PathLike', repo_id: str, *, cache_dir: 's
     if not revision or revision.startswith('/') or any(p in ('', '.', '..') for p in parts):
         raise InvalidArgumentError(f'revision={revision!r} is not a branch or tag name (no "..", empty or '
                                    'absolute parts)')
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith('.'))
-    hashes = {p.name: sha256_file(p) for p in files}
-    commit = hashlib.sha1(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
-    snapshot = repo / 'snapshots' / commit
-    for sub in ('blobs', 'refs'):
-        (repo / sub).mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        blob = repo / 'blobs' / hashes[path.name]
-        if not blob.exists():
-            with atomic_path(blob) as tmp:
-                shutil.copyfile(path, tmp)
-        link = snapshot / path.name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        try:
-            link.symlink_to(os.path.relpath(blob, link.parent))
-        except OSError:  # no symlinks (some Windows setups): huggingface_hub copies too
-            shutil.copyfile(blob, link)
+    load_name = f'hf-hub:{repo_id}' + ('' if revision == 'main' else f'@{revision}')
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = _loading_from(folder, load_name, Path(scratch) / 'model')  # the card loads from the repo
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith('.'))
+        hashes = {p.name: sha256_file(p) for p in files}
+        commit = hashlib.sha1(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+        snapshot = repo / 'snapshots' / commit
+        for sub in ('blobs', 'refs'):
+            (repo / sub).mkdir(parents=True, exist_ok=True)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            blob = repo / 'blobs' / hashes[path.name]
+            if not blob.exists():
+                with atomic_path(blob) as tmp:
+                    shutil.copyfile(path, tmp)
+            link = snapshot / path.name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            try:
+                link.symlink_to(os.path.relpath(blob, link.parent))
+            except OSError:  # no symlinks (some Windows setups): huggingface_hub copies too
+                shutil.copyfile(blob, link)
     write_text(repo / 'refs' / revision, commit)
     return snapshot
 

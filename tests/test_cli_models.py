@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 from conftest import OFFICIAL_B2
+from huggingface_hub import hf_hub_download
 from zoo_helpers import image_folder, inputs, small_net
 
 import oqatnets
@@ -88,6 +90,12 @@ def test_push_into_a_local_cache_then_load(folder, tmp_path):
     loaded = oqatnets.create_model('hf-hub:me/cli-net', pretrained=True, cache_dir=tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(inputs()), model(inputs()))
+    card = hf_hub_download('me/cli-net', 'README.md', cache_dir=tmp_path, local_files_only=True)
+    assert "create_model('hf-hub:me/cli-net', pretrained=True)" in Path(card).read_text()  # not the saved folder
+    assert f"'local-dir:{path}'" in (path / 'README.md').read_text()
+    refused = run('push', path, 'me/private', '--cache-dir', tmp_path, '--private')
+    assert refused.exit_code == 2 and "drop --private or --cache-dir" in refused.output
+    assert not (tmp_path / 'models--me--private').exists()
 
 
 def test_eval_and_predict_on_a_tiny_image_folder(folder, tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,19 @@ def test_supernet_round_trip(tmp_path):
     loaded = oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
     spec = supernet.space.smallest(2, 32)
     assert torch.equal(_outputs(loaded.get_subnet(spec)), _outputs(supernet.get_subnet(spec)))
+
+
+@pytest.mark.parametrize('name', ['model.safetensors', 'model.packed.safetensors'])
+def test_a_folder_whose_weights_are_not_the_ones_it_hashes_is_not_published(saved, tmp_path, hub_calls, name):
+    folder = tmp_path / 'copy'
+    shutil.copytree(saved[1], folder)
+    with open(folder / name, 'r+b') as f:
+        f.truncate(1000)
+    for publish in (lambda: oqatnets.publish_to_cache(folder, 'me/bad', cache_dir=tmp_path / 'cache'),
+                    lambda: oqatnets.push_to_hub(folder, 'me/bad')):
+        with pytest.raises(ChecksumError, match=f'{re.escape(str(folder / name))}.*config.json expects.*save the folder'):
+            publish()
+    assert not (tmp_path / 'cache').exists() and [call[0] for call in hub_calls] == ['init']  # no repo created
 
 
 def test_publish_to_cache_uses_the_real_layout_and_loads_offline(saved, tmp_path, monkeypatch):
