@@ -106,6 +106,8 @@ def _read_table(source: 'str | os.PathLike | Mapping[str, Any]') -> tuple[dict[s
     if isinstance(source, Mapping):
         return dict(source), '<dict>'
     path = Path(source)
+    if path.is_dir():
+        raise InvalidFileError(f'zoo table {path} is a folder; point at the zoo.json file in it')
     if not path.is_file():
         raise FileMissingError(f'zoo table {path} does not exist (check {ZOO_TABLE_ENV} or the path you passed)')
     try:
@@ -127,12 +129,13 @@ def _entry_from_row(row: dict[str, Any], where: str) -> ZooEntry:
         raise InvalidArgumentError(f'{where}: model name {arch!r} must start with a letter and use letters, digits, _ or .')
     if not row.get('spec') and row.get('bits') is None:
         raise InvalidArgumentError(f'{where}: row {row["name"]!r} needs "spec" (a subnet) or "bits" (a supernet)')
-    space = get_space(row.get('space', 'imagenet'))
-    spec = SubnetSpec.parse(row['spec']) if row.get('spec') else None
-    if spec is not None:
-        space.check(spec)
-    bits = spec.bits if spec is not None else int(row['bits'])
-    in_chans = int(row.get('in_chans', 3))
+    try:
+        space = get_space(row.get('space', 'imagenet'))
+        spec = space.check(SubnetSpec.of(row['spec'])) if row.get('spec') else None
+        bits = spec.bits if spec is not None else int(row['bits'])
+        in_chans = int(row.get('in_chans', 3))
+    except (ValueError, TypeError) as exc:  # a bad spec, space, bits or in_chans: name the file and row
+        raise InvalidArgumentError(f'{where}: row {row["name"]!r}: {exc}') from None
     resolution = spec.resolution if spec is not None else max(space.resolutions)
     fields = {k: v for k, v in row.items() if k not in _ROW_ONLY_KEYS and not k.startswith('reported_')}
     fields.pop('bits', None)
@@ -172,6 +175,7 @@ def _register(source: 'str | os.PathLike | Mapping[str, Any]', *, override: bool
         raise InvalidArgumentError(f'{where}: expected a "models" list of rows')
     defaults = table.get('defaults', {})
     entries = [_entry_from_row({**copy.deepcopy(defaults), **row}, where) for row in rows]
+    _check_names_are_unambiguous(entries, where)
     added: list[str] = []
     for entry in entries:
         tags = _entries.setdefault(entry.arch, {})
@@ -185,6 +189,24 @@ def _register(source: 'str | os.PathLike | Mapping[str, Any]', *, override: bool
     for listener in list(_listeners):
         listener(added)
     return added
+
+
+def _check_names_are_unambiguous(entries: list[ZooEntry], where: str) -> None:
+    """Refuse a table (before registering any row) whose architecture names an alias of another one, or
+    whose alias names another architecture: either would silently change what an existing name builds."""
+    aliases, arches = dict(_aliases), set(_entries)
+    for entry in entries:
+        owner = aliases.get(entry.arch, entry.arch)
+        if owner != entry.arch:
+            raise InvalidArgumentError(f'{where}: {entry.name} would shadow {entry.arch}, an alias of {owner}; '
+                                       'give the row another name')
+        arches.add(entry.arch)
+        for alias in entry.cfg.aliases:
+            owner = aliases.get(alias, alias if alias in arches else entry.arch)
+            if owner != entry.arch:
+                raise InvalidArgumentError(f'{where}: alias {alias} of {entry.name} already names {owner}; '
+                                           'give the row another alias')
+            aliases[alias] = entry.arch
 
 
 def _ensure_loaded() -> None:

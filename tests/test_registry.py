@@ -11,6 +11,7 @@ from zoo_helpers import small_spec, small_table
 
 import oqatnets
 from oqatnets import registry
+from oqatnets.errors import InvalidFileError
 from oqatnets.spec import SubnetSpec
 
 SML = {4: {'s': (152, 68.360), 'm': (184, 168.057), 'l': (216, 286.910)},
@@ -108,17 +109,28 @@ def test_register_zoo_table_from_dict_and_file(tmp_path):
     path.write_text(json.dumps(small_table('oqat_reg_supernet_w3a3', bits=3)))
     assert oqatnets.register_zoo_table(path) == ['oqat_reg_supernet_w3a3.in1k']
     assert type(oqatnets.create_model('oqat_reg_supernet_w3a3')).__name__ == 'OQATSupernet'
+    with pytest.raises(InvalidFileError, match='is a folder; point at the zoo'):
+        oqatnets.register_zoo_table(tmp_path)
 
 
 @pytest.mark.parametrize('table, message', [
     ({'models': [{'name': 'x_bad'}]}, 'needs "spec"'),
     ({'models': [{'name': 'x_bad', 'bits': 2, 'colour': 'red'}]}, 'unknown fields'),
     ({'schema': 'other', 'models': []}, 'not an oqatnets-zoo table'),
-    ({'models': [{'name': 'x_bad', 'spec': 'r32_nonsense'}]}, 'cannot parse subnet spec'),
+    ({'models': [{'name': 'x_bad', 'spec': 'r32_nonsense'}]}, "<dict>: row 'x_bad': cannot parse subnet spec"),
+    ({'models': [{'name': 'x_bad', 'spec': 5}]}, "<dict>: row 'x_bad': spec must be a SubnetSpec"),
+    ({'models': [{'name': 'x_bad', 'bits': 'two'}]}, "<dict>: row 'x_bad': invalid literal"),
+    ({'models': [{'name': 'oqat_2bit_m.evil', 'bits': 2}]}, 'would shadow oqat_2bit_m, an alias of oqat_2bit_r208_200m'),
+    ({'models': [{'name': 'x_new', 'bits': 2, 'aliases': ['oqat_4bit_l']}]}, 'alias oqat_4bit_l of x_new.* already names'),
+    ({'models': [{'name': 'x_new', 'bits': 2, 'aliases': ['oqat_supernet_mbv3_w2a2']}]}, 'already names'),
+    ({'models': [{'name': 'x_a', 'bits': 2, 'aliases': ['x_same']}, {'name': 'x_b', 'bits': 2, 'aliases': ['x_same']}]},
+     'alias x_same of x_b.* already names x_a'),
 ])
 def test_bad_tables_fail_with_a_clear_message(table, message):
+    before = oqatnets.list_models()
     with pytest.raises(ValueError, match=message):
         oqatnets.register_zoo_table(table)
+    assert oqatnets.list_models() == before  # a refused table registers no row
 
 
 def test_zoo_table_env_var_is_read_on_first_use(tmp_path):
