@@ -239,10 +239,21 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     validate_bits(bits)
     if init_source and init_source.startswith('ofa:') and space != 'imagenet':
         raise BadUsage('--init ofa:PATH is the OFA MobileNetV3 supernet: pass --space imagenet')
-    recipe = _recipe(recipe_name or space, batch_size=batch_size, lr=lr, num_random_subnets=num_random,
-                     holdout_images=holdout, float_epochs=float_epochs, float_sampling=float_sampling,
-                     resolution_sampling=resolution_sampling, quant_lr_factor=quant_lr_factor,
-                     step_lr_factor=step_lr_factor, augment=augment)
+    initial = None
+    if init_source and not init_source.startswith('ofa:'):
+        initial = load_supernet(init_source)
+        if given('space') and initial.space.name != space:
+            raise BadUsage(f'--init {init_source} is a supernet of the {initial.space.name!r} space but --space is '
+                           f'{space!r}; drop --space (the supernet\'s space is used)')
+        space = initial.space.name
+        source_bits = get_bits(initial)
+        if source_bits not in (bits, FLOAT_BITS):
+            raise BadUsage(f'--init {init_source} is {source_bits}-bit but --bits is {bits}; run '
+                           f'`oqat inherit {init_source} DST --bits {bits}` first and --init from DST')
+    recipe = (_recipe(recipe_name) if recipe_name else _recipe_for(space)).override(
+        batch_size=batch_size, lr=lr, num_random_subnets=num_random, holdout_images=holdout,
+        float_epochs=float_epochs, float_sampling=float_sampling, resolution_sampling=resolution_sampling,
+        quant_lr_factor=quant_lr_factor, step_lr_factor=step_lr_factor, augment=augment)
     epochs = recipe.epochs if epochs is None else epochs
     if epochs + recipe.float_epochs < 1:
         raise BadUsage(f'nothing to train: --epochs {epochs} and --float-epochs {recipe.float_epochs}; '
@@ -257,12 +268,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     if init_source and init_source.startswith('ofa:'):
         from oqatnets.training.ofa_init import load_ofa_supernet
         supernet = load_ofa_supernet(init_source[len('ofa:'):], bits=bits, num_classes=data.num_classes)
-    elif init_source:
-        supernet = load_supernet(init_source)
-        source_bits = get_bits(supernet)
-        if source_bits not in (bits, FLOAT_BITS):
-            raise BadUsage(f'--init {init_source} is {source_bits}-bit but --bits is {bits}; run '
-                             f'`oqat inherit {init_source} DST --bits {bits}` first and --init from DST')
+    elif initial is not None:
+        supernet = initial
         if supernet.num_classes != data.num_classes:
             supernet.reset_classifier(data.num_classes)
         set_bits(supernet, bits)

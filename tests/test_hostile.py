@@ -696,6 +696,15 @@ def case_train_nothing_to_train(env, tmp_path, monkeypatch):
 
 
 @case('clear')
+def case_train_init_of_another_space(env, tmp_path, monkeypatch):
+    args = [a for a in TRAIN_ARGS]
+    args[args.index('--space') + 1] = 'small_signed'  # env.supernet is of the 'small' space
+    refused(run('train', 'supernet', *args, '--bits', '2', '--init', env.supernet, '--out', tmp_path / 'r'), 2,
+            "'small' space but --space is 'small_signed'")
+    assert not (tmp_path / 'r').exists()
+
+
+@case('clear')
 def case_train_lr_zero(env, tmp_path, monkeypatch):
     refused(run('train', 'supernet', *TRAIN_ARGS, '--lr', '0', '--out', tmp_path / 'r'), 2, '--lr')
 
