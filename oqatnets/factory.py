@@ -23,7 +23,7 @@ from timm.models import adapt_input_conv
 
 from . import registry
 from ._io import sha256_file, verify_sha256
-from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, PretrainedWeightsError
+from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, InvalidTypeError, PretrainedWeightsError
 from .features import features_model
 from .hub import download, load_model_config_from_hf, load_model_config_from_path, offline_note
 from .net import OQATNet
@@ -44,6 +44,9 @@ GENERIC_ARCHITECTURES = {OQATNet.architecture: OQATNet, OQATSupernet.architectur
 
 def parse_model_name(model_name: str) -> tuple[str | None, str]:
     """``(source, name)``: source is ``'hf-hub'``, ``'local-dir'`` or None for registry names."""
+    if not isinstance(model_name, str):
+        raise InvalidTypeError(f'model_name must be a string (a zoo name, hf-hub:ID or local-dir:PATH), '
+                               f'got {type(model_name).__name__}')
     match = _SOURCE_RE.match(model_name)
     if match:
         source = _SOURCES.get(match['source'])
@@ -79,6 +82,21 @@ def _construct(args: dict[str, Any]) -> nn.Module:
     if cls is OQATNet:
         return OQATNet(args.pop('spec'), **args)
     return OQATSupernet(**args)
+
+
+def _check_placement(device: 'str | torch.device | None', dtype: 'torch.dtype | None') -> None:
+    """Refuse a device or dtype the model cannot be moved to, before anything is built or fetched."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InvalidArgumentError(f'dtype must be a floating-point torch.dtype (torch.float32, torch.bfloat16, ...), '
+                                   f'got {dtype!r}')
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise InvalidArgumentError(f'device={device!r} is not a torch device; e.g. "cpu" or "cuda:0"') from None
+    if kind == 'cuda' and not torch.cuda.is_available():
+        raise InvalidArgumentError(f'device={device!r}: this torch sees no CUDA device; use "cpu"')
 
 
 def build_model(model_args: dict[str, Any], *, state_dict: dict[str, torch.Tensor] | None = None,
@@ -234,6 +252,10 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
     entry does not record); one built without weights carries no accuracy.
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    _check_placement(device, dtype)
+    if not features_only and (out_indices is not None or feature_cls is not None):
+        raise InvalidArgumentError('out_indices and feature_cls choose the feature maps of features_only=True; '
+                                   'pass features_only=True or drop them')
     if 'spec' in kwargs and 'bits' in kwargs:
         spec = SubnetSpec.of(kwargs['spec'])
         if spec.bits != kwargs['bits']:
@@ -241,6 +263,11 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
     source_cfg, source_args, display_name = _resolve(model_name, cache_dir, local_files_only)
     cfg = _overlay(source_cfg, pretrained_cfg_overlay) if pretrained_cfg_overlay else source_cfg
     args = {**source_args, **kwargs}
+    generic = GENERIC_ARCHITECTURES.get(display_name)
+    if generic is not None and (args.get('spec') is None) == (generic is OQATNet):
+        raise InvalidArgumentError(f'{OQATNet.architecture} is the static net of one spec= and '
+                                   f'{OQATSupernet.architecture} the elastic supernet of bits=; '
+                                   f'{display_name} was given {"no spec" if generic is OQATNet else "a spec"}')
     weights = fetch_weights(cfg, name=display_name, cache_dir=cache_dir,
                             local_files_only=local_files_only) if pretrained else None
     if weights is not None:

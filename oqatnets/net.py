@@ -14,7 +14,7 @@ from .pretrained import PretrainedCfg
 from .quant import QuantConv2d, get_bits, set_bits, validate_bits
 from .spec import MAX_DEPTH, NUM_STAGES, SearchSpace, SubnetSpec, get_space
 
-__all__ = ['OQATBase', 'OQATNet']
+__all__ = ['OQATBase', 'OQATNet', 'check_feature_indices']
 
 
 class OQATBase(nn.Module):
@@ -215,6 +215,8 @@ class OQATBase(nn.Module):
         if output_fmt != 'NCHW':
             raise InvalidArgumentError(f"output_fmt={output_fmt!r}: OQATNets give 'NCHW' features only")
         num_stages = len(self.blocks)
+        if indices is not None:
+            check_feature_indices(indices, num_stages + 1, name='indices')
         take, max_index = feature_take_indices(num_stages + 1, indices)
         intermediates = []
         run_all = not (stop_early or intermediates_only)  # else stop after the last index asked for
@@ -229,10 +231,6 @@ class OQATBase(nn.Module):
             x = self.forward_final(x)
             if num_stages in take:
                 intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
-        x = self.forward_final(x)
-        if num_stages in take:
-            intermediates.append(x)
         return intermediates if intermediates_only else (x, intermediates)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -250,6 +248,17 @@ def _check_pool(global_pool: str) -> None:
     if global_pool != 'avg':
         raise InvalidArgumentError(f"global_pool={global_pool!r} is not supported: the quantized conv_head is "
                                    "trained on average-pooled features; use 'avg'")
+
+
+def check_feature_indices(indices: Any, n: int, *, name: str) -> None:
+    """Refuse timm feature indices (an int N for the last N maps, or positions) that do not fit ``n`` maps."""
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+    fits = (0 < indices <= n if is_int(indices) else
+            isinstance(indices, (list, tuple)) and bool(indices) and all(is_int(i) and -n <= i < n for i in indices))
+    if not fits:
+        raise InvalidArgumentError(f'{name}={indices!r}: this model has {n} feature maps; pass positions 0 to '
+                                   f'{n - 1} (or -{n} to -1), or an int N for the last N')
 
 
 def _weights_replaced(model: OQATBase, incompatible_keys: Any) -> None:

@@ -310,7 +310,29 @@ def test_profile_refuses_a_space_the_model_was_not_built_in():
     lambda: oqatnets.create_model('oqat_2bit_m', pretrained=True),
     lambda: oqatnets.load_packed(__file__),
     lambda: oqatnets.profile(torch.nn.Linear(2, 2)),
+    lambda: small_net(2).reset_classifier(-1),
+    lambda: small_net(2).reset_classifier(2.5),
+    lambda: small_net(2).forward_intermediates(inputs(), indices=99),
+    lambda: small_net(2).forward_intermediates(inputs(), indices=[]),
+    lambda: small_net(2).forward_intermediates(inputs(), indices='a'),
+    lambda: oqatnets.create_model(None),
+    lambda: oqatnets.create_model('oqatnet'),
+    lambda: oqatnets.create_model('oqat_supernet', spec=S.format(2), space='small'),
+    lambda: oqatnets.create_model('oqat_2bit_s', device='bogus'),
+    lambda: oqatnets.create_model('oqat_2bit_s', device='cuda:0') if not torch.cuda.is_available() else 1 / 0,
+    lambda: oqatnets.create_model('oqat_2bit_s', dtype='float16'),
+    lambda: oqatnets.create_model('oqat_2bit_s', dtype=torch.int8),
+    lambda: oqatnets.create_model('oqat_2bit_s', out_indices=(1, 2)),
+    lambda: oqatnets.OQATSupernet(space='small', bits=2, num_classes=3).get_subnet(5),
 ])
 def test_library_errors_for_bad_input_are_oqatnets_errors(call):
     with pytest.raises(OQATNetsError):
         call()
+
+
+def test_a_spec_string_works_wherever_a_spec_does():
+    supernet = _initialised(oqatnets.OQATSupernet(space='small', bits=2, num_classes=3))
+    spec = supernet.space.smallest(2, RESOLUTION)
+    assert supernet.get_subnet(str(spec)).spec == spec
+    supernet.set_active_subnet(str(spec))
+    assert supernet.active_spec == spec
