@@ -117,6 +117,10 @@ def test_timm_checkpoint_path_and_load_state_dict_drop_the_identity(published):
     _, other, hub = published
     model = timm.create_model('oqat_idtest_2bit', checkpoint_path=str(other / 'model.safetensors'))
     _no_identity(model.pretrained_cfg)
+    four = _initialised(oqatnets.create_model('oqat_idtest_2bit', bits=4))
+    path = oqatnets.save_pretrained(four, other.parent / 'four') / 'model.safetensors'
+    with pytest.raises(IncompatibleWeightsError):  # the checked way through timm (README)
+        timm.create_model('oqat_idtest_2bit', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     assert model.pretrained_cfg['mean'] == [0.5] * 3  # the data config stays
     entry = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub)
     assert entry.pretrained_cfg['top1'] == 71.5
