@@ -122,6 +122,8 @@ def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | Non
     from oqatnets.evaluation import evaluate, recalibrate_bn
     from oqatnets.training.recipes import recipe_for_space
     from oqatnets.training.sources import load_image_data
+    if calibration_mode and not recalibrate:
+        raise BadUsage('--calibration-mode chooses how --recalibrate-bn N recalibrates; pass N > 0 or drop it')
     model = _load(name, cache_dir)
     resolution = int(model.pretrained_cfg['input_size'][-1])
     images = load_image_data(data, resolution=resolution)

@@ -120,6 +120,8 @@ def test_counts_given_beyond_what_there_is_are_refused(folder, tmp_path):
     data = image_folder(tmp_path / 'data')
     result = run('eval', f'local-dir:{path}', '--data', data, '--recalibrate-bn', 1000)
     assert result.exit_code == 2 and '--recalibrate-bn 1000' in result.output and 'has 12 training images' in result.output
+    result = run('eval', f'local-dir:{path}', '--data', data, '--calibration-mode', 'batch')  # nothing to calibrate
+    assert result.exit_code == 2 and 'pass N > 0 or drop it' in result.output
     image = data / 'val' / 'bee' / '0.png'
     result = run('predict', f'local-dir:{path}', image, '--top', 50)
     assert result.exit_code == 2 and '--top 50' in result.output and 'has 3 classes' in result.output
