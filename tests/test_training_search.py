@@ -16,6 +16,7 @@ from oqatnets.training.evolution import (
     random_search,
     resolve_budgets,
 )
+from oqatnets.training.recipes import get_recipe
 
 
 def _structured_fitness(spec: SubnetSpec) -> float:
@@ -44,6 +45,26 @@ def test_evolution_respects_budget_and_beats_random_search():
         assert all(cost <= sampler.budget for _, _, cost in rand.history)
         wins.append(evo.fitness - rand.fitness)
     assert min(wins) >= 0 and sum(wins) > 0, wins
+
+
+@pytest.mark.parametrize('search,kwargs,words', [
+    (evolutionary_search, dict(population=6, generations=-1), 'generations'),
+    (evolutionary_search, dict(population=6, generations=1, mutation_prob=2.0), 'mutation_prob'),
+    (evolutionary_search, dict(population=6, generations=1, parent_ratio=0.0), 'keeps no parent'),
+    (evolutionary_search, dict(population=6, generations=1, rng=0), 'random.Random'),
+    (random_search, dict(evaluations=0), 'evaluations'),
+])
+def test_search_arguments_that_cannot_be_honoured_are_refused(search, kwargs, words):
+    kwargs = {'rng': random.Random(0), **kwargs}
+    with pytest.raises(ValueError, match=words):
+        search(sampler=_sampler(), fitness=_structured_fitness, **kwargs)
+
+
+@pytest.mark.parametrize('changes,words', [(dict(space='bogus'), 'bogus'), (dict(parent_ratio=5.0), 'parent_ratio'),
+                                           (dict(kd_temperature=0.0), 'kd_temperature'), (dict(momentum=-1), 'momentum')])
+def test_recipes_refuse_values_that_cannot_train(changes, words):
+    with pytest.raises(ValueError, match=words):
+        get_recipe('small').override(**changes)
 
 
 def test_tight_budget_is_met_by_shrinking_and_impossible_budget_is_refused():
@@ -76,7 +97,6 @@ def _hashed_fitness(spec: SubnetSpec) -> float:
 def test_each_budget_chooses_the_best_evaluated_subnet_within_it(monkeypatch):
     import oqatnets.training.search as search_mod
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.recipes import get_recipe
 
     monkeypatch.setattr(search_mod, 'supernet_fitness', lambda supernet, **_: _hashed_fitness)
     supernet = OQATSupernet(space=TINY_SPACE, bits=2, num_classes=4)

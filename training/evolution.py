@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 
 from oqatnets.costs import profile
-from oqatnets.errors import InvalidArgumentError
+from oqatnets.errors import InvalidArgumentError, InvalidTypeError
 from oqatnets.evaluation import CalibrationMode, resize_batch
 from oqatnets.spec import SearchSpace, SubnetSpec
 from oqatnets.supernet import OQATSupernet
@@ -169,8 +169,17 @@ def evolutionary_search(*, sampler: ConstrainedSampler, fitness: Callable[[Subne
                         population: int, generations: int, mutation_prob: float = 0.2,
                         parent_ratio: float = 0.25, mutation_ratio: float = 0.5) -> SearchResult:
     """OFA-style evolution: keep the top ``parent_ratio``, refill with mutants and crossovers."""
+    _check_rng(rng)
     if population < 2:
         raise InvalidArgumentError(f'population must be at least 2, got {population}')
+    if generations < 0:
+        raise InvalidArgumentError(f'generations must be >= 0, got {generations}')
+    for name, value in (('mutation_prob', mutation_prob), ('parent_ratio', parent_ratio),
+                        ('mutation_ratio', mutation_ratio)):
+        if not 0.0 <= value <= 1.0:
+            raise InvalidArgumentError(f'{name} must be in [0, 1], got {value}')
+    if parent_ratio * population < 0.5:
+        raise InvalidArgumentError(f'parent_ratio={parent_ratio} keeps no parent of a population of {population}')
     scored: dict[str, tuple[SubnetSpec, float]] = {}
 
     def score(spec: SubnetSpec) -> float:
@@ -194,6 +203,9 @@ def evolutionary_search(*, sampler: ConstrainedSampler, fitness: Callable[[Subne
 def random_search(*, sampler: ConstrainedSampler, fitness: Callable[[SubnetSpec], float], rng: random.Random,
                   evaluations: int) -> SearchResult:
     """The baseline: the best of ``evaluations`` distinct random subnets within the budget."""
+    _check_rng(rng)
+    if evaluations < 1:
+        raise InvalidArgumentError(f'evaluations must be at least 1, got {evaluations}')
     scored: dict[str, tuple[SubnetSpec, float]] = {}
     for _ in range(evaluations * 20):
         if len(scored) >= evaluations:
@@ -202,6 +214,11 @@ def random_search(*, sampler: ConstrainedSampler, fitness: Callable[[SubnetSpec]
         if str(spec) not in scored:
             scored[str(spec)] = (spec, fitness(spec))
     return _result(scored, sampler, len(scored))
+
+
+def _check_rng(rng: Any) -> None:
+    if not isinstance(rng, random.Random):
+        raise InvalidTypeError(f'rng must be a random.Random (e.g. random.Random(0)), got {type(rng).__name__}')
 
 
 def pareto_front(points: Iterable[dict[str, Any]], *, cost: str = 'bitops', score: str = 'top1') -> list[dict[str, Any]]:

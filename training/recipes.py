@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import CALIBRATION_MODES, CalibrationMode
+from oqatnets.spec import get_space
 
 __all__ = ['FLOAT_SAMPLINGS', 'RESOLUTION_SAMPLINGS', 'Recipe', 'RECIPES', 'get_recipe', 'list_recipes',
            'recipe_for_space', 'SPLIT_SEED']
@@ -68,15 +69,20 @@ class Recipe:
     finetune_epochs: int = 5
 
     def __post_init__(self) -> None:
+        get_space(self.space)  # an unknown space name is refused here, not at the first training step
         for name in ('batch_size', 'epochs', 'population', 'calib_images', 'calib_batch_size'):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f'Recipe.{name} must be at least 1, got {getattr(self, name)}')
-        for name in ('float_epochs', 'inherit_epochs', 'holdout_images', 'num_random_subnets', 'generations'):
+        for name in ('float_epochs', 'inherit_epochs', 'holdout_images', 'num_random_subnets', 'generations',
+                     'finetune_epochs', 'warmup_epochs', 'weight_decay', 'kd_ratio'):
             if getattr(self, name) < 0:
                 raise InvalidArgumentError(f'Recipe.{name} must not be negative, got {getattr(self, name)}')
-        for name in ('lr', 'quant_lr_factor', 'step_lr_factor'):
+        for name in ('lr', 'quant_lr_factor', 'step_lr_factor', 'finetune_lr', 'kd_temperature'):
             if getattr(self, name) <= 0:
                 raise InvalidArgumentError(f'Recipe.{name} must be positive, got {getattr(self, name)}')
+        for name in ('momentum', 'label_smoothing', 'mutation_prob', 'parent_ratio', 'mutation_ratio'):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InvalidArgumentError(f'Recipe.{name} must be in [0, 1], got {getattr(self, name)}')
         for name, choices in (('bn_calibration', CALIBRATION_MODES), ('float_sampling', FLOAT_SAMPLINGS),
                               ('resolution_sampling', RESOLUTION_SAMPLINGS)):
             if getattr(self, name) not in choices:
