@@ -50,3 +50,11 @@ def test_rank0_only_work_joins_no_process_group(monkeypatch):
     assert (ctx.rank, ctx.world_size, ctx.is_main) == (1, 2, False)
     assert not dist.is_initialized()
     ctx.barrier()  # no group, nothing to wait for: returns at once instead of blocking rank 1
+
+
+@pytest.mark.parametrize('device', ['bogus', 'mps', 'meta'])
+def test_a_device_training_cannot_use_is_refused(device):
+    from oqatnets.errors import InvalidArgumentError
+    from oqatnets.training.distributed import init_distributed
+    with pytest.raises(InvalidArgumentError, match=f'--device {device!r} is not a device|{device}: training runs'):
+        init_distributed(device=device, join_group=False)

@@ -58,12 +58,17 @@ def init_distributed(*, device: 'str | None' = None, join_group: bool = True) ->
     """
     world_size = int(os.environ.get('WORLD_SIZE', '1'))
     rank, local_rank = int(os.environ.get('RANK', '0')), int(os.environ.get('LOCAL_RANK', '0'))
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith('cuda')
+    asked = _parse_device(device)
+    use_cuda = torch.cuda.is_available() if asked is None else asked.type == 'cuda'
     if use_cuda and not torch.cuda.is_available():
         raise InvalidArgumentError('--device cuda was asked for but CUDA is not available; use --device cpu')
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device('cuda', local_rank)
+        index = local_rank if asked is None or asked.index is None else asked.index
+        if world_size > 1 and index != local_rank:
+            raise InvalidArgumentError(f'--device {device}: under torchrun each rank takes GPU LOCAL_RANK '
+                                       f'({local_rank}); pass --device cuda')
+        torch.cuda.set_device(index)
+        dev = torch.device('cuda', index)
     else:
         dev = torch.device('cpu')
     if world_size > 1 and join_group and not dist.is_initialized():
@@ -72,6 +77,19 @@ def init_distributed(*, device: 'str | None' = None, join_group: bool = True) ->
         else:
             dist.init_process_group(backend='gloo')
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def _parse_device(device: 'str | None') -> 'torch.device | None':
+    """``device`` as a CPU or CUDA torch.device (None: choose); other kinds are refused."""
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidArgumentError(f'--device {device!r} is not a device; use cpu, cuda or cuda:N') from None
+    if parsed.type not in ('cpu', 'cuda'):
+        raise InvalidArgumentError(f'--device {device}: training runs on cpu or cuda[:N] only')
+    return parsed
 
 
 def all_reduce_gradients(model: nn.Module, ctx: DistContext) -> None:
