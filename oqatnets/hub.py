@@ -77,7 +77,7 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
         config = model_config(model, overrides, own=_cfg_of_weights(model, hashes[WEIGHTS_FILE]))
         card = dict(model_card or {})
         if not config['pretrained_cfg'].get('tag'):  # no zoo name: the folder just written is how to load it
-            card.setdefault('load_name', f'local-dir:{folder}')
+            card.setdefault('load_name', f'local-dir:{folder.absolute()}')
         if packed and not isinstance(model, OQATSupernet) and 2 <= model.bits < FLOAT_BITS:  # the packed format's range
             hashes[PACKED_FILE] = sha256_file(save_packed(model, tmp / PACKED_FILE,
                                                           pretrained_cfg=config['pretrained_cfg']))

@@ -245,6 +245,8 @@ def split_model_name_tag(model_name: str) -> tuple[str, str]:
         return model_name, ''
     if '.' in model_name:
         arch, tag = model_name.rsplit('.', 1)
+        if not tag:  # 'arch.' names no tag; never read it as the default one
+            raise _unknown(model_name)
         return arch, tag
     return model_name, ''
 

@@ -138,7 +138,7 @@ class SearchSpace:
 _OLD_FIELDS = {'kernel_choices': 'ks_choices', 'expand_choices': 'e_choices', 'depth_choices': 'd_choices'}
 
 
-_SPEC_RE = re.compile(r'^r(?P<r>\d+)_k(?P<k>\d{20})_e(?P<e>\d{20})_d(?P<d>\d{5})_b(?P<b>\d+)$')
+_SPEC_RE = re.compile(r'^r(?P<r>[0-9]+)_k(?P<k>[0-9]{20})_e(?P<e>[0-9]{20})_d(?P<d>[0-9]{5})_b(?P<b>[0-9]+)$', re.ASCII)
 
 
 def _int_tuple(name: str, values: Any, length: int, allowed: Sequence[int]) -> tuple[int, ...]:

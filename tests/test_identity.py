@@ -320,6 +320,8 @@ def test_profile_refuses_a_space_the_model_was_not_built_in():
     lambda: small_net(2).forward_intermediates(inputs(), indices=[]),
     lambda: small_net(2).forward_intermediates(inputs(), indices='a'),
     lambda: oqatnets.create_model(None),
+    lambda: oqatnets.create_model('oqat_2bit_m.'),
+    lambda: oqatnets.SubnetSpec.parse(S.format(2).replace('32', '\uff13\uff12', 1)),  # fullwidth digits
     lambda: oqatnets.create_model('oqatnet'),
     lambda: oqatnets.create_model('oqat_supernet', spec=S.format(2), space='small'),
     lambda: oqatnets.create_model('oqat_2bit_s', device='bogus'),
