@@ -60,9 +60,12 @@ def list_cmd(pattern: str, pretrained: bool, as_json: bool) -> None:
 @click.argument('name', shell_complete=complete_model_name)
 @click.option('--json', 'as_json', is_flag=True, help='Print the cfg as JSON.')
 def info_cmd(name: str, as_json: bool) -> None:
-    """Show a registered model's pretrained cfg: spec, transform, profile, accuracy, hub id, sha256."""
+    """Show the pretrained cfg of a registered model, hf-hub:ID or local-dir:PATH: spec, transform, profile,
+    accuracy, hub id, sha256."""
     import oqatnets
-    cfg = oqatnets.get_pretrained_cfg(name).to_dict()
+    from oqatnets.factory import parse_model_name
+    source, _ = parse_model_name(name)
+    cfg = _load(name).pretrained_cfg if source else oqatnets.get_pretrained_cfg(name).to_dict()
     if as_json:
         _echo_json(cfg)
         return
@@ -74,24 +77,31 @@ def info_cmd(name: str, as_json: bool) -> None:
 @click.argument('target', shell_complete=complete_model_name)
 @click.option('--space', default=None, help="Search space of a SPEC (default 'imagenet').")
 @click.option('--num-classes', type=click.IntRange(min=0), default=None,
-              help="Classifier outputs (default: the entry's, 1000 for a SPEC).")
+              help="Classifier outputs of a SPEC (default 1000); a NAME has its own.")
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def profile_cmd(target: str, space: str | None, num_classes: int | None, as_json: bool) -> None:
-    """MACs, params, BitOPs and size of a model NAME or a SPEC (r<res>_k<20>_e<20>_d<5>_b<bits>)."""
+    """MACs, params, BitOPs and size of a model NAME (registered, hf-hub:ID or local-dir:PATH) or a SPEC
+    (r<res>_k<20>_e<20>_d<5>_b<bits>)."""
     from oqatnets import registry
     from oqatnets.costs import profile
+    from oqatnets.factory import parse_model_name
     from oqatnets.spec import SubnetSpec
-    if target.startswith('r') and '_k' in target:
-        spec, space_arg, classes = SubnetSpec.parse(target), space or 'imagenet', num_classes
+    is_spec = target.startswith('r') and '_k' in target
+    if not is_spec and (space is not None or num_classes is not None):
+        raise BadUsage(f'--space and --num-classes describe a SPEC; {target} has its own: profile its spec instead')
+    if is_spec:
+        result = profile(SubnetSpec.parse(target), space=space or 'imagenet', num_classes=num_classes)
+    elif parse_model_name(target)[0]:
+        model = _load(target)
+        if getattr(model, 'spec', None) is None:
+            raise BadUsage(f'{target} is a supernet; profile one of its subnets by SPEC')
+        result = profile(model)
     else:
         entry = registry.get_entry(target)
         if entry.spec is None:
             raise BadUsage(f'{target} is a supernet; profile one of its subnets by SPEC')
-        if space is not None or num_classes is not None:
-            raise BadUsage(f'--space and --num-classes describe a SPEC; {target} has its own '
-                           f'({entry.space.name!r} space, {entry.num_classes} classes): profile its spec instead')
-        spec, space_arg, classes = entry.spec, entry.space, entry.num_classes
-    row = {'target': target, **profile(spec, space=space_arg, num_classes=classes).to_dict()}
+        result = profile(entry.spec, space=entry.space, num_classes=entry.num_classes)
+    row = {'target': target, **result.to_dict()}
     _emit([row], ['target', 'bits', 'resolution', 'macs', 'params', 'bitops', 'float_macs', 'macs_8bit_equiv',
                   'size_mbit'], as_json)
 

@@ -50,6 +50,14 @@ def test_info_and_profile():
     assert small[0]['resolution'] == 32
 
 
+def test_info_and_profile_of_a_folder(folder):
+    model, path = folder
+    info = json.loads(run('info', f'local-dir:{path}', '--json').output)
+    assert info['spec'] == str(model.spec) and info['num_classes'] == 3
+    row = json.loads(run('profile', f'local-dir:{path}', '--json').output)[0]
+    assert row['bitops'] == pytest.approx(oqatnets.profile(model).bitops)
+
+
 @pytest.mark.parametrize('args, message, code', [
     (('info', 'oqat_2bit_mm'), "unknown model 'oqat_2bit_mm'; did you mean", 2),
     (('profile', 'r220_k123'), 'cannot parse subnet spec', 2),
