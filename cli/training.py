@@ -90,7 +90,7 @@ def _run_options(f: Callable) -> Callable:
 def _prepare_out(out: str, resume_from: str | None) -> tuple[bool, Path | None]:
     """Validate --out (and --resume PATH) before anything is written: (whether the run resumes, the run
     folder to copy into --out first, if another)."""
-    from oqatnets._io import check_output
+    from oqatnets._io import check_output, occupied
     from oqatnets.training.checkpoint import CHECKPOINT_NAME
     check_output(out, folder=True)
     if resume_from is None:
@@ -105,7 +105,9 @@ def _prepare_out(out: str, resume_from: str | None) -> tuple[bool, Path | None]:
         if int(os.environ.get('WORLD_SIZE', '1')) > 1:
             raise BadUsage(f'--resume {resume_from} into another --out runs on one process; copy the run folder '
                            'to --out first, then pass --resume alone')
-        check_output(out, folder=True, overwrite=False)
+        if occupied(Path(out), folder=True):
+            raise BadUsage(f'--resume {resume_from} copies that run into --out, but {out} is not empty; '
+                           'choose an empty or new --out')
         return True, source
     return True, None
 

@@ -105,7 +105,7 @@ def test_resume_path_continues_another_run_folder_in_an_empty_out(tmp_path):
     (tmp_path / 'busy').mkdir()
     (tmp_path / 'busy' / 'keep.txt').write_text('mine')
     refused = _invoke(*args, '--out', str(tmp_path / 'busy'), '--resume', str(first))
-    assert refused.exit_code == 1 and 'already exists' in refused.output
+    assert refused.exit_code == 2 and 'is not empty; choose an empty or new --out' in refused.output
     assert sorted(p.name for p in (tmp_path / 'busy').iterdir()) == ['keep.txt']
     result = _invoke(*args, '--out', str(second), '--resume', str(first / 'checkpoint.pt'))
     assert result.exit_code == 0, result.output

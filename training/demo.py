@@ -214,7 +214,7 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
     preset = DEMO_PRESETS[preset] if isinstance(preset, str) else preset
     out = resolve_output(out, folder=True)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InvalidArgumentError(f'{out} already holds a run; pass --overwrite to replace it or choose another --out')
+        raise InvalidArgumentError(f'{out} is not empty; pass --overwrite to replace what it holds or choose another --out')
     with replacing_dir(out):
         return _pipeline(out, preset=preset, seed=seed, device=device, stop_after_training=stop_after_training,
                          fused_quantizer=fused_quantizer)
