@@ -191,9 +191,10 @@ def train_group() -> None:
                    "inputs, the demo's; imagenet: the paper's).")
 @click.option('--recipe', 'recipe_name', default=None, help='Recipe preset (default: the space name).')
 @click.option('--bits', type=int, default=4, show_default=True, help='Bit-width (32 = float).')
-@click.option('--epochs', type=click.IntRange(min=0), default=None, help='Quantized epochs (default: the recipe\'s).')
+@click.option('--epochs', type=click.IntRange(min=0), default=None,
+              help="Quantized epochs, after the --float-epochs (default: the recipe's).")
 @click.option('--float-epochs', type=click.IntRange(min=0), default=None,
-              help='Float epochs before quantization starts.')
+              help="Float epochs before quantization starts (default: the recipe's; 0: none).")
 @click.option('--float-sampling', type=click.Choice(FLOAT_SAMPLINGS), default=None,
               help="What the float epochs train: the sandwich, or the largest subnet alone (progressive "
                    "shrinking's first stage; default: the recipe's).")

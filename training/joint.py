@@ -107,7 +107,8 @@ def train_supernet(*, supernet: OQATSupernet, train_set: Dataset, recipe: Recipe
     opt = loop_options.pop('optimizer', 'sgd')
     settings = LoopSettings(epochs=float_epochs + epochs, batch_size=recipe.batch_size // ctx.world_size,
                             checkpoint_every=checkpoint_every, log_every=log_every, data_seed=seed,
-                            desc=f'supernet {bits}-bit', **loop_options)
+                            desc=(f'supernet {float_epochs} float + {epochs} {bits}-bit epochs' if float_epochs
+                                  else f'supernet {bits}-bit'), **loop_options)
     spe = settings.steps_per_epoch(len(train_set), ctx.world_size)
     float_steps = float_epochs * spe
     quant_steps = epochs * spe
