@@ -179,6 +179,8 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
         if not Path(path).is_file():
             raise BadUsage(f'{path} is not a regular file; pass image files')
     model = _load(name, cache_dir)
+    if model.num_classes == 0:
+        raise BadUsage(f'{name} has no classifier (num_classes 0: it gives pre-logits); predict needs one')
     if top > model.num_classes and given('top'):
         raise BadUsage(f'--top {top}: {name} has {model.num_classes} classes; pass at most that')
     cfg = model.pretrained_cfg

@@ -21,7 +21,7 @@ import torch.nn as nn
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .costs import profile
-from .errors import InvalidFileError
+from .errors import InvalidArgumentError, InvalidFileError
 from .pretrained import PretrainedCfg
 from .quant import FLOAT_BITS, iter_quant_convs, quant_range
 from .registry import DEFAULT_TAG, get_pretrained_cfg, hub_org, is_model, zoo_data_file
@@ -77,6 +77,9 @@ def model_config(model: nn.Module, overrides: 'PretrainedCfg | dict[str, Any] | 
         if own.get(key) is not None:
             cfg[key] = own[key]
     clean = PretrainedCfg.from_dict(cfg).to_dict(remove_source=True)
+    problems = data_config_problems(PretrainedCfg.from_dict(clean), num_classes=model.num_classes)
+    if problems:
+        raise InvalidArgumentError(f'pretrained_cfg {"; ".join(problems)}; pass values that describe this model')
     return {
         'architecture': model.architecture,  # generic: timm and oqatnets build it from model_args alone
         'num_classes': model.num_classes,
@@ -107,8 +110,10 @@ def parse_model_config(config: Any, *, where: str) -> tuple[PretrainedCfg, dict[
         raise InvalidFileError(f'{where}: model_args has neither a spec (a subnet) nor bits (a supernet); '
                                'write the folder with oqatnets.save_pretrained')
     args.setdefault('num_classes', config.get('num_classes', cfg.num_classes))
-    _check_data_config(cfg, where=where)
     _check_consistent(cfg, args, where=where)
+    problems = data_config_problems(cfg, num_classes=args.get('num_classes'))
+    if problems:
+        raise InvalidFileError(f'{where}: pretrained_cfg {"; ".join(problems)}; write the folder with oqatnets.save_pretrained')
     return cfg, args
 
 
@@ -119,11 +124,12 @@ def _is_number(value: Any, *, positive: bool = False) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or not positive)
 
 
-def _check_data_config(cfg: PretrainedCfg, *, where: str) -> None:
-    """Refuse data-config fields that preprocessing could not use (checked on load, not deep inside a transform)."""
+def data_config_problems(cfg: PretrainedCfg, *, num_classes: int | None = None) -> list[str]:
+    """What in ``cfg``'s data config preprocessing or prediction could not use (empty when nothing; checked on
+    load and save, not deep inside a transform); label names must name each of ``num_classes`` classes."""
     problems = []
     size = cfg.input_size
-    if not (isinstance(size, tuple) and len(size) == 3 and all(isinstance(v, int) and _is_number(v, positive=True)
+    if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(isinstance(v, int) and _is_number(v, positive=True)
                                                                  for v in size)):
         problems.append(f'input_size {size!r} is not three positive integers')
     if not _is_number(cfg.crop_pct, positive=True):
@@ -132,13 +138,14 @@ def _check_data_config(cfg: PretrainedCfg, *, where: str) -> None:
         problems.append(f'interpolation {cfg.interpolation!r} is not one of {", ".join(_INTERPOLATIONS)}')
     for name, positive in (('mean', False), ('std', True)):
         value = getattr(cfg, name)
-        if not (isinstance(value, tuple) and value and all(_is_number(v, positive=positive) for v in value)):
+        if not (isinstance(value, (list, tuple)) and value and all(_is_number(v, positive=positive) for v in value)):
             problems.append(f'{name} {value!r} is not a list of {"positive " if positive else ""}numbers')
     names = cfg.label_names
-    if names is not None and not (isinstance(names, tuple) and all(isinstance(n, str) for n in names)):
+    if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
         problems.append(f'label_names {names!r} is not a list of strings')
-    if problems:
-        raise InvalidFileError(f'{where}: pretrained_cfg {"; ".join(problems)}; write the folder with oqatnets.save_pretrained')
+    elif names is not None and num_classes is not None and len(names) != num_classes:
+        problems.append(f'label_names has {len(names)} names for {num_classes} classes')
+    return problems
 
 
 def _check_consistent(cfg: PretrainedCfg, args: dict[str, Any], *, where: str) -> None:

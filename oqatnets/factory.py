@@ -23,6 +23,7 @@ from timm.models import adapt_input_conv
 
 from . import registry
 from ._io import sha256_file, verify_sha256
+from .card import data_config_problems, parse_model_config
 from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, InvalidTypeError, PretrainedWeightsError
 from .features import features_model
 from .hub import download, load_model_config_from_hf, load_model_config_from_path, offline_note
@@ -214,9 +215,13 @@ def _overlay(cfg: PretrainedCfg, overlay: dict[str, Any]) -> PretrainedCfg:
         raise InvalidArgumentError(f'pretrained_cfg_overlay cannot set {", ".join(owned)}: the model owns '
                                    f'{"them" if len(owned) > 1 else "it"}; pass {", ".join(_MODEL_FIELDS[k] for k in owned)} instead')
     try:
-        return cfg.replace(**overlay)
+        out = cfg.replace(**overlay)
     except TypeError as exc:
         raise InvalidArgumentError(f'pretrained_cfg_overlay: {exc}') from None
+    problems = data_config_problems(out, num_classes=out.num_classes)
+    if problems:
+        raise InvalidArgumentError(f'pretrained_cfg_overlay: {"; ".join(problems)}')
+    return out
 
 
 def _are_the_cfgs_weights(weights: WeightsFile, cfg: PretrainedCfg, overlay: dict[str, Any] | None) -> bool:
@@ -299,8 +304,10 @@ def load_packed(path: 'str | os.PathLike') -> nn.Module:
         raise InvalidFileError(f'{path} is not a packed oqatnets file with a model record; '
                                "load plain weights with create_model(..., checkpoint_path=PATH)")
     model = build_model(weights.record, state_dict=weights.state)
-    if weights.pretrained_cfg:
-        model.set_pretrained_cfg(weights.pretrained_cfg, source_args=canonical_args(weights.record))
+    if weights.pretrained_cfg:  # checked as a config.json is: it must describe the model the file records
+        cfg, _ = parse_model_config({'architecture': model.architecture, 'model_args': weights.record,
+                                     'pretrained_cfg': weights.pretrained_cfg}, where=str(path))
+        model.set_pretrained_cfg(cfg.replace(file=str(path)), source_args=canonical_args(weights.record))
     return model.eval()
 
 

@@ -127,18 +127,19 @@ def push_to_hub(model_or_dir: 'nn.Module | str | os.PathLike', repo_id: str, *, 
     return str(getattr(info, 'commit_url', info))
 
 
-_LOCAL_LOAD = re.compile(r"create_model\('local-dir:[^']*'")
+_CARD_LOAD = re.compile(r"create_model\('(?:local-dir|hf-hub):[^']*'")
 
 
 def _loading_from(folder: Path, load_name: str, scratch: Path) -> Path:
-    """``folder``, or a copy in ``scratch`` whose card loads from ``load_name`` where it said ``local-dir:``
-    (what save_pretrained writes for a model with no zoo name)."""
+    """``folder``, or a copy in ``scratch`` whose card's usage line loads from ``load_name`` (where the folder is
+    being published) instead of the folder itself or the repo it was saved for."""
     card = folder / MODEL_CARD_FILE
     text = card.read_text(encoding='utf-8') if card.is_file() else ''
-    if not _LOCAL_LOAD.search(text):
+    rewritten = _CARD_LOAD.sub(f"create_model('{load_name}'", text)
+    if rewritten == text:
         return folder
     shutil.copytree(folder, scratch)
-    write_text(scratch / MODEL_CARD_FILE, _LOCAL_LOAD.sub(f"create_model('{load_name}'", text))
+    write_text(scratch / MODEL_CARD_FILE, rewritten)
     return scratch
 
 
@@ -169,8 +170,8 @@ def publish_to_cache(folder: 'str | os.PathLike', repo_id: str, *, cache_dir: 's
     Layout (huggingface_hub's): ``models--{org}--{name}/blobs/<sha256>``,
     ``snapshots/<commit>/<file>`` as relative links to the blobs, ``refs/<revision>`` holding the
     commit id (a hash of the files, so identical content gives the same commit). Returns the
-    snapshot folder. Offline ``hf_hub_download`` then finds the files. A card that loads from the
-    folder itself (``local-dir:``) is published loading from ``repo_id`` instead.
+    snapshot folder. Offline ``hf_hub_download`` then finds the files. The card's usage line is
+    published loading from ``repo_id``, whatever folder or repo it named.
     """
     folder = _check_folder(Path(folder))
     if repo_id.count('/') != 1 or not all(repo_id.split('/')) or '..' in repo_id.split('/'):

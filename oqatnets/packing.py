@@ -56,10 +56,11 @@ def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
     return packed.reshape(-1)[:(n * bits + 7) // 8].to(torch.uint8)
 
 
-def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`: the first ``numel`` values, as int64."""
+def unpack_bits(packed: torch.Tensor, bits: int, numel: int, *, where: str = 'unpack_bits') -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: the first ``numel`` values, as int64; ``where`` names the data in errors."""
     if packed.numel() * 8 < numel * bits:
-        raise InvalidFileError(f'unpack_bits: {packed.numel()} bytes cannot hold {numel} values of {bits} bits')
+        raise InvalidFileError(f'{where}: {packed.numel()} bytes cannot hold {numel} values of {bits} bits; '
+                               'the file is corrupt')
     data = packed.reshape(-1).to(torch.int64)
     data = torch.nn.functional.pad(data, (0, (-data.numel()) % bits)).reshape(-1, bits)
     words = (data << (torch.arange(bits, dtype=torch.int64) * 8)).sum(1)
@@ -122,17 +123,23 @@ def unpack_state_dict(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     if version > FORMAT_VERSION:
         raise InvalidFileError(f'{where} uses {FORMAT_NAME} version {version}; this oqatnets reads up to '
                                f'{FORMAT_VERSION}: upgrade oqatnets')
-    if not 1 <= bits <= 8 or not isinstance(shapes, dict):
-        raise InvalidFileError(f'{where}: packed metadata declares bits={bits} and shapes of type '
-                               f'{type(shapes).__name__}; the file is corrupt')
+    if version < 1 or not 2 <= bits <= 8 or not isinstance(shapes, dict):
+        raise InvalidFileError(f'{where}: packed metadata declares version {version}, bits={bits} and shapes of '
+                               f'type {type(shapes).__name__}; the file is corrupt')
+    if offset != quant_range(bits, signed=True)[0]:  # the codes' zero: fixed by the bits, never free
+        raise InvalidFileError(f'{where}: code_offset {offset} is not the {bits}-bit offset '
+                               f'{quant_range(bits, signed=True)[0]}; the file is corrupt')
     state = dict(tensors)
     for name, shape in shapes.items():
         codes_key, step_key = name + _CODES, f'{name}.weight_step'
         if codes_key not in state or step_key not in state:
             raise InvalidFileError(f'{where}: {codes_key} or {step_key} is missing; the file is corrupt')
-        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        if state[codes_key].dtype != torch.uint8:
+            raise InvalidFileError(f'{where}: {codes_key} holds {state[codes_key].dtype}, not packed bytes '
+                                   '(uint8); the file is corrupt')
+        if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
             raise InvalidFileError(f'{where}: shape of {name} is {shape!r}; the file is corrupt')
-        codes = unpack_bits(state.pop(codes_key), bits, math.prod(shape)) + offset
+        codes = unpack_bits(state.pop(codes_key), bits, math.prod(shape), where=where) + offset
         step = state[step_key]
         state[f'{name}.weight'] = codes.to(step.dtype).reshape(shape) * step.abs()
         state[f'{name}.step_initialized'] = torch.ones((), dtype=torch.bool)

@@ -24,6 +24,7 @@ from safetensors.torch import save
 from ._io import atomic_path
 from .errors import FileMissingError, IncompatibleWeightsError, InvalidFileError
 from .packing import is_packed_metadata, packed_state_dict, unpack_state_dict
+from .pretrained import PretrainedCfg
 from .spec import SubnetSpec, get_space
 
 __all__ = ['WeightsFile', 'read_weights', 'load_state_dict', 'save_weights', 'save_packed', 'write_safetensors',
@@ -86,7 +87,23 @@ def read_weights(path: 'str | os.PathLike') -> WeightsFile:
                                'it is truncated, corrupt or of another format') from None
     if is_packed_metadata(metadata):
         tensors = unpack_state_dict(tensors, metadata, where=str(path))
-    return WeightsFile(path, tensors, metadata)
+    weights = WeightsFile(path, tensors, metadata)
+    if weights.packed and weights.record is not None:
+        _check_packed_bits(weights)
+    return weights
+
+
+def _check_packed_bits(weights: WeightsFile) -> None:
+    """Refuse a packed file whose codes are packed at other bits than the model it records."""
+    record = weights.record
+    try:
+        spec = canonical_args(record).get('spec')
+    except (ValueError, TypeError) as exc:
+        raise InvalidFileError(f'{weights.path}: its model record is malformed ({exc}); the file is corrupt') from None
+    packed_bits = int(weights.metadata['bits'])
+    if spec is not None and SubnetSpec.parse(spec).bits != packed_bits:
+        raise InvalidFileError(f'{weights.path}: codes packed at {packed_bits} bits for a {SubnetSpec.parse(spec).bits}'
+                               '-bit model record; the file is corrupt')
 
 
 def load_state_dict(path: 'str | os.PathLike') -> dict[str, torch.Tensor]:
@@ -172,5 +189,6 @@ def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: 
     state, metadata = packed_state_dict(model)
     metadata[_PACKED_RECORD_KEY] = json.dumps(model.model_args())
     cfg = pretrained_cfg if pretrained_cfg is not None else model.pretrained_cfg
-    metadata['pretrained_cfg'] = json.dumps(cfg, default=str)
+    # where the model was loaded from is no fact of this file: the same weights give the same bytes
+    metadata['pretrained_cfg'] = json.dumps(PretrainedCfg.from_dict(cfg).to_dict(remove_source=True), default=str)
     return write_safetensors(state, path, metadata=metadata)

@@ -128,6 +128,10 @@ def test_counts_given_beyond_what_there_is_are_refused(folder, tmp_path):
     data = image_folder(tmp_path / 'data')
     result = run('eval', f'local-dir:{path}', '--data', data, '--recalibrate-bn', 1000)
     assert result.exit_code == 2 and '--recalibrate-bn 1000' in result.output and 'has 12 training images' in result.output
+    headless = small_net(2, num_classes=0)
+    headless_dir = oqatnets.save_pretrained(headless, tmp_path / 'headless')
+    result = run('predict', f'local-dir:{headless_dir}', data / 'val' / 'bee' / '0.png')
+    assert result.exit_code == 2 and 'has no classifier' in result.output
     result = run('eval', f'local-dir:{path}', '--data', data, '--calibration-mode', 'batch')  # nothing to calibrate
     assert result.exit_code == 2 and 'pass N > 0 or drop it' in result.output
     image = data / 'val' / 'bee' / '0.png'

@@ -237,6 +237,24 @@ def test_a_card_says_to_load_from_where_the_weights_are(saved, hub_calls):
     assert (folder / 'README.md').read_bytes() == before  # the saved folder itself is untouched
 
 
+def test_a_card_saved_for_one_repo_is_published_loading_from_the_one_it_goes_to(saved, tmp_path):
+    """A zoo-built folder's card names its entry's repo; published elsewhere, it must load from there."""
+    model, _ = saved
+    folder = oqatnets.save_pretrained(model, tmp_path / 'entry', model_card={'load_name': 'hf-hub:org/entry'})
+    snapshot = oqatnets.publish_to_cache(folder, 'me/copy', cache_dir=tmp_path / 'cache', revision='v1')
+    card = (snapshot / 'README.md').read_text()
+    assert "create_model('hf-hub:me/copy@v1', pretrained=True)" in card and 'org/entry' not in card
+
+
+def test_label_names_must_name_every_class(saved, tmp_path):
+    model, _ = saved
+    with pytest.raises(InvalidArgumentError, match='label_names has 2 names for 10 classes'):
+        oqatnets.save_pretrained(model, tmp_path / 'x', pretrained_cfg={'label_names': ['a', 'b']})
+    assert not (tmp_path / 'x').exists()
+    with pytest.raises(InvalidArgumentError, match='pretrained_cfg_overlay: label_names has 1 names'):
+        oqatnets.create_model('oqat_2bit_m', num_classes=10, pretrained_cfg_overlay=dict(label_names=['a']))
+
+
 def test_model_card_license_and_base_model_rules(tmp_path):
     model = small_net(2)
     local = oqatnets.save_pretrained(model, tmp_path / 'a', pretrained_cfg={'supernet': str(tmp_path / 'run4'),

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 from zoo_helpers import inputs, small_net
 
 import oqatnets
 from oqatnets import load_packed, save_packed
-from oqatnets.errors import InvalidArgumentError
+from oqatnets.errors import InvalidArgumentError, InvalidFileError
 from oqatnets.packing import FORMAT_NAME, pack_bits, packed_state_dict, unpack_bits
 from oqatnets.quant import iter_quant_convs
 from oqatnets.training import inherit_bits
@@ -87,3 +89,43 @@ def test_a_one_bit_net_is_saved_without_a_packed_file_and_reloads(tmp_path):
         assert again.bits == 1 and torch.equal(again(inputs()), net(inputs()))
     with pytest.raises(InvalidArgumentError, match='1-bit weights are not packed'):
         packed_state_dict(net)
+
+
+def _rewritten(path, tmp_path, *, tensors=None, **metadata):
+    """A copy of the packed file at ``path`` with some metadata (or tensors) replaced."""
+    with safe_open(str(path), framework='pt') as f:
+        meta = {**f.metadata(), **metadata}
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    out = tmp_path / 'edited.safetensors'
+    save_file({**state, **(tensors or {})}, str(out), metadata=meta)
+    return out
+
+
+@pytest.mark.parametrize('edit,words', [
+    (dict(bits='2', code_offset='-2'), 'codes packed at 2 bits for a 3-bit model record'),
+    (dict(code_offset='5'), 'code_offset 5 is not the 3-bit offset'),
+    (dict(format_version='-1'), 'declares version -1'),
+    (dict(shapes=json.dumps({'final_conv': [True, 1, 1, 1]})), 'shape of final_conv'),
+    (dict(tensors={'final_conv.weight_codes': torch.zeros(10)}), 'not packed bytes'),
+    (dict(pretrained_cfg=json.dumps({'bits': 4})), 'pretrained_cfg.bits is 4 but model_args build 3'),
+    (dict(pretrained_cfg=json.dumps({'num_classes': 7})), 'contradicts itself'),
+    (dict(pretrained_cfg=json.dumps({'num_classes': 10, 'label_names': ['a']})), 'label_names has 1 names for 10'),
+])
+def test_a_packed_file_that_contradicts_itself_is_refused_in_one_line(edit, words, tmp_path):
+    """Packed codes are read only as the file's own record describes them; anything else is corruption."""
+    path = save_packed(small_net(3, seed=3), tmp_path / 'model.packed.safetensors')
+    edited = _rewritten(path, tmp_path, **edit)
+    with pytest.raises(InvalidFileError, match=re.escape(words)) as info:
+        load_packed(edited)
+    assert str(edited) in str(info.value) and '\n' not in str(info.value)
+
+
+def test_a_packed_file_names_itself_not_the_folder_its_model_came_from(tmp_path):
+    model = small_net(2, seed=2)
+    folder = oqatnets.save_pretrained(model, tmp_path / 'net')
+    loaded = oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
+    exported = save_packed(loaded, tmp_path / 'export.safetensors')
+    with safe_open(str(exported), framework='pt') as f:
+        embedded = json.loads(f.metadata()['pretrained_cfg'])
+    assert 'file' not in embedded and 'source' not in embedded  # where it was loaded from is no fact of the file
+    assert load_packed(exported).pretrained_cfg['file'] == str(exported)
