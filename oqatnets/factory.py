@@ -107,6 +107,9 @@ def build_model(model_args: dict[str, Any], *, state_dict: dict[str, torch.Tenso
     ``num_classes``/``in_chans`` different from the weights drop the classifier (re-initialised)
     or adapt the stem conv; every other tensor, step sizes included, is loaded unchanged.
     """
+    for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise InvalidArgumentError(f'{name} must be an integer >= {minimum}, got {value!r}')
     args = dict(model_args)
     trained_classes, trained_chans = int(args.get('num_classes', 1000)), int(args.get('in_chans', 3))
     args['num_classes'] = trained_classes if num_classes is None else num_classes

@@ -28,6 +28,7 @@ from huggingface_hub.errors import EntryNotFoundError, HFValidationError, Reposi
 from ._io import atomic_dir, atomic_path, resolve_output, sha256_file, verify_sha256, write_text
 from .card import model_config, read_model_config, render_model_card
 from .errors import ChecksumError, FileMissingError, InvalidArgumentError, PretrainedWeightsError
+from .net import require_oqat_model
 from .pretrained import CONFIG_FILE, MODEL_CARD_FILE, PACKED_FILE, WEIGHTS_FILE, PretrainedCfg
 from .quant import FLOAT_BITS
 from .supernet import OQATSupernet
@@ -64,6 +65,7 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
     or evaluated on; ``pretrained_cfg`` overrides data fields of the model's own cfg (the model's
     identity — architecture, bits, spec, space, classes, input size — always comes from the model).
     """
+    require_oqat_model(model, action='save_pretrained')
     folder = resolve_output(save_directory, folder=True)
     overrides = pretrained_cfg.to_dict() if isinstance(pretrained_cfg, PretrainedCfg) else dict(pretrained_cfg or {})
     if dataset:

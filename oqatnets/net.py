@@ -8,13 +8,13 @@ import torch.nn as nn
 from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, InvalidTypeError
 from .layers import DepthwiseSeparable, InvertedResidual, batch_norm, create_act, drop_path_rates
 from .pretrained import PretrainedCfg
 from .quant import QuantConv2d, get_bits, set_bits, validate_bits
 from .spec import MAX_DEPTH, NUM_STAGES, SearchSpace, SubnetSpec, get_space
 
-__all__ = ['OQATBase', 'OQATNet', 'check_feature_indices']
+__all__ = ['OQATBase', 'OQATNet', 'check_feature_indices', 'require_oqat_model']
 
 
 class OQATBase(nn.Module):
@@ -248,6 +248,15 @@ def _check_pool(global_pool: str) -> None:
     if global_pool != 'avg':
         raise InvalidArgumentError(f"global_pool={global_pool!r} is not supported: the quantized conv_head is "
                                    "trained on average-pooled features; use 'avg'")
+
+
+def require_oqat_model(model: Any, *, action: str) -> None:
+    """Refuse anything but an OQATNet or supernet for ``action`` (another library's model, a features_only wrapper)."""
+    if isinstance(model, OQATBase):
+        return
+    wrapped = isinstance(getattr(model, 'model', None), OQATBase)  # timm's FeatureGetterNet holds it as .model
+    raise InvalidTypeError(f'{action} takes an OQATNet or OQATSupernet, got {type(model).__name__}'
+                           + ('; pass the model itself, not its features_only wrapper' if wrapped else ''))
 
 
 def check_feature_indices(indices: Any, n: int, *, name: str) -> None:

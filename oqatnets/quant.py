@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ._lsq_kernel import LSQKernel, load_kernel
-from .errors import InvalidArgumentError, QuantizationError
+from .errors import InvalidArgumentError, InvalidTypeError, QuantizationError
 
 __all__ = [
     'SUPPORTED_BITS', 'FLOAT_BITS', 'quant_range', 'validate_bits', 'lsq_quantize', 'quant_codes', 'QuantConv2d',
@@ -391,13 +392,22 @@ def iter_quant_convs(model: nn.Module) -> Iterator[tuple[str, QuantConv2d]]:
             yield name, module
 
 
+def _module(model: Any, *, action: str) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f'{action} takes a torch module, got {type(model).__name__}')
+    return model
+
+
 def set_bits(model: nn.Module, bits: int) -> nn.Module:
     """Set the bit-width of every quantized conv of ``model`` (32 turns quantization off).
 
     The convs own the bit-width: an OQATNet's ``bits``, ``spec`` and ``pretrained_cfg`` read it from them.
     """
     validate_bits(bits)
-    for _, module in iter_quant_convs(model):
+    convs = [module for _, module in iter_quant_convs(_module(model, action='set_bits'))]
+    if not convs:
+        raise InvalidArgumentError(f'{type(model).__name__} has no quantized convs whose bits could be set')
+    for module in convs:
         module.bits = bits
         module._weight_cache = None
     return model
@@ -431,7 +441,7 @@ def fused_quantizer_enabled(model: nn.Module) -> bool:
 
 def get_bits(model: nn.Module) -> int:
     """The uniform bit-width of ``model``'s quantized convs (32 when it has none)."""
-    bits = {m.bits for _, m in iter_quant_convs(model)}
+    bits = {m.bits for _, m in iter_quant_convs(_module(model, action='get_bits'))}
     if len(bits) > 1:
         raise InvalidArgumentError(f'model mixes bit-widths {sorted(bits)}; OQATNets use one bit-width per network')
     return bits.pop() if bits else FLOAT_BITS

@@ -23,6 +23,7 @@ from safetensors.torch import save
 
 from ._io import atomic_path
 from .errors import FileMissingError, IncompatibleWeightsError, InvalidFileError
+from .net import require_oqat_model
 from .packing import is_packed_metadata, packed_state_dict, unpack_state_dict
 from .pretrained import PretrainedCfg
 from .spec import SubnetSpec, get_space
@@ -180,12 +181,14 @@ def write_safetensors(state: dict[str, torch.Tensor], path: 'str | os.PathLike',
 
 def save_weights(model: nn.Module, path: 'str | os.PathLike') -> Path:
     """Write ``model``'s state dict as plain safetensors with its model record, atomically."""
+    require_oqat_model(model, action='save_weights')
     return write_safetensors(_cpu_state(model), path,
                              metadata={'format': 'pt', RECORD_KEY: json.dumps(model.model_args())})
 
 
 def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: dict[str, Any] | None = None) -> Path:
     """Write ``model``'s packed low-bit weights (an OQATNet with initialised steps) atomically."""
+    require_oqat_model(model, action='save_packed')
     state, metadata = packed_state_dict(model)
     metadata[_PACKED_RECORD_KEY] = json.dumps(model.model_args())
     cfg = pretrained_cfg if pretrained_cfg is not None else model.pretrained_cfg

@@ -15,6 +15,8 @@ from zoo_helpers import RESOLUTION, image_folder, inputs, small_net, small_table
 
 import oqatnets
 from oqatnets.errors import IncompatibleWeightsError, InvalidArgumentError, OQATNetsError
+from oqatnets.factory import build_model
+from oqatnets.features import features_model
 from oqatnets.quant import iter_quant_convs
 from oqatnets.training import inherit_bits
 
@@ -330,6 +332,13 @@ def test_profile_refuses_a_space_the_model_was_not_built_in():
     lambda: oqatnets.create_model('oqat_2bit_s', dtype=torch.int8),
     lambda: oqatnets.create_model('oqat_2bit_s', out_indices=(1, 2)),
     lambda: oqatnets.OQATSupernet(space='small', bits=2, num_classes=3).get_subnet(5),
+    lambda: build_model(small_net(2).model_args(), state_dict=small_net(2).state_dict(), in_chans=0),
+    lambda: build_model(small_net(2).model_args(), state_dict=small_net(2).state_dict(), in_chans='3'),
+    lambda: oqatnets.save_pretrained(torch.nn.Linear(2, 2), 'never-written'),
+    lambda: oqatnets.save_pretrained(features_model(small_net(2)), 'never-written'),
+    lambda: oqatnets.save_packed(None, 'never-written.safetensors'),
+    lambda: oqatnets.set_bits(torch.nn.Linear(2, 2), 2),
+    lambda: oqatnets.get_bits('a model'),
 ])
 def test_library_errors_for_bad_input_are_oqatnets_errors(call):
     with pytest.raises(OQATNetsError):
