@@ -25,6 +25,8 @@ _SUBPACKAGES = {'oqatnets.training': 'training', 'oqatnets.zoo': 'zoo', 'oqatnet
 class _CheckoutLayout(importlib.abc.MetaPathFinder):
     """Finds ``oqatnets.training/zoo/cli`` in this checkout's top-level folders (the installed layout)."""
 
+    checkout = _ROOT  # torch.hub re-executes this file on every load, so each load has a new class: match on this
+
     def find_spec(self, fullname: str, path=None, target=None) -> 'importlib.machinery.ModuleSpec | None':
         folder = _SUBPACKAGES.get(fullname)
         if folder is None:
@@ -36,7 +38,7 @@ class _CheckoutLayout(importlib.abc.MetaPathFinder):
 def _map_checkout_layout() -> None:
     spec = importlib.util.find_spec('oqatnets')
     is_this_checkout = spec is not None and spec.origin and _Path(spec.origin).resolve().parent == _ROOT / 'oqatnets'
-    if is_this_checkout and not any(isinstance(f, _CheckoutLayout) for f in sys.meta_path):
+    if is_this_checkout and not any(getattr(f, 'checkout', None) == _ROOT for f in sys.meta_path):
         sys.meta_path.insert(0, _CheckoutLayout())
 
 

@@ -22,7 +22,9 @@ import oqatnets, oqatnets.training, oqatnets.zoo
 from oqatnets.registry import zoo_data_file
 hubconf = torch.hub._import_module('hubconf', repo + '/hubconf.py')  # what torch.hub.list reads
 names = [n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith('_')]
-print(json.dumps({'names': names, 'type': type(model).__name__, 'classes': model.num_classes,
+torch.hub.load(repo, 'oqat_2bit_s', source='local')  # each load runs hubconf again: still one finder
+finders = sum(getattr(f, 'checkout', None) is not None for f in sys.meta_path)
+print(json.dumps({'names': names, 'type': type(model).__name__, 'classes': model.num_classes, 'finders': finders,
                   'oqatnets': oqatnets.__file__, 'training': oqatnets.training.__file__,
                   'table': str(zoo_data_file('models.json'))}))
 '''
@@ -45,7 +47,7 @@ def test_torch_hub_loads_from_an_uninstalled_checkout(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert 'oqat_2bit_m' in out['names'] and not {'Path', 'dependencies'} & set(out['names'])
-    assert (out['type'], out['classes']) == ('OQATNet', 10)
+    assert (out['type'], out['classes'], out['finders']) == ('OQATNet', 10, 1)
     for key in ('oqatnets', 'training', 'table'):
         assert out[key].startswith(str(repo)), (key, out[key])
     assert out['table'] == str(repo / 'zoo' / 'models.json')
