@@ -326,8 +326,8 @@ def zoo_group() -> None:
 @click.argument('supernet', shell_complete=complete_model_name)
 @click.argument('out', type=click.Path(file_okay=False))
 @click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
-@click.option('--calib-images', type=click.IntRange(min=1), default=2000, show_default=True,
-              help='Training images used to recalibrate BN statistics of each subnet.')
+@click.option('--calib-images', type=click.IntRange(min=1), default=None,
+              help='Training images used to recalibrate BN statistics of each subnet (default: 2000, or all if fewer).')
 @click.option('--calib-batch', type=click.IntRange(min=1), default=100, show_default=True,
               help='Images per BN-calibration batch.')
 @calibration_mode_option
@@ -337,7 +337,7 @@ def zoo_group() -> None:
 @click.option('--cache-dir', default=None, help='Hugging Face cache folder.')
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 @overwrite_option
-def zoo_build_cmd(supernet: str, out: str, data: str, calib_images: int, calib_batch: int,
+def zoo_build_cmd(supernet: str, out: str, data: str, calib_images: int | None, calib_batch: int,
                   calibration_mode: str | None, batch_size: int, workers: int, cache_dir: str | None,
                   as_json: bool, overwrite: bool) -> None:
     """For every registered entry of SUPERNET's bit-width: extract, recalibrate BN, evaluate, save to OUT."""

@@ -54,8 +54,10 @@ def test_zoo_build_extracts_recalibrates_evaluates_and_saves(tmp_path):
             if 'running' not in key and 'num_batches' not in key:
                 assert torch.equal(built.state_dict()[key], value), key
         assert not torch.equal(built.final_bn.running_mean, reference.final_bn.running_mean)
+        assert config['pretrained_cfg']['supernet'] == f'local-dir:{supernet_dir}'  # the supernet used, not the row's
     table = json.loads((out / 'zoo.json').read_text())
     assert {r['name'] for r in table['models']} == set(rows)
+    assert {r['supernet'] for r in table['models']} == {f'local-dir:{supernet_dir}'}
     assert all(r['sha256']['model.safetensors'] for r in table['models'])
     oqatnets.register_zoo_table(out / 'zoo.json')
     assert 'oqat_zb_2bit_s.in1k' in oqatnets.list_pretrained('oqat_zb_*')
@@ -68,6 +70,18 @@ def test_zoo_build_extracts_recalibrates_evaluates_and_saves(tmp_path):
     by_batch = oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
     by_population = oqatnets.create_model(f'local-dir:{out / "oqat_zb_2bit_l.in1k"}', pretrained=True)
     assert not torch.equal(by_batch.final_bn.running_var, by_population.final_bn.running_var)
+
+
+def test_zoo_build_refuses_more_calibration_images_than_there_are(tmp_path):
+    supernet = oqatnets.create_supernet(2, space='small', num_classes=3)
+    supernet.train()(inputs(4))
+    supernet_dir = oqatnets.save_pretrained(supernet.eval(), tmp_path / 'supernet')
+    oqatnets.register_zoo_table(small_table('oqat_zbc_2bit_s', get_space('small').smallest(2, 28), num_classes=3))
+    data = image_folder(tmp_path / 'data', per_class=1)
+    result = CliRunner().invoke(cli, ['zoo', 'build', f'local-dir:{supernet_dir}', '--data', str(data),
+                                      str(tmp_path / 'o'), '--calib-images', '5000'])
+    assert result.exit_code == 2 and 'calib_images=5000' in result.output and 'has 3 training images' in result.output
+    assert not (tmp_path / 'o').exists()
 
 
 def test_zoo_build_refuses_a_subnet(tmp_path):

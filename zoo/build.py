@@ -35,6 +35,9 @@ from oqatnets.training.sources import load_image_data
 __all__ = ['BuildResult', 'zoo_entries_for', 'build_zoo']
 
 
+_DEFAULT_CALIB_IMAGES = 2000  # the authors' number
+
+
 @dataclass(frozen=True)
 class BuildResult:
     name: str
@@ -43,6 +46,7 @@ class BuildResult:
     top5: float
     images: int
     sha256: dict[str, str | None]
+    supernet: str  # the supernet the entry was extracted from
 
 
 def zoo_entries_for(supernet: OQATSupernet) -> list[registry.ZooEntry]:
@@ -60,14 +64,16 @@ def _loader(dataset, batch_size: int, workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
 
 
-def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.PathLike', calib_images: int = 2000,
+def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.PathLike', calib_images: int | None = None,
               calib_batch: int = 100, batch_size: int = 100, workers: int = 0, progress: bool = True,
               cache_dir: 'str | os.PathLike | None' = None, mode: CalibrationMode | None = None,
               log: Callable[[str], None] = print) -> list[BuildResult]:
     """Extract, recalibrate, evaluate and save every zoo entry of ``supernet_name``'s bit-width.
 
     ``mode`` is the BN calibration mode (:func:`~oqatnets.evaluation.recalibrate_bn`); default: the
-    recipe's for the supernet's space.
+    recipe's for the supernet's space. ``calib_images``: how many training images recalibrate BN (default
+    2000, or all there are if fewer); more than there are is refused. Each entry records the supernet
+    it was built from (``supernet_name``) as its parent.
     """
     supernet = create_model(supernet_name, pretrained=True, cache_dir=cache_dir)
     if not isinstance(supernet, OQATSupernet):
@@ -92,21 +98,26 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
         images = datasets[r]
         if images.num_classes != supernet.num_classes:
             raise InvalidArgumentError(f'{data} has {images.num_classes} classes, the supernet {supernet.num_classes}')
+        if calib_images is not None and calib_images > len(images.train):
+            raise InvalidArgumentError(f'calib_images={calib_images}: {data} has {len(images.train)} training images; '
+                                       'pass at most that')
+        used = min(calib_images or _DEFAULT_CALIB_IMAGES, len(images.train))
         subnet = supernet.get_subnet(entry.spec)
-        calib = calibration_batches(eval_view(images.train, resolution=r), num_images=calib_images,
+        calib = calibration_batches(eval_view(images.train, resolution=r), num_images=used,
                                     batch_size=calib_batch, in_memory=False, num_workers=workers)
         recalibrate_bn(subnet, calib, resolution=r, mode=mode)
         metrics = evaluate(subnet, _loader(images.val, batch_size, workers), resolution=r, progress=progress,
                            desc=entry.arch)
         source = (f'measured by oqat zoo build: {images.name} validation split ({metrics["images"]} images) after '
-                  f'BN recalibration ({mode} mode) on {min(calib_images, len(images.train))} training images')
-        cfg = registry.get_pretrained_cfg(entry.name).replace(supernet=entry.cfg.supernet or supernet_name)
+                  f'BN recalibration ({mode} mode) on {used} training images')
+        cfg = registry.get_pretrained_cfg(entry.name).replace(supernet=supernet_name)  # the one these weights are from
         subnet.pretrained_cfg = cfg.to_dict()
         folder = save_pretrained(subnet, out / entry.name, dataset=images.name, pretrained_cfg=cfg,
                                  metrics={'top1': metrics['top1'], 'top5': metrics['top5'], 'images': metrics['images'],
                                           'split': 'validation', 'source': source})
         sha256 = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['sha256']
-        results.append(BuildResult(entry.name, folder, metrics['top1'], metrics['top5'], metrics['images'], sha256))
+        results.append(BuildResult(entry.name, folder, metrics['top1'], metrics['top5'], metrics['images'], sha256,
+                                   supernet_name))
         log(f'{entry.name}: top-1 {metrics["top1"]:.2f} %, top-5 {metrics["top5"]:.2f} % -> {folder}')
     _write_table(out / 'zoo.json', results)
     return results
@@ -117,6 +128,7 @@ def _write_table(path: Path, results: list[BuildResult]) -> None:
     for result in results:
         row = registry.get_entry(result.name).row
         rows.append({**{k: v for k, v in row.items() if not k.startswith('reported_')}, 'name': result.name,
+                     'supernet': result.supernet,
                      'top1': round(result.top1, 3), 'top5': round(result.top5, 3),
                      'metrics_source': 'measured by oqat zoo build', 'sha256': result.sha256})
     table = {'schema': registry.SCHEMA, 'schema_version': registry.SCHEMA_VERSION, 'models': rows}
