@@ -29,13 +29,14 @@ __all__ = ['register_with_timm', 'subscribe', 'resolve_source']
 
 default_cfgs: dict[str, Any] = {}  # read by timm's register_model
 _registered: set[str] = set()
-_WEIGHT_SOURCE_FIELDS = ('url', 'file', 'hf_hub_id', 'hf_hub_filename')
 
 
 def _as_dict(pretrained_cfg: Any) -> dict[str, Any]:
-    """timm hands entrypoints a tag string, a dict (hf-hub:/local-dir: loads) or its PretrainedCfg."""
+    """timm hands entrypoints a tag string, a dict (hf-hub:/local-dir: loads, or a user's) or its PretrainedCfg;
+    of a PretrainedCfg only the fields set away from timm's defaults count (the rest were never given)."""
     if hasattr(pretrained_cfg, 'to_dict'):
-        return dict(pretrained_cfg.to_dict())
+        defaults = type(pretrained_cfg)().to_dict()
+        return {k: v for k, v in pretrained_cfg.to_dict().items() if defaults.get(k) != v}
     return dict(pretrained_cfg) if isinstance(pretrained_cfg, dict) else {}
 
 
@@ -45,7 +46,8 @@ def resolve_source(name: str, pretrained_cfg: Any) -> tuple[str, dict[str, Any]]
     timm resolves ``hf-hub:org/repo`` and ``local-dir:PATH`` itself, then calls the entrypoint of the
     ``architecture`` their ``config.json`` records with a cfg whose ``source`` says where the weights
     are; that source, not the registry entry of the architecture, is what must load. A tag string
-    selects ``name.tag``; any other cfg contributes its weight location (file, url, hub id).
+    selects ``name.tag``; a cfg a user passes selects its ``tag`` and overlays every other field it
+    sets (weight location and data config; fields the model owns are refused by create_model).
     """
     if isinstance(pretrained_cfg, str):
         return f'{name}.{pretrained_cfg}' if pretrained_cfg else name, {}
@@ -58,7 +60,7 @@ def resolve_source(name: str, pretrained_cfg: Any) -> tuple[str, dict[str, Any]]
             return f'local-dir:{path}', {}
         return name, {'file': str(path)}
     tag = cfg.get('tag')
-    overlay = {k: cfg[k] for k in _WEIGHT_SOURCE_FIELDS if cfg.get(k)}
+    overlay = {k: v for k, v in cfg.items() if k not in ('tag', 'architecture', 'source') and v is not None}
     return (f'{name}.{tag}' if tag and name not in GENERIC_ARCHITECTURES else name), overlay
 
 

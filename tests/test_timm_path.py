@@ -5,11 +5,13 @@ import pytest
 import timm
 import timm.optim
 import torch
+from timm.models import PretrainedCfg as TimmPretrainedCfg
 from timm.models._features import FeatureGetterNet
 from zoo_helpers import inputs, small_net, small_spec, small_table
 
 import oqatnets
 from oqatnets._io import sha256_file
+from oqatnets.errors import InvalidArgumentError
 from oqatnets.timm_compat import resolve_source
 
 
@@ -52,7 +54,18 @@ def test_a_timm_cfg_source_wins_over_the_registry_entry(published):
     assert resolve_source('oqat_2bit_m', {'source': 'local-dir', 'file': str(folder)}) == (f'local-dir:{folder}', {})
     assert resolve_source('oqat_2bit_m', 'in1k') == ('oqat_2bit_m.in1k', {})
     assert resolve_source('oqat_2bit_m', {'file': 'w.safetensors', 'mean': (0.5,)}) == \
-        ('oqat_2bit_m', {'file': 'w.safetensors'})
+        ('oqat_2bit_m', {'file': 'w.safetensors', 'mean': (0.5,)})
+
+
+def test_a_cfg_passed_to_timm_is_honoured_or_refused():
+    """timm's pretrained_cfg= (a dict, or its PretrainedCfg: only the fields set away from its defaults) sets the
+    data config like pretrained_cfg_overlay; what the model owns is refused, never silently dropped."""
+    for given in ({'mean': (0.1, 0.2, 0.3), 'crop_pct': 0.5}, TimmPretrainedCfg(mean=(0.1, 0.2, 0.3), crop_pct=0.5)):
+        cfg = timm.create_model('oqat_2bit_m', pretrained_cfg=given).pretrained_cfg
+        assert tuple(cfg['mean']) == (0.1, 0.2, 0.3) and cfg['crop_pct'] == 0.5
+        assert cfg['interpolation'] == oqatnets.get_pretrained_cfg('oqat_2bit_m').interpolation  # the rest kept
+    with pytest.raises(InvalidArgumentError, match='cannot set input_size'):
+        timm.create_model('oqat_2bit_m', pretrained_cfg={'input_size': (3, 64, 64)})
 
 
 def test_timm_lists_only_published_weights(published):
