@@ -230,6 +230,9 @@ def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir
                overwrite: bool) -> None:
     """Write NAME's weights as ONNX (fast exact or QCDQ) or as the packed low-bit safetensors file."""
     from oqatnets._io import atomic_path
+    if out == '-':
+        raise click.BadParameter("export writes a file, not standard output; name OUT (e.g. model.onnx)",
+                                 param_hint="'OUT'")
     fmt = fmt or _format_from_suffix(out)
     suffix = Path(out).suffix.lower()
     if suffix in _FORMAT_BY_SUFFIX and _FORMAT_BY_SUFFIX[suffix] != {'qcdq': 'onnx'}.get(fmt, fmt):

@@ -275,6 +275,8 @@ def render_model_card(model: nn.Module, config: dict[str, Any], *, metrics: dict
         front_matter=data.to_yaml(), name=name,
         description=card.pop('description', None) or cfg.get('description') or '',
         bits=model.bits, details=_rows(details), profile=_rows(_profile_rows(model)), metrics=metrics_text,
+        what=('OQAT supernet: the weight-sharing MobileNetV3 space whose subnets are extracted with their '
+              'quantized weights as they are,' if isinstance(model, OQATSupernet) else 'OQATNet: a MobileNetV3 subnet'),
         activations=('signed block inputs and otherwise unsigned (the `signed_inputs` space, not the authors\' '
                      'quantizer)' if _signed_input_layers(model) else 'unsigned'),
         load_name=card.pop('load_name', None) or f'hf-hub:{cfg.get("hf_hub_id") or _hub_id_of(name)}'))

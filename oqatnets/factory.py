@@ -101,11 +101,12 @@ def _check_placement(device: 'str | torch.device | None', dtype: 'torch.dtype | 
 
 
 def build_model(model_args: dict[str, Any], *, state_dict: dict[str, torch.Tensor] | None = None,
-                num_classes: int | None = None, in_chans: int | None = None) -> nn.Module:
+                num_classes: int | None = None, in_chans: int | None = None, where: str = 'the weights') -> nn.Module:
     """Build an OQATNet (``model_args`` has ``spec``) or an OQATSupernet (``bits``) and load ``state_dict``.
 
     ``num_classes``/``in_chans`` different from the weights drop the classifier (re-initialised)
-    or adapt the stem conv; every other tensor, step sizes included, is loaded unchanged.
+    or adapt the stem conv; every other tensor, step sizes included, is loaded unchanged. ``where``
+    names the weights in errors (their file).
     """
     for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
@@ -125,7 +126,7 @@ def build_model(model_args: dict[str, Any], *, state_dict: dict[str, torch.Tenso
         state[_STEM_KEY] = adapt_input_conv(args['in_chans'], state[_STEM_KEY], base_chans=trained_chans)
     with torch.device('meta'):
         model = _construct(args)
-    _load_into(model, state, where='the weights', assign=True, allow_missing=_HEAD_KEYS if reset_head else ())
+    _load_into(model, state, where=where, assign=True, allow_missing=_HEAD_KEYS if reset_head else ())
     if reset_head:
         model.reset_classifier(args['num_classes'])
     still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
@@ -281,6 +282,7 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
     if weights is not None:
         check_record(weights.record, args, where=weights.path, adapt_head=True)
     model = build_model(args, state_dict=weights.state if weights is not None else None, num_classes=num_classes,
+                        where=f'the weights in {weights.path}' if weights is not None else 'the weights',
                         in_chans=in_chans)
     if checkpoint_path is not None:
         checkpoint = read_weights(checkpoint_path)
@@ -306,7 +308,7 @@ def load_packed(path: 'str | os.PathLike') -> nn.Module:
     if not weights.packed or weights.record is None:
         raise InvalidFileError(f'{path} is not a packed oqatnets file with a model record; '
                                "load plain weights with create_model(..., checkpoint_path=PATH)")
-    model = build_model(weights.record, state_dict=weights.state)
+    model = build_model(weights.record, state_dict=weights.state, where=f'the weights in {path}')
     if weights.pretrained_cfg:  # checked as a config.json is: it must describe the model the file records
         cfg, _ = parse_model_config({'architecture': model.architecture, 'model_args': weights.record,
                                      'pretrained_cfg': weights.pretrained_cfg}, where=str(path))

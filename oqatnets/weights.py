@@ -144,7 +144,11 @@ def check_record(record: dict[str, Any] | None, model_args: dict[str, Any], *, w
     """
     if record is None:
         return
-    record, model_args = canonical_args(record), canonical_args(model_args)
+    try:
+        record = canonical_args(record)
+    except (ValueError, TypeError) as exc:  # a record naming no spec or space this version knows
+        raise InvalidFileError(f'{where}: its model record is malformed ({exc}); the file is corrupt') from None
+    model_args = canonical_args(model_args)
     keys = IDENTITY_KEYS if adapt_head else (*IDENTITY_KEYS, 'num_classes', 'in_chans')
     differ = [k for k in keys if record.get(k) != model_args.get(k)]
     if differ:

@@ -67,6 +67,7 @@ def test_info_and_profile_of_a_folder(folder):
     (('export', 'local-dir:/no/such/dir', '--format', 'onnx', 'x.onnx'), 'is not a folder', 1),
     (('export', 'oqat_2bit_m', '--format', 'packed', '--check', 'x.safetensors'), 'goes with --format onnx', 2),
     (('export', 'oqat_2bit_m', 'x.bin'), "cannot tell the format from 'x.bin'", 2),
+    (('export', 'oqat_2bit_m', '-'), 'not standard output', 2),
     (('convert-official', __file__, 'out'), 'cannot read the bit-width', 1),
 ])
 def test_bad_input_exits_with_one_line(args, message, code):

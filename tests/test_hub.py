@@ -70,6 +70,7 @@ def test_supernet_round_trip(tmp_path):
     supernet(inputs())
     folder = oqatnets.save_pretrained(supernet, tmp_path / 'super')
     assert not (folder / 'model.packed.safetensors').exists()
+    assert '2-bit (weights and activations) OQAT supernet' in (folder / 'README.md').read_text()
     config = json.loads((folder / 'config.json').read_text())
     assert 'spec' not in config['model_args'] and config['model_args']['bits'] == 2
     loaded = oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
