@@ -129,6 +129,7 @@ def push_to_hub(model_or_dir: 'nn.Module | str | os.PathLike', repo_id: str, *, 
     return str(getattr(info, 'commit_url', info))
 
 
+_REVISION = re.compile(r'[A-Za-z0-9][A-Za-z0-9._/-]*', re.ASCII)  # a git ref name, conservatively
 _CARD_LOAD = re.compile(r"create_model\('(?:local-dir|hf-hub):[^']*'")
 
 
@@ -178,11 +179,14 @@ def publish_to_cache(folder: 'str | os.PathLike', repo_id: str, *, cache_dir: 's
     folder = _check_folder(Path(folder))
     if repo_id.count('/') != 1 or not all(repo_id.split('/')) or '..' in repo_id.split('/'):
         raise InvalidArgumentError(f'repo_id={repo_id!r} must look like "org/name"')
-    repo = _cache_root(cache_dir) / f'models--{repo_id.replace("/", "--")}'
+    root = _cache_root(cache_dir)
+    if root.exists() and not root.is_dir():
+        raise InvalidArgumentError(f'cache_dir {root} is a file; pass a folder for the Hub cache')
+    repo = root / f'models--{repo_id.replace("/", "--")}'
     parts = revision.split('/')
-    if not revision or revision.startswith('/') or any(p in ('', '.', '..') for p in parts):
-        raise InvalidArgumentError(f'revision={revision!r} is not a branch or tag name (no "..", empty or '
-                                   'absolute parts)')
+    if not _REVISION.fullmatch(revision) or any(p in ('', '.', '..') for p in parts) or revision.endswith('.lock'):
+        raise InvalidArgumentError(f'revision={revision!r} is not a branch or tag name (letters, digits, . _ - /; '
+                                   'no "..", empty or absolute parts)')
     load_name = f'hf-hub:{repo_id}' + ('' if revision == 'main' else f'@{revision}')
     with tempfile.TemporaryDirectory() as scratch:
         folder = _loading_from(folder, load_name, Path(scratch) / 'model')  # the card loads from the repo

@@ -480,6 +480,20 @@ def case_push_revision_outside_cache(env, tmp_path, monkeypatch):
 
 
 @case('clear')
+def case_push_revision_with_a_space(env, tmp_path, monkeypatch):
+    refused(run('push', env.net, 'org/name', '--cache-dir', tmp_path, '--revision', 'a b'), 2, "revision='a b'")
+    assert not list(tmp_path.iterdir())
+
+
+@case('clear')
+def case_push_into_a_cache_dir_that_is_a_file(env, tmp_path, monkeypatch):
+    cache = tmp_path / 'cache'
+    cache.write_text('mine')
+    refused(run('push', env.net, 'org/name', '--cache-dir', cache), 2, 'is a file; pass a folder')
+    assert cache.read_text() == 'mine'
+
+
+@case('clear')
 def case_push_bad_repo_id(env, tmp_path, monkeypatch):
     refused(run('push', env.net, 'no-slash', '--cache-dir', tmp_path), 2, 'repo_id')
     assert not list(tmp_path.iterdir())
