@@ -286,10 +286,9 @@ def push_cmd(source: str, repo_id: str, cache_dir: str | None, revision: str | N
                                  param_hint="'--private'")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(source)
-        if not folder.is_dir():
-            load_name = f'hf-hub:{repo_id}' + (f'@{revision}' if revision else '')
+        if not folder.is_dir():  # publishing rewrites the card's usage line to REPO_ID; the title is set here
             folder = oqatnets.save_pretrained(_load(source), Path(tmp) / 'model',
-                                              model_card={'name': repo_id.rpartition('/')[2], 'load_name': load_name})
+                                              model_card={'name': repo_id.rpartition('/')[2]})
         if cache_dir:
             snapshot = oqatnets.publish_to_cache(folder, repo_id, cache_dir=cache_dir, revision=revision or 'main')
             row = {'repo_id': repo_id, 'revision': revision or 'main', 'snapshot': str(snapshot), 'url': None}

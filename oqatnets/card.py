@@ -76,8 +76,9 @@ def model_config(model: nn.Module, overrides: 'PretrainedCfg | dict[str, Any] | 
         cfg.pop(key, None)
         if own.get(key) is not None:
             cfg[key] = own[key]
-    clean = PretrainedCfg.from_dict(cfg).to_dict(remove_source=True)
-    problems = data_config_problems(PretrainedCfg.from_dict(clean), num_classes=model.num_classes)
+    merged = PretrainedCfg.from_dict(cfg)
+    clean = merged.to_dict(remove_source=True)
+    problems = data_config_problems(merged, num_classes=model.num_classes)
     if problems:
         raise InvalidArgumentError(f'pretrained_cfg {"; ".join(problems)}; pass values that describe this model')
     return {

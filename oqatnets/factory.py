@@ -27,7 +27,7 @@ from .card import data_config_problems, parse_model_config
 from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, InvalidTypeError, PretrainedWeightsError
 from .features import features_model
 from .hub import download, load_model_config_from_hf, load_model_config_from_path, offline_note
-from .net import OQATNet
+from .net import OQATNet, check_count
 from .pretrained import PretrainedCfg
 from .spec import SubnetSpec
 from .supernet import OQATSupernet
@@ -109,8 +109,8 @@ def build_model(model_args: dict[str, Any], *, state_dict: dict[str, torch.Tenso
     names the weights in errors (their file).
     """
     for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-            raise InvalidArgumentError(f'{name} must be an integer >= {minimum}, got {value!r}')
+        if value is not None:
+            check_count(name, value, minimum=minimum)
     args = dict(model_args)
     trained_classes, trained_chans = int(args.get('num_classes', 1000)), int(args.get('in_chans', 3))
     args['num_classes'] = trained_classes if num_classes is None else num_classes

@@ -14,7 +14,7 @@ from .pretrained import PretrainedCfg
 from .quant import QuantConv2d, get_bits, set_bits, validate_bits
 from .spec import MAX_DEPTH, NUM_STAGES, SearchSpace, SubnetSpec, get_space
 
-__all__ = ['OQATBase', 'OQATNet', 'check_feature_indices', 'require_oqat_model']
+__all__ = ['OQATBase', 'OQATNet', 'check_count', 'check_feature_indices', 'require_oqat_model']
 
 
 class OQATBase(nn.Module):
@@ -38,8 +38,8 @@ class OQATBase(nn.Module):
         _check_pool(global_pool)
         self.space = get_space(space)
         self._build_bits = validate_bits(bits)
-        self.num_classes = _count('num_classes', num_classes, minimum=0)
-        self.in_chans = _count('in_chans', in_chans, minimum=1)
+        self.num_classes = check_count('num_classes', num_classes, minimum=0)
+        self.in_chans = check_count('in_chans', in_chans, minimum=1)
         if not 0.0 <= drop_rate < 1.0:
             raise InvalidArgumentError(f'drop_rate must be in [0, 1), got {drop_rate!r}')
         self.drop_rate = drop_rate
@@ -155,7 +155,7 @@ class OQATBase(nn.Module):
         """Replace the float classifier (0 gives pre-logits); every step size is kept."""
         if global_pool is not None:
             _check_pool(global_pool)
-        self.num_classes = _count('num_classes', num_classes, minimum=0)
+        self.num_classes = check_count('num_classes', num_classes, minimum=0)
         self.classifier = self._make_classifier(num_classes)
 
     def _block_drop_path_rates(self, depths: list[int]) -> list[list[float]]:
@@ -276,7 +276,8 @@ def _weights_replaced(model: OQATBase, incompatible_keys: Any) -> None:
     model.derive_pretrained_cfg()
 
 
-def _count(name: str, value: int, *, minimum: int) -> int:
+def check_count(name: str, value: int, *, minimum: int) -> int:
+    """``value`` if it is an integer (not a bool) of at least ``minimum``; else a one-line refusal naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidArgumentError(f'{name} must be an integer >= {minimum}, got {value!r}')
     return value
@@ -332,7 +333,7 @@ class OQATNet(OQATBase):
     def set_resolution(self, resolution: int) -> None:
         """Make ``resolution`` the input size of this net's spec (the net itself takes any size): what a net
         finetuned at another resolution is deployed at, so its profile and cfg follow."""
-        self._spec = self._spec.replace(resolution=_count('resolution', resolution, minimum=1))
+        self._spec = self._spec.replace(resolution=check_count('resolution', resolution, minimum=1))
 
     def model_args(self) -> dict[str, Any]:
         return {**super().model_args(), 'spec': str(self.spec)}

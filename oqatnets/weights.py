@@ -96,15 +96,19 @@ def read_weights(path: 'str | os.PathLike') -> WeightsFile:
 
 def _check_packed_bits(weights: WeightsFile) -> None:
     """Refuse a packed file whose codes are packed at other bits than the model it records."""
-    record = weights.record
+    spec = _canonical_record(weights.record, where=weights.path).get('spec')
+    recorded_bits, packed_bits = SubnetSpec.parse(spec).bits if spec else None, int(weights.metadata['bits'])
+    if recorded_bits is not None and recorded_bits != packed_bits:
+        raise InvalidFileError(f'{weights.path}: codes packed at {packed_bits} bits for a {recorded_bits}-bit model '
+                               'record; the file is corrupt')
+
+
+def _canonical_record(record: dict[str, Any], *, where: 'str | os.PathLike') -> dict[str, Any]:
+    """:func:`canonical_args` of a file's record; one naming no spec or space this version knows is corrupt."""
     try:
-        spec = canonical_args(record).get('spec')
+        return canonical_args(record)
     except (ValueError, TypeError) as exc:
-        raise InvalidFileError(f'{weights.path}: its model record is malformed ({exc}); the file is corrupt') from None
-    packed_bits = int(weights.metadata['bits'])
-    if spec is not None and SubnetSpec.parse(spec).bits != packed_bits:
-        raise InvalidFileError(f'{weights.path}: codes packed at {packed_bits} bits for a {SubnetSpec.parse(spec).bits}'
-                               '-bit model record; the file is corrupt')
+        raise InvalidFileError(f'{where}: its model record is malformed ({exc}); the file is corrupt') from None
 
 
 def load_state_dict(path: 'str | os.PathLike') -> dict[str, torch.Tensor]:
@@ -144,11 +148,7 @@ def check_record(record: dict[str, Any] | None, model_args: dict[str, Any], *, w
     """
     if record is None:
         return
-    try:
-        record = canonical_args(record)
-    except (ValueError, TypeError) as exc:  # a record naming no spec or space this version knows
-        raise InvalidFileError(f'{where}: its model record is malformed ({exc}); the file is corrupt') from None
-    model_args = canonical_args(model_args)
+    record, model_args = _canonical_record(record, where=where), canonical_args(model_args)
     keys = IDENTITY_KEYS if adapt_head else (*IDENTITY_KEYS, 'num_classes', 'in_chans')
     differ = [k for k in keys if record.get(k) != model_args.get(k)]
     if differ:
