@@ -3,8 +3,8 @@
 A file is written to a temporary sibling and renamed over the target (``os.replace``), so a
 reader sees the old file or the new one, never half of one; a folder is written to a temporary
 sibling folder and swapped in the same way (the old folder is kept until the new one is in
-place). Targets that are not regular files or folders (a device, a FIFO, a socket) are refused;
-a symlinked target is resolved first, so the link keeps pointing at the new content.
+place). Targets that are not regular files or folders (a device, a FIFO, a socket) are refused, and
+so is a symlink: nothing is written through a link (the folders above the target may be links).
 """
 from __future__ import annotations
 
@@ -21,28 +21,30 @@ from typing import Any
 
 from .errors import ChecksumError, UnsafeOutputError
 
-__all__ = ['atomic_path', 'atomic_dir', 'write_text', 'write_json', 'resolve_output', 'sha256_file',
+__all__ = ['atomic_path', 'atomic_dir', 'write_text', 'write_json', 'sha256_file',
            'verify_sha256', 'check_output', 'occupied']
 
 _DEFAULT_FILE_MODE = 0o644
 
 
-def resolve_output(path: 'str | os.PathLike', *, folder: bool = False) -> Path:
-    """The real path an output should be written to, after refusing unsafe targets.
-
-    A symlink resolves to its target; an existing target must be a regular file (or a folder
-    when ``folder``); anything else raises :class:`UnsafeOutputError`.
+def check_output(path: 'str | os.PathLike', *, folder: bool = False, overwrite: bool = True) -> Path:
+    """``path`` as a :class:`~pathlib.Path`, after refusing what must not be written: a symlink, a target
+    that is not a regular file (or a folder when ``folder``), a parent that is a file, and an existing
+    target unless ``overwrite``; all with :class:`UnsafeOutputError`.
     """
     path = Path(path)
     if path.is_symlink():
-        path = Path(os.path.realpath(path))
+        raise UnsafeOutputError(f'{path} is a symlink to {os.readlink(path)}; outputs are never written through a '
+                                f'link: pass the path it points to, or another path')
     if os.path.lexists(path):
-        mode = os.stat(path).st_mode
+        mode = os.lstat(path).st_mode
         ok = stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)
         if not ok:
             kind = 'a folder' if stat.S_ISDIR(mode) else 'a file' if stat.S_ISREG(mode) else 'not a regular file'
             want = 'a folder' if folder else 'a regular file'
             raise UnsafeOutputError(f'{path} is {kind}; the output must be {want} path that may be replaced')
+        if not overwrite and occupied(path, folder=folder):
+            raise UnsafeOutputError(f'{path} already exists; choose another path or allow overwriting')
     else:
         parent = next(p for p in path.absolute().parents if os.path.lexists(p))
         if not parent.is_dir():
@@ -55,14 +57,6 @@ def occupied(path: Path, *, folder: bool = False) -> bool:
     return os.path.lexists(path) and not (folder and path.is_dir() and not any(path.iterdir()))
 
 
-def check_output(path: 'str | os.PathLike', *, folder: bool = False, overwrite: bool = True) -> Path:
-    """:func:`resolve_output`, and refuse an existing target unless ``overwrite``."""
-    real = resolve_output(path, folder=folder)
-    if not overwrite and occupied(real, folder=folder):
-        raise UnsafeOutputError(f'{path} already exists; choose another path or allow overwriting')
-    return real
-
-
 def _file_mode() -> int:
     # Files are published with the usual permissions; reading the umask would have to change it.
     return _DEFAULT_FILE_MODE
@@ -71,7 +65,7 @@ def _file_mode() -> int:
 @contextlib.contextmanager
 def atomic_path(path: 'str | os.PathLike') -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
-    path = resolve_output(path)
+    path = check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
@@ -91,7 +85,7 @@ def atomic_dir(path: 'str | os.PathLike') -> Iterator[Path]:
     The previous folder (if any) is renamed aside, the new one renamed in, then the old one
     deleted; on failure the temporary folder is removed and ``path`` is untouched.
     """
-    path = resolve_output(path, folder=True)
+    path = check_output(path, folder=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent))
     try:
@@ -121,7 +115,7 @@ def replacing_dir(path: 'str | os.PathLike') -> Iterator[Path]:
     For outputs that record their own paths (a training run's files), which :func:`atomic_dir`'s
     temporary name would break. A failed job leaves ``path`` as it was.
     """
-    path = resolve_output(path, folder=True)
+    path = check_output(path, folder=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if path.exists():

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ._io import atomic_path, resolve_output
+from ._io import atomic_path
 from .errors import ExportMismatchError, InvalidArgumentError, MissingDependencyError, QuantizationError
 from .layers import InvertedResidual, SqueezeExcite
 from .net import OQATNet
@@ -295,10 +295,9 @@ def export_onnx(model: nn.Module, path: 'str | os.PathLike', *, format: str = 'o
     proto.metadata_props.add(key='format', value=format)
     if check:
         onnx.checker.check_model(proto)
-    path = resolve_output(path)
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
-    return path
+    return Path(path)
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ import torch.nn as nn
 from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 
-from ._io import atomic_dir, atomic_path, resolve_output, sha256_file, verify_sha256, write_text
+from ._io import atomic_dir, atomic_path, check_output, sha256_file, verify_sha256, write_text
 from .card import model_config, read_model_config, render_model_card
 from .errors import ChecksumError, FileMissingError, InvalidArgumentError, PretrainedWeightsError
 from .net import require_oqat_model
@@ -66,7 +66,7 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
     identity — architecture, bits, spec, space, classes, input size — always comes from the model).
     """
     require_oqat_model(model, action='save_pretrained')
-    folder = resolve_output(save_directory, folder=True)
+    folder = check_output(save_directory, folder=True)
     overrides = pretrained_cfg.to_dict() if isinstance(pretrained_cfg, PretrainedCfg) else dict(pretrained_cfg or {})
     if dataset:
         overrides['dataset'] = dataset

@@ -356,17 +356,18 @@ def case_export_onto_folder(env, tmp_path, monkeypatch):
     refused(run('export', f'local-dir:{env.net}', tmp_path / 'dir', '--format', 'packed'), 2, 'dir')
 
 
-@case('handled')
+@case('clear')
 def case_export_through_symlink(env, tmp_path, monkeypatch):
     target, link = tmp_path / 'real.safetensors', tmp_path / 'link.safetensors'
     target.write_bytes(b'old')
     link.symlink_to(target)
-    refused(run('export', f'local-dir:{env.net}', link, '--format', 'packed'), 2, 'already exists', '--overwrite')
-    assert target.read_bytes() == b'old'
-    result = run('export', f'local-dir:{env.net}', link, '--format', 'packed', '--overwrite')
+    for extra in ((), ('--overwrite',)):
+        refused(run('export', f'local-dir:{env.net}', link, '--format', 'packed', *extra), 1, str(link), 'symlink',
+                str(target))
+    assert target.read_bytes() == b'old' and os.readlink(link) == str(target)
+    result = run('export', f'local-dir:{env.net}', target, '--format', 'packed', '--overwrite')
     assert result.exit_code == 0, result.output
-    assert link.is_symlink() and os.readlink(link) == str(target)
-    assert oqatnets.load_packed(target).bits == 2
+    assert oqatnets.load_packed(link).bits == 2
 
 
 @case('clear')
@@ -377,16 +378,14 @@ def case_save_pretrained_onto_file(env, tmp_path, monkeypatch):
     assert path.read_bytes() == b'keep me'
 
 
-@case('handled')
+@case('clear')
 def case_save_pretrained_through_symlink(env, tmp_path, monkeypatch):
     real = copy_of(env.net, tmp_path, 'real')
+    before = snapshot(real)
     (tmp_path / 'link').symlink_to(real)
-    model = small_net(2, num_classes=3, seed=9)
-    oqatnets.save_pretrained(model, tmp_path / 'link')
-    assert (tmp_path / 'link').is_symlink()
-    loaded = oqatnets.create_model(f'local-dir:{real}', pretrained=True).eval()
-    with torch.no_grad():
-        assert torch.equal(loaded(inputs()), model(inputs()))
+    raises_line(UnsafeOutputError, lambda: oqatnets.save_pretrained(small_net(2, num_classes=3, seed=9), tmp_path / 'link'),
+                str(tmp_path / 'link'), 'symlink', str(real))
+    assert (tmp_path / 'link').is_symlink() and snapshot(real) == before
 
 
 @case('clear')
@@ -438,26 +437,37 @@ def case_training_json_onto_fifo(env, tmp_path, monkeypatch):
     raises_line(UnsafeOutputError, lambda: write_json(fifo, {'a': 1}), str(fifo))
 
 
-@case('handled')
+@case('clear')
 def case_checkpoint_through_symlink(env, tmp_path, monkeypatch):
-    from oqatnets.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+    from oqatnets.training.checkpoint import TrainState, save_checkpoint
     real = tmp_path / 'real.pt'
     real.write_bytes(b'old')
     (tmp_path / 'checkpoint.pt').symlink_to(real)
     state = TrainState(step=3, epoch=0, model={'w': torch.ones(2)}, optimizer={}, scheduler={},
                        rng={'torch': torch.get_rng_state(), 'python': {}}, fingerprint={'a': 1})
-    save_checkpoint(tmp_path / 'checkpoint.pt', state)
-    assert (tmp_path / 'checkpoint.pt').is_symlink() and load_checkpoint(real).step == 3
+    raises_line(UnsafeOutputError, lambda: save_checkpoint(tmp_path / 'checkpoint.pt', state), 'checkpoint.pt', 'symlink')
+    assert (tmp_path / 'checkpoint.pt').is_symlink() and real.read_bytes() == b'old'
 
 
-@case('handled')
+@case('clear')
 def case_metrics_log_through_symlink(env, tmp_path, monkeypatch):
     from oqatnets.training.metrics import MetricsLog
     real = tmp_path / 'real.jsonl'
     real.write_text('{"step": 1}\n{"step": 5}\n')
     (tmp_path / 'metrics.jsonl').symlink_to(real)
-    MetricsLog(tmp_path / 'metrics.jsonl').truncate_after(2)  # what a resumed run does
-    assert (tmp_path / 'metrics.jsonl').is_symlink() and real.read_text() == '{"step": 1}\n'
+    log = MetricsLog(tmp_path / 'metrics.jsonl')
+    raises_line(UnsafeOutputError, lambda: log.truncate_after(2), 'metrics.jsonl', 'symlink')  # what a resumed run does
+    raises_line(UnsafeOutputError, lambda: log.append(step=6), 'metrics.jsonl', 'symlink')
+    assert (tmp_path / 'metrics.jsonl').is_symlink() and real.read_text() == '{"step": 1}\n{"step": 5}\n'
+
+
+@case('clear')
+def case_metrics_log_onto_fifo(env, tmp_path, monkeypatch):
+    from oqatnets.training.metrics import MetricsLog
+    fifo = tmp_path / 'metrics.jsonl'
+    os.mkfifo(fifo)
+    raises_line(UnsafeOutputError, lambda: MetricsLog(fifo).append(step=1), str(fifo))  # appending would block
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
 @case('clear')

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from oqatnets._io import resolve_output
+from oqatnets._io import check_output
 from oqatnets.errors import CheckpointError
 
 from .recipes import Recipe
@@ -85,7 +85,7 @@ def restore_rng(state: dict[str, Any], streams: dict[str, random.Random]) -> Non
 
 def save_checkpoint(path: 'str | Path', state: TrainState) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = resolve_output(path)  # a symlinked checkpoint keeps its link; a device or FIFO is refused
+    path = check_output(path)  # a symlink, a device or a FIFO is refused
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {'format': _FORMAT, 'version': _VERSION, 'step': state.step, 'epoch': state.epoch,
                'model': state.model, 'optimizer': state.optimizer, 'scheduler': state.scheduler,

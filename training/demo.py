@@ -23,7 +23,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset, Subset
 
 import oqatnets
-from oqatnets._io import replacing_dir, resolve_output
+from oqatnets._io import check_output, replacing_dir
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.factory import load_packed
@@ -212,7 +212,7 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
     the report records which ran.
     """
     preset = DEMO_PRESETS[preset] if isinstance(preset, str) else preset
-    out = resolve_output(out, folder=True)
+    out = check_output(out, folder=True)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InvalidArgumentError(f'{out} is not empty; pass --overwrite to replace what it holds or choose another --out')
     with replacing_dir(out):

@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from oqatnets._io import atomic_path, write_json
+from oqatnets._io import atomic_path, check_output, write_json
 
 __all__ = ['write_json', 'MetricsLog', 'StageTimer', 'progress']
 
@@ -36,6 +36,7 @@ class MetricsLog:
     def append(self, **record: Any) -> None:
         if not self.enabled:
             return
+        check_output(self.path)  # appending would follow a link, block on a FIFO, write onto a device
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, 'a') as f:
             f.write(json.dumps(record) + '\n')
