@@ -13,6 +13,7 @@ the traceback of known errors too.
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
@@ -22,6 +23,8 @@ from oqatnets.errors import OQATNetsError
 __all__ = ['cli', 'main']
 
 _HUB_ERRORS = (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled)
+# the connection errors of the HTTP client huggingface_hub uses (by version: httpx2, httpx or requests)
+_TRANSPORT_ERRORS = (('httpx2', 'TransportError'), ('httpx', 'TransportError'), ('requests', 'ConnectionError'))
 # optional dependencies (module -> the extra that installs it), named with their install line when missing
 OPTIONAL_DEPENDENCIES = {'onnx': 'onnx', 'onnxruntime': 'onnx', 'tensorboard': 'tensorboard'}
 
@@ -36,6 +39,12 @@ def _one_line(exc: BaseException) -> str:
     if 'Original Traceback' in text:  # re-raised from a DataLoader worker: its last line is the original error
         text = text.strip().splitlines()[-1].split(': ', 1)[-1]
     return ' '.join(text.split()) or type(exc).__name__
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The connection errors of whichever HTTP clients are loaded (a client not imported raised nothing)."""
+    return tuple(getattr(sys.modules[module], name) for module, name in _TRANSPORT_ERRORS
+                 if hasattr(sys.modules.get(module), name))
 
 
 class OqatGroup(click.Group):
@@ -74,8 +83,11 @@ class OqatGroup(click.Group):
             if top not in OPTIONAL_DEPENDENCIES:
                 raise
             self._fail(ctx, install_hint(top), 1)
-        except OSError as exc:
-            if exc.filename is None:  # not about a file the user named: a bug or the machine, keep the traceback
+        except Exception as exc:
+            if isinstance(exc, _transport_errors()):
+                self._fail(ctx, f'cannot reach the Hugging Face Hub ({_one_line(exc)}); check the connection, or set '
+                                'HF_HUB_OFFLINE=1 to use only what is cached', 1)
+            if not isinstance(exc, OSError) or exc.filename is None:  # no file the user named: a bug, keep the traceback
                 raise
             self._fail(ctx, f'{exc.filename}: {exc.strerror or _one_line(exc)}', 1)
 

@@ -130,11 +130,13 @@ def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | Non
 
     from oqatnets.data import CALIBRATION_SEED, calibration_subset
     from oqatnets.evaluation import evaluate, recalibrate_bn
+    from oqatnets.training.datasets import check_channels
     from oqatnets.training.recipes import recipe_for_space
     from oqatnets.training.sources import load_image_data
     if calibration_mode and not recalibrate:
         raise BadUsage('--calibration-mode chooses how --recalibrate-bn N recalibrates; pass N > 0 or drop it')
     model = _load(name, cache_dir)
+    check_channels(model, name=name)
     resolution = int(model.pretrained_cfg['input_size'][-1])
     images = load_image_data(data, resolution=resolution)
     if images.num_classes != model.num_classes:

@@ -234,7 +234,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     from oqatnets.quant import FLOAT_BITS, get_bits, set_bits, validate_bits
     from oqatnets.supernet import OQATSupernet
     from oqatnets.training.artifacts import load_supernet, save_trained_supernet, write_run_file
-    from oqatnets.training.datasets import prepare_data
+    from oqatnets.training.datasets import check_channels, prepare_data
     from oqatnets.training.joint import train_supernet
     from oqatnets.training.loop import LoopSettings, resolve_fused_quantizer
     from oqatnets.training.recipes import SPLIT_SEED
@@ -245,6 +245,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     initial = None
     if init_source and not init_source.startswith('ofa:'):
         initial = load_supernet(init_source)
+        check_channels(initial, name=f'--init {init_source}')
         if given('space') and initial.space.name != space:
             raise BadUsage(f'--init {init_source} is a supernet of the {initial.space.name!r} space but --space is '
                            f'{space!r}; drop --space (the supernet\'s space is used)')
@@ -351,11 +352,12 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
     from oqatnets.supernet import OQATSupernet
     from oqatnets.training.artifacts import load_model, save_model_folder
     from oqatnets.training.calibrate import calibrate_model, calibrated_subnet
-    from oqatnets.training.datasets import prepare_data
+    from oqatnets.training.datasets import check_channels, prepare_data
     output_path(out, folder=True, overwrite=overwrite)
     ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:
         model = load_model(model_source)
+        check_channels(model, name=model_source)
         recipe = _recipe_for(model.space.name)
         holdout_images, split_seed = _split_of(model_source, holdout, recipe)
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=calib_images,
@@ -421,7 +423,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
 
     from oqatnets.quant import set_fused_quantizer
     from oqatnets.training.artifacts import load_supernet
-    from oqatnets.training.datasets import prepare_data
+    from oqatnets.training.datasets import check_channels, prepare_data
     from oqatnets.training.evolution import resolve_budgets
     from oqatnets.training.loop import resolve_fused_quantizer
     from oqatnets.training.search import run_search
@@ -432,6 +434,8 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
     fused = ctx.device.type == 'cpu' and resolve_fused_quantizer(compile_quantizer, ctx.device)
     if ctx.is_main:
         models = [set_fused_quantizer(load_supernet(s).to(ctx.device), fused) for s in supernets]
+        for source, model in zip(supernets, models):
+            check_channels(model, name=source)
         bits = [m.bits for m in models]
         if len(set(bits)) != len(bits):
             raise BadUsage(f'give one supernet per bit-width; got bit-widths {bits}')
@@ -483,7 +487,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
     """Finetune a static subnet or zoo model on a data set (any number of classes), bits kept."""
     from oqatnets.supernet import OQATSupernet
     from oqatnets.training.artifacts import load_model, save_model_folder
-    from oqatnets.training.datasets import prepare_data
+    from oqatnets.training.datasets import check_channels, prepare_data
     from oqatnets.training.finetune import finetune
     from oqatnets.training.loop import resolve_fused_quantizer
     resume, adopt = _prepare_out(out, resume_from)
@@ -493,6 +497,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                             train_images=train_images, num_workers=default_workers() if workers is None else workers)
     data = prepared.data
     model = load_model(model_source, num_classes=data.num_classes)
+    check_channels(model, name=model_source)
     if isinstance(model, OQATSupernet):
         raise BadUsage(f'{model_source} is a supernet; finetune takes a static subnet: pick one with `oqat search` '
                        'or `oqat calibrate --spec SPEC`, and finetune its folder')

@@ -9,13 +9,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 
 from .errors import InvalidArgumentError
 
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'ImageData', 'TensorImageDataset', 'eval_transform',
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'ImageData', 'TensorImageDataset', 'eval_transform', 'resize_crop',
            'train_transform', 'calibration_subset', 'CALIBRATION_SEED']
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,13 +25,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CALIBRATION_SEED = 937162211  # the authors' seed for the 2000-image BN-calibration subset
 
 
+def resize_crop(resolution: int, *, crop_pct: float = 0.875, interpolation: str = 'bilinear') -> Callable:
+    """Resize(ceil(r / crop_pct)) → CenterCrop(r) on a PIL image: the geometry of :func:`eval_transform`."""
+    return T.Compose([T.Resize(math.ceil(resolution / crop_pct), interpolation=T.InterpolationMode(interpolation)),
+                      T.CenterCrop(resolution)])
+
+
 def eval_transform(resolution: int, *, crop_pct: float = 0.875, mean: Sequence[float] = IMAGENET_MEAN,
                    std: Sequence[float] = IMAGENET_STD, interpolation: str = 'bilinear') -> Callable:
     """Resize(ceil(r / crop_pct)) → CenterCrop(r) → ToTensor → Normalize (the authors' eval)."""
-    return T.Compose([
-        T.Lambda(_to_rgb),
-        T.Resize(math.ceil(resolution / crop_pct), interpolation=T.InterpolationMode(interpolation)),
-        T.CenterCrop(resolution), T.ToTensor(), T.Normalize(mean, std)])
+    return T.Compose([T.Lambda(_to_rgb), resize_crop(resolution, crop_pct=crop_pct, interpolation=interpolation),
+                      T.ToTensor(), T.Normalize(mean, std)])
 
 
 def train_transform(resolution: int, *, mean: Sequence[float] = IMAGENET_MEAN,
@@ -44,34 +50,46 @@ def _to_rgb(image):
 
 
 class TensorImageDataset(Dataset):
-    """Grey uint8 images held in memory, served as normalised 3×size×size float tensors.
+    """Grey uint8 images held in memory, served as normalised channels×H×W float tensors.
 
-    Training mode pads by 2 and random-crops back, and flips horizontally: cheap tensor ops, so a
-    CPU can train on the whole of Fashion-MNIST in minutes.
+    ``size`` resizes every image once, as the evaluation transform of a pretrained cfg with crop_pct 1
+    resizes an image file (:func:`resize_crop`, PIL bilinear); ``None`` serves them as stored. Either way
+    a model tested on these tensors sees what ``oqat predict`` and timm's transforms give it for the same
+    images as files. Training mode pads by 2 and random-crops back, and flips horizontally: cheap tensor
+    ops, so a CPU can train on the whole of Fashion-MNIST in minutes.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, mean: float, std: float,
-                 size: int = 32, train: bool = False, channels: int = 3):
+                 size: int | None = None, train: bool = False, channels: int = 3):
         if images.dtype != torch.uint8 or images.dim() != 3:
             raise InvalidArgumentError('TensorImageDataset wants uint8 images of shape N×H×W')
+        if size is not None and tuple(images.shape[-2:]) != (size, size):
+            images = _resized(images, size)
         self.images, self.labels = images, labels.long()
-        self.mean, self.std, self.size, self.train, self.channels = mean, std, size, train, channels
+        self.mean, self.std, self.train, self.channels = mean, std, train, channels
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x = self.images[index].float().div_(255).sub_(self.mean).div_(self.std)[None]
-        pad_h, pad_w = self.size - x.shape[-2], self.size - x.shape[-1]
-        x = torch.nn.functional.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2),
-                                    value=-self.mean / self.std)
         if self.train:
+            h, w = x.shape[-2:]
             x = torch.nn.functional.pad(x, (2, 2, 2, 2), value=-self.mean / self.std)
             i, j = torch.randint(0, 5, (2,)).tolist()
-            x = x[:, i:i + self.size, j:j + self.size]
+            x = x[:, i:i + h, j:j + w]
             if torch.rand(()) < 0.5:
                 x = x.flip(-1)
         return x.expand(self.channels, -1, -1).contiguous(), int(self.labels[index])
+
+
+def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    resize = resize_crop(size, crop_pct=1.0)
+    return torch.from_numpy(np.stack([np.asarray(resize(Image.fromarray(image))) for image in images.numpy()]))
 
 
 @dataclass

@@ -19,10 +19,11 @@ CALIBRATION_MODES: tuple[str, ...] = get_args(CalibrationMode)
 
 
 def resize_batch(x: torch.Tensor, resolution: int | None) -> torch.Tensor:
-    """Bilinearly resize a batch to ``resolution`` (no-op when it already has that size)."""
+    """Bilinearly resize a batch to ``resolution`` (no-op when it already has that size), antialiased as PIL's
+    resize of an image file is: a subnet sees what the evaluation transform of its cfg gives it."""
     if resolution is None or (x.shape[-1] == resolution and x.shape[-2] == resolution):
         return x
-    return F.interpolate(x, size=(resolution, resolution), mode='bilinear', align_corners=False)
+    return F.interpolate(x, size=(resolution, resolution), mode='bilinear', align_corners=False, antialias=True)
 
 
 def _batches(loader: Iterable, num_batches: int | None) -> Iterable:

@@ -24,6 +24,7 @@ from typing import Any
 import torch.nn as nn
 from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.utils import validate_repo_id
 
 from ._io import atomic_dir, atomic_path, check_output, sha256_file, verify_sha256, write_text
 from .card import model_config, read_model_config, render_model_card
@@ -33,7 +34,7 @@ from .pretrained import CONFIG_FILE, MODEL_CARD_FILE, PACKED_FILE, WEIGHTS_FILE,
 from .quant import FLOAT_BITS
 from .supernet import OQATSupernet
 from .version import __version__
-from .weights import save_packed, save_weights
+from .weights import cfg_of_weights, save_packed, save_weights
 
 __all__ = ['save_pretrained', 'push_to_hub', 'publish_to_cache', 'download', 'load_model_config_from_hf',
            'load_model_config_from_path', 'split_revision', 'sha256_file', 'verify_sha256', 'ChecksumError']
@@ -76,7 +77,7 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
     with atomic_dir(folder) as tmp:
         _carry_over(folder, tmp)
         hashes: dict[str, str | None] = {WEIGHTS_FILE: sha256_file(save_weights(model, tmp / WEIGHTS_FILE))}
-        config = model_config(model, overrides, own=_cfg_of_weights(model, hashes[WEIGHTS_FILE]))
+        config = model_config(model, overrides, own=cfg_of_weights(model, hashes[WEIGHTS_FILE]))
         card = dict(model_card or {})
         if not config['pretrained_cfg'].get('tag'):  # no zoo name: the folder just written is how to load it
             card.setdefault('load_name', f'local-dir:{folder.absolute()}')
@@ -89,13 +90,15 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
     return folder
 
 
-def _cfg_of_weights(model: nn.Module, weights_sha256: str) -> dict[str, Any]:
-    """The model's cfg, or its derived cfg when the cfg records another weights file than the one written
-    (the model was trained or changed in place since it was loaded: the cfg's name and accuracy are not
-    these weights')."""
-    cfg = model.pretrained_cfg
-    recorded = (cfg.get('sha256') or {}).get(WEIGHTS_FILE)
-    return model.derived_pretrained_cfg() if recorded and recorded != weights_sha256 else cfg
+def _check_repo_id(repo_id: str) -> None:
+    """Refuse a repo id the Hub would refuse (and that a cache folder could not tell apart), before anything is written."""
+    try:
+        if repo_id.count('/') != 1:
+            raise HFValidationError('it needs exactly one "/"')
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise InvalidArgumentError(f'repo_id={repo_id!r} is not a Hub repo id ({" ".join(str(exc).split())[:160]}); '
+                                   'write it as "org/name" with letters, digits, - _ .') from None
 
 
 def _api(token: str | None) -> HfApi:
@@ -111,6 +114,7 @@ def push_to_hub(model_or_dir: 'nn.Module | str | os.PathLike', repo_id: str, *, 
     timm does, so hand-edited cards survive). A model's card is named after ``repo_id`` and loads
     from it (as timm's does) unless ``model_card`` says otherwise. Returns the commit URL.
     """
+    _check_repo_id(repo_id)
     api = _api(token)
     load_name = f'hf-hub:{repo_id}' + (f'@{revision}' if revision else '')
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,8 +181,7 @@ def publish_to_cache(folder: 'str | os.PathLike', repo_id: str, *, cache_dir: 's
     published loading from ``repo_id``, whatever folder or repo it named.
     """
     folder = _check_folder(Path(folder))
-    if repo_id.count('/') != 1 or not all(repo_id.split('/')) or '..' in repo_id.split('/'):
-        raise InvalidArgumentError(f'repo_id={repo_id!r} must look like "org/name"')
+    _check_repo_id(repo_id)
     root = _cache_root(cache_dir)
     if root.exists() and not root.is_dir():
         raise InvalidArgumentError(f'cache_dir {root} is a file; pass a folder for the Hub cache')

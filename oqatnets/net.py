@@ -152,11 +152,13 @@ class OQATBase(nn.Module):
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the float classifier (0 gives pre-logits); every step size is kept."""
+        """Replace the float classifier with a new one (0 gives pre-logits); every step size is kept. The
+        cfg is derived from then on: the weights are no longer its source's."""
         if global_pool is not None:
             _check_pool(global_pool)
         self.num_classes = check_count('num_classes', num_classes, minimum=0)
         self.classifier = self._make_classifier(num_classes)
+        self.derive_pretrained_cfg()
 
     def _block_drop_path_rates(self, depths: list[int]) -> list[list[float]]:
         """Stochastic-depth rate of every inverted-residual block, by stage, rising linearly (timm's schedule;

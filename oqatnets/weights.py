@@ -11,6 +11,7 @@ same tensors and metadata always give the same bytes, so equal weights have equa
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,10 +26,11 @@ from ._io import atomic_path
 from .errors import FileMissingError, IncompatibleWeightsError, InvalidFileError
 from .net import require_oqat_model
 from .packing import is_packed_metadata, packed_state_dict, unpack_state_dict
-from .pretrained import PretrainedCfg
+from .pretrained import WEIGHTS_FILE, PretrainedCfg
 from .spec import SubnetSpec, get_space
 
 __all__ = ['WeightsFile', 'read_weights', 'load_state_dict', 'save_weights', 'save_packed', 'write_safetensors',
+           'safetensors_bytes', 'cfg_of_weights',
            'check_record', 'canonical_args', 'RECORD_KEY', 'IDENTITY_KEYS']
 
 RECORD_KEY = 'oqatnets.model_args'
@@ -161,10 +163,9 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def write_safetensors(state: dict[str, torch.Tensor], path: 'str | os.PathLike', *,
-                      metadata: dict[str, str] | None = None) -> Path:
-    """Write ``state`` as safetensors atomically, with a canonical header: metadata keys sorted,
-    tensors in data order, padded with spaces to 8 bytes.
+def safetensors_bytes(state: dict[str, torch.Tensor], *, metadata: dict[str, str] | None = None) -> bytes:
+    """``state`` as safetensors with a canonical header: metadata keys sorted, tensors in data order,
+    padded with spaces to 8 bytes.
 
     The ``safetensors`` library writes ``__metadata__`` in hash-map order, which changes from
     process to process, so two saves of the same weights had different bytes and sha256.
@@ -177,25 +178,48 @@ def write_safetensors(state: dict[str, torch.Tensor], path: 'str | os.PathLike',
     ordered.update(sorted(header.items(), key=lambda item: (item[1]['data_offsets'], item[0])))
     text = json.dumps(ordered, separators=(',', ':')).encode()
     text += b' ' * (-len(text) % 8)
+    return len(text).to_bytes(8, 'little') + text + raw[8 + size:]
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path: 'str | os.PathLike', *,
+                      metadata: dict[str, str] | None = None) -> Path:
+    """Write :func:`safetensors_bytes` of ``state`` atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_bytes(len(text).to_bytes(8, 'little') + text + raw[8 + size:])
+        tmp.write_bytes(safetensors_bytes(state, metadata=metadata))
     return path
+
+
+def _weights_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    return _cpu_state(model), {'format': 'pt', RECORD_KEY: json.dumps(model.model_args())}
 
 
 def save_weights(model: nn.Module, path: 'str | os.PathLike') -> Path:
     """Write ``model``'s state dict as plain safetensors with its model record, atomically."""
     require_oqat_model(model, action='save_weights')
-    return write_safetensors(_cpu_state(model), path,
-                             metadata={'format': 'pt', RECORD_KEY: json.dumps(model.model_args())})
+    state, metadata = _weights_state(model)
+    return write_safetensors(state, path, metadata=metadata)
+
+
+def cfg_of_weights(model: nn.Module, weights_sha256: str | None = None) -> dict[str, Any]:
+    """The model's cfg, or its derived cfg when the cfg records another ``model.safetensors`` than the
+    model's weights would be saved as (trained, re-headed or changed in place since it was loaded: the
+    cfg's name and accuracy are not these weights'). ``weights_sha256``: that file's hash, if already known."""
+    cfg = model.pretrained_cfg
+    recorded = (cfg.get('sha256') or {}).get(WEIGHTS_FILE)
+    if recorded and weights_sha256 is None:
+        state, metadata = _weights_state(model)
+        weights_sha256 = hashlib.sha256(safetensors_bytes(state, metadata=metadata)).hexdigest()
+    return model.derived_pretrained_cfg() if recorded and recorded != weights_sha256 else cfg
 
 
 def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s packed low-bit weights (an OQATNet with initialised steps) atomically."""
+    """Write ``model``'s packed low-bit weights (an OQATNet with initialised steps) atomically, with
+    ``pretrained_cfg`` or the cfg of these weights (:func:`cfg_of_weights`)."""
     require_oqat_model(model, action='save_packed')
     state, metadata = packed_state_dict(model)
     metadata[_PACKED_RECORD_KEY] = json.dumps(model.model_args())
-    cfg = pretrained_cfg if pretrained_cfg is not None else model.pretrained_cfg
+    cfg = pretrained_cfg if pretrained_cfg is not None else cfg_of_weights(model)
     # where the model was loaded from is no fact of this file: the same weights give the same bytes
     metadata['pretrained_cfg'] = json.dumps(PretrainedCfg.from_dict(cfg).to_dict(remove_source=True), default=str)
     return write_safetensors(state, path, metadata=metadata)

@@ -496,6 +496,27 @@ def case_push_revision_with_a_space(env, tmp_path, monkeypatch):
 
 
 @case('clear')
+def case_push_repo_ids_the_hub_refuses(env, tmp_path, monkeypatch):
+    # 'pro--be/ab' and 'pro/be--ab' would share the cache folder models--pro--be--ab
+    for repo in ('probe/x y', 'probe/a--b', 'pro--be/ab', 'probe/.hidden', 'probe/üni', 'name', 'a/b/c'):
+        refused(run('push', env.net, repo, '--cache-dir', tmp_path), 2, f"repo_id={repo!r}", 'org/name')
+    assert not list(tmp_path.iterdir())
+    raises_line(InvalidArgumentError, lambda: oqatnets.push_to_hub(env.net, 'probe/x y', token='hf_fake'), 'repo_id')
+
+
+@case('clear')
+def case_push_without_a_network(env, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+    httpx2 = pytest.importorskip('httpx2')  # the HTTP client of the pinned huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise httpx2.ConnectError('[Errno -2] Name or service not known')
+    monkeypatch.setattr(HfApi, 'create_repo', unreachable)
+    refused(run('push', env.net, 'probe/x', '--token', 'hf_fake'), 1, 'cannot reach the Hugging Face Hub',
+            'Name or service not known', 'HF_HUB_OFFLINE')
+
+
+@case('clear')
 def case_push_into_a_cache_dir_that_is_a_file(env, tmp_path, monkeypatch):
     cache = tmp_path / 'cache'
     cache.write_text('mine')
@@ -560,6 +581,17 @@ def case_eval_recalibrate_explicit(env, tmp_path, monkeypatch):
 @case('clear')
 def case_eval_batch_size_zero(env, tmp_path, monkeypatch):
     refused(run('eval', f'local-dir:{env.net}', '--data', env.data, '--batch-size', '0'), 2, '--batch-size')
+
+
+@case('clear')
+def case_one_channel_model_meets_rgb_data(env, tmp_path, monkeypatch):
+    folder = oqatnets.save_pretrained(small_net(2, num_classes=3, in_chans=1), tmp_path / 'grey')
+    data = image_folder(tmp_path / 'data', per_class=1, size=32)
+    for args in (('eval', f'local-dir:{folder}', '--data', data),
+                 ('calibrate', folder, '--data', data, '--out', tmp_path / 'cal', '--calib-images', '2', '--holdout', '0'),
+                 ('finetune', folder, '--data', data, '--out', tmp_path / 'ft', '--epochs', '1', '--batch-size', '2')):
+        refused(run(*args), 2, 'takes 1-channel images', 'in_chans=3')  # was a traceback from inside torch's conv
+    assert not (tmp_path / 'cal').exists() and not (tmp_path / 'ft').exists()
 
 
 @case('clear')

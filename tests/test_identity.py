@@ -149,6 +149,26 @@ def test_saving_weights_changed_in_place_claims_nothing_of_the_entry(published):
     assert entry.pretrained_cfg['top1'] == 71.5, 'saving changes nothing of the model itself'
 
 
+def test_packed_files_of_weights_changed_in_place_or_reheaded_claim_nothing_of_the_entry(published, tmp_path):
+    """save_packed writes the cfg of the weights it packs, as save_pretrained does: an unchanged entry packs as
+    itself; trained in place or given a new classifier (even of as many classes), it packs a derived cfg."""
+    _, _, hub = published
+    entry = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub)
+    oqatnets.save_packed(entry, tmp_path / 'same.safetensors')
+    assert oqatnets.load_packed(tmp_path / 'same.safetensors').pretrained_cfg['top1'] == 71.5
+    with torch.no_grad():
+        entry.classifier.bias.add_(1)
+    oqatnets.save_packed(entry, tmp_path / 'trained.safetensors')
+    loaded = oqatnets.load_packed(tmp_path / 'trained.safetensors').pretrained_cfg
+    assert loaded.pop('file') == str(tmp_path / 'trained.safetensors')  # a loaded packed file names itself
+    _no_identity(loaded)
+    assert entry.pretrained_cfg['top1'] == 71.5, 'packing changes nothing of the model itself'
+    fresh = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub)
+    fresh.reset_classifier(fresh.num_classes)
+    _no_identity(fresh.pretrained_cfg)
+    assert fresh.pretrained_cfg['mean'] == [0.5] * 3
+
+
 def test_an_overlay_cannot_contradict_the_model(published):
     hub = published[2]
     for overlay, argument in ((dict(bits=4), 'bits='), (dict(spec='r32_k' + '3' * 20 + '_e' + '3' * 20 + '_d22222_b4'), 'spec='),

@@ -24,7 +24,9 @@ from .recipes import SPLIT_SEED
 from .sources import load_image_data
 
 __all__ = ['PreparedData', 'prepare_data', 'Split', 'split_holdout', 'eval_view', 'epoch_order', 'batches_from', 'fixed_batches',
-           'calibration_batches']
+           'calibration_batches', 'SERVED_CHANNELS', 'check_channels']
+
+SERVED_CHANNELS = 3  # builtin grey sets repeat the grey over three channels; folders are read as RGB
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,16 @@ def eval_view(dataset: Dataset, *, resolution: int) -> Dataset:
     if isinstance(dataset, ImageFolder):
         return ImageFolder(dataset.root, transform=eval_transform(resolution), loader=dataset.loader)
     raise InvalidTypeError(f'no evaluation view for {type(dataset).__name__}; use a builtin data set or an ImageFolder')
+
+
+def check_channels(model: torch.nn.Module, *, name: str) -> None:
+    """Refuse a model ``name`` that does not take the 3-channel images every data set here is served as,
+    before anything is read or written (a convolution would otherwise fail deep inside torch)."""
+    in_chans = getattr(model, 'in_chans', SERVED_CHANNELS)
+    if in_chans != SERVED_CHANNELS:
+        raise InvalidArgumentError(f'{name} takes {in_chans}-channel images, but data sets are served as '
+                                   f'{SERVED_CHANNELS}-channel ones (grey images repeated); use a model with '
+                                   f'in_chans={SERVED_CHANNELS}')
 
 
 def epoch_order(num_images: int, *, epoch: int, seed: int, rank: int, world_size: int) -> list[int]:

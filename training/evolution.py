@@ -50,7 +50,7 @@ class ConstrainedSampler:
     def __init__(self, space: SearchSpace, bits: int, *, budget: float, metric: BudgetMetric, num_classes: int):
         self.space, self.bits, self.budget, self.metric, self.num_classes = space, bits, budget, metric, num_classes
         floor = self.cost(space.smallest(bits))
-        if floor > budget:
+        if not floor <= budget:  # NaN too: no subnet would ever be within it
             raise InvalidArgumentError(f'budget {budget:g} {metric} is below the smallest {bits}-bit subnet ({floor:.4g}); '
                              f'raise the budget')
 
@@ -248,8 +248,10 @@ def resolve_budgets(text: str, *, space: SearchSpace, bits: int, metric: BudgetM
         budgets = [float(b) for b in text.split(',') if b.strip()]
     except ValueError:
         raise InvalidArgumentError(f'--budgets {text!r}: give numbers separated by commas (e.g. 0.05,0.1) or auto:N') from None
-    if not budgets or any(b <= 0 for b in budgets):
+    if not budgets or not all(math.isfinite(b) and b > 0 for b in budgets):
         raise InvalidArgumentError(f'--budgets {text!r}: give positive numbers separated by commas, or auto:N')
+    if len(set(budgets)) < len(budgets):
+        raise InvalidArgumentError(f'--budgets {text!r}: gives a budget twice; give each once')
     return budgets
 
 

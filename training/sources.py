@@ -114,17 +114,18 @@ def prepare_idx_dataset(name: str, root: 'str | Path | None' = None) -> Path:
     return root
 
 
-def _builtin_data(name: str, root: 'str | Path | None', size: int) -> ImageData:
+def _builtin_data(name: str, root: 'str | Path | None', size: int | None) -> ImageData:
+    """The set's images at ``size`` (resized as image files are; None: as stored, 28 px), crop_pct 1."""
     info = BUILTIN_DATASETS[name]
     root = prepare_idx_dataset(name, root)
     cls = getattr(tvd, info['torchvision'])
     train, test = cls(str(root), train=True), cls(str(root), train=False)
     mean, std = info['mean'], info['std']
+    train_set = TensorImageDataset(train.data, train.targets, mean=mean, std=std, size=size, train=True)
     return ImageData(
-        name=name,
-        train=TensorImageDataset(train.data, train.targets, mean=mean, std=std, size=size, train=True),
+        name=name, train=train_set,
         val=TensorImageDataset(test.data, test.targets, mean=mean, std=std, size=size, train=False),
-        num_classes=len(info['classes']), resolution=size, mean=(mean,) * 3, std=(std,) * 3,
+        num_classes=len(info['classes']), resolution=train_set.size, mean=(mean,) * 3, std=(std,) * 3,
         class_names=info['classes'])
 
 
@@ -163,7 +164,7 @@ def load_image_data(source: 'str | Path', *, resolution: int | None = None,
                     root: 'str | Path | None' = None) -> ImageData:
     """A builtin set by name (``fashion-mnist``, ``mnist``) or an ImageFolder root with train/ and val/."""
     if str(source) in BUILTIN_DATASETS:
-        return _builtin_data(str(source), root, resolution or 32)
+        return _builtin_data(str(source), root, resolution)
     path = Path(source)
     if not path.exists():
         raise DataError(f'no data at {path}; pass a folder with train/ and val/ sub-folders, '
