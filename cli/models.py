@@ -113,7 +113,8 @@ def _load(name: str, cache_dir: str | None = None):
 
 @click.command('eval')
 @click.argument('name', shell_complete=complete_model_name)
-@click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
+@click.option('--data', required=True,
+              help='fashion-mnist, mnist, or an ImageFolder root with train/ and val/ (test split of a builtin set).')
 @click.option('--recalibrate-bn', 'recalibrate', type=click.IntRange(min=0), default=0, show_default=True,
               help='Recalibrate BN on this many training images first (0: no).')
 @calibration_mode_option
@@ -124,32 +125,32 @@ def _load(name: str, cache_dir: str | None = None):
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | None, batch_size: int, workers: int,
              cache_dir: str | None, as_json: bool) -> None:
-    """Top-1/top-5 of NAME's weights on an ImageFolder validation split."""
+    """Top-1/top-5 of NAME's weights on the validation split of a data set, through its cfg's transform."""
     import torch
     from torch.utils.data import DataLoader
 
     from oqatnets.data import CALIBRATION_SEED, calibration_subset
     from oqatnets.evaluation import evaluate, recalibrate_bn
-    from oqatnets.training.datasets import check_channels
+    from oqatnets.training.datasets import cfg_view, check_channels
     from oqatnets.training.recipes import recipe_for_space
     from oqatnets.training.sources import load_image_data
     if calibration_mode and not recalibrate:
         raise BadUsage('--calibration-mode chooses how --recalibrate-bn N recalibrates; pass N > 0 or drop it')
     model = _load(name, cache_dir)
     check_channels(model, name=name)
-    resolution = int(model.pretrained_cfg['input_size'][-1])
-    images = load_image_data(data, resolution=resolution)
+    images = load_image_data(data)
     if images.num_classes != model.num_classes:
         raise BadUsage(f'{data} has {images.num_classes} classes but {name} predicts {model.num_classes}')
     mode = calibration_mode or recipe_for_space(model.space.name).bn_calibration
     if recalibrate > len(images.train):
         raise BadUsage(f'--recalibrate-bn {recalibrate}: {data} has {len(images.train)} training images; pass at most that')
+    cfg = model.pretrained_cfg  # every image goes through the model's own transform, as a user's files would
     if recalibrate:
         torch.manual_seed(CALIBRATION_SEED)
-        recalibrate_bn(model, DataLoader(calibration_subset(images.train, recalibrate), batch_size=batch_size,
-                                         num_workers=workers), resolution=resolution, mode=mode)
-    metrics = evaluate(model, DataLoader(images.val, batch_size=batch_size, num_workers=workers),
-                       resolution=resolution, progress=not as_json, desc=name)
+        recalibrate_bn(model, DataLoader(calibration_subset(cfg_view(images.train, cfg), recalibrate),
+                                         batch_size=batch_size, num_workers=workers), mode=mode)
+    metrics = evaluate(model, DataLoader(cfg_view(images.val, cfg), batch_size=batch_size, num_workers=workers),
+                       progress=not as_json, desc=name)
     row = {'model': name, 'top1': metrics['top1'], 'top5': metrics['top5'], 'loss': metrics['loss'],
            'images': metrics['images'], 'recalibrated_on': recalibrate, 'calibration_mode': mode if recalibrate else None}
     _emit([row], list(row), as_json)
@@ -175,7 +176,7 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
     """Top-k classes of each IMAGE (ImageNet class names, or the model's own label names)."""
     import torch
 
-    from oqatnets.data import eval_transform
+    from oqatnets.data import cfg_transform
     from oqatnets.training.sources import load_image
     for path in images:  # before loading anything: a FIFO or device would block the read
         if not Path(path).is_file():
@@ -185,9 +186,7 @@ def predict_cmd(name: str, images: tuple[str, ...], top: int, cache_dir: str | N
         raise BadUsage(f'{name} has no classifier (num_classes 0: it gives pre-logits); predict needs one')
     if top > model.num_classes and given('top'):
         raise BadUsage(f'--top {top}: {name} has {model.num_classes} classes; pass at most that')
-    cfg = model.pretrained_cfg
-    transform = eval_transform(int(cfg['input_size'][-1]), crop_pct=cfg.get('crop_pct', 0.875), mean=cfg['mean'],
-                               std=cfg['std'], interpolation=cfg.get('interpolation', 'bilinear'))
+    transform = cfg_transform(model.pretrained_cfg)
     labels = _label_names(model)
     rows = []
     for path in images:
@@ -329,7 +328,8 @@ def zoo_group() -> None:
 @click.command('build')
 @click.argument('supernet', shell_complete=complete_model_name)
 @click.argument('out', type=click.Path(file_okay=False))
-@click.option('--data', required=True, type=click.Path(exists=True, file_okay=False), help='ImageFolder root with train/ and val/.')
+@click.option('--data', required=True,
+              help='fashion-mnist, mnist, or an ImageFolder root with train/ and val/ (test split of a builtin set).')
 @click.option('--calib-images', type=click.IntRange(min=1), default=None,
               help='Training images used to recalibrate BN statistics of each subnet (default: 2000, or all if fewer).')
 @click.option('--calib-batch', type=click.IntRange(min=1), default=100, show_default=True,

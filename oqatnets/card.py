@@ -22,6 +22,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .costs import profile
 from .errors import InvalidArgumentError, InvalidFileError
+from .net import OQATNet
 from .pretrained import PretrainedCfg
 from .quant import FLOAT_BITS, iter_quant_convs, quant_range
 from .registry import DEFAULT_TAG, get_pretrained_cfg, hub_org, is_model, zoo_data_file
@@ -106,12 +107,16 @@ def parse_model_config(config: Any, *, where: str) -> tuple[PretrainedCfg, dict[
         cfg = PretrainedCfg.from_dict({'architecture': config['architecture'], **pretrained})
     except TypeError as exc:
         raise InvalidFileError(f'{where}: pretrained_cfg is malformed ({exc})') from None
+    name = cfg.hf_hub_filename
+    if name is not None and not (isinstance(name, str) and name.endswith('.safetensors') and Path(name).name == name):
+        raise InvalidFileError(f'{where}: pretrained_cfg.hf_hub_filename {name!r} is not a safetensors file name in the '
+                               'folder or repo (no path); write the folder with oqatnets.save_pretrained')
     args = dict(config['model_args'])
     if args.get('spec') is None and args.get('bits') is None:  # else a None-bit supernet would be built
         raise InvalidFileError(f'{where}: model_args has neither a spec (a subnet) nor bits (a supernet); '
                                'write the folder with oqatnets.save_pretrained')
     args.setdefault('num_classes', config.get('num_classes', cfg.num_classes))
-    _check_consistent(cfg, args, where=where)
+    _check_consistent(cfg, args, where=where, config=config)
     problems = data_config_problems(cfg, num_classes=args.get('num_classes'))
     if problems:
         raise InvalidFileError(f'{where}: pretrained_cfg {"; ".join(problems)}; write the folder with oqatnets.save_pretrained')
@@ -149,8 +154,9 @@ def data_config_problems(cfg: PretrainedCfg, *, num_classes: int | None = None) 
     return problems
 
 
-def _check_consistent(cfg: PretrainedCfg, args: dict[str, Any], *, where: str) -> None:
-    """Refuse a config whose ``pretrained_cfg`` describes another model than its ``model_args`` build."""
+def _check_consistent(cfg: PretrainedCfg, args: dict[str, Any], *, where: str, config: dict[str, Any]) -> None:
+    """Refuse a config whose ``pretrained_cfg`` or top-level fields (what timm and other Hub tools read)
+    describe another model than its ``model_args`` build."""
     spec = args.get('spec')
     try:
         bits = SubnetSpec.parse(spec).bits if isinstance(spec, str) else args.get('bits')
@@ -159,6 +165,11 @@ def _check_consistent(cfg: PretrainedCfg, args: dict[str, Any], *, where: str) -
     facts = {'bits': bits, 'spec': spec, 'num_classes': args.get('num_classes')}
     wrong = [f'pretrained_cfg.{key} is {getattr(cfg, key)!r} but model_args build {value!r}'
              for key, value in facts.items() if getattr(cfg, key) is not None and value is not None and getattr(cfg, key) != value]
+    quantization = config.get('quantization') if isinstance(config.get('quantization'), dict) else {}
+    top = {'num_classes': (config.get('num_classes'), facts['num_classes']), 'quantization.bits': (quantization.get('bits'), bits),
+           'architecture': (config['architecture'], OQATNet.architecture if spec is not None else OQATSupernet.architecture)}
+    wrong += [f'{key} is {said!r} but model_args build {built!r}' for key, (said, built) in top.items()
+              if said is not None and built is not None and said != built]
     if wrong:
         raise InvalidFileError(f'{where} contradicts itself: {"; ".join(wrong)}; write the folder with oqatnets.save_pretrained')
 

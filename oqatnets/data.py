@@ -17,8 +17,8 @@ from torchvision import transforms as T
 
 from .errors import InvalidArgumentError
 
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'ImageData', 'TensorImageDataset', 'eval_transform', 'resize_crop',
-           'train_transform', 'calibration_subset', 'CALIBRATION_SEED']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'ImageData', 'TensorImageDataset', 'ImagesThrough', 'eval_transform',
+           'resize_crop', 'cfg_transform', 'train_transform', 'calibration_subset', 'CALIBRATION_SEED']
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,6 +36,13 @@ def eval_transform(resolution: int, *, crop_pct: float = 0.875, mean: Sequence[f
     """Resize(ceil(r / crop_pct)) → CenterCrop(r) → ToTensor → Normalize (the authors' eval)."""
     return T.Compose([T.Lambda(_to_rgb), resize_crop(resolution, crop_pct=crop_pct, interpolation=interpolation),
                       T.ToTensor(), T.Normalize(mean, std)])
+
+
+def cfg_transform(cfg: dict) -> Callable:
+    """The evaluation transform a pretrained cfg describes: what ``oqat predict`` and timm's
+    ``create_transform(**resolve_data_config(model=m))`` apply to an image file for that model."""
+    return eval_transform(int(cfg['input_size'][-1]), crop_pct=cfg.get('crop_pct') or 0.875, mean=cfg['mean'],
+                          std=cfg['std'], interpolation=cfg.get('interpolation') or 'bilinear')
 
 
 def train_transform(resolution: int, *, mean: Sequence[float] = IMAGENET_MEAN,
@@ -85,6 +92,20 @@ class TensorImageDataset(Dataset):
             if torch.rand(()) < 0.5:
                 x = x.flip(-1)
         return x.expand(self.channels, -1, -1).contiguous(), int(self.labels[index])
+
+
+class ImagesThrough(Dataset):
+    """The grey images of a :class:`TensorImageDataset` as the PIL images their files decode to, through
+    ``transform`` (a cfg's evaluation transform): what a user feeding them as files gets."""
+
+    def __init__(self, dataset: TensorImageDataset, transform: Callable):
+        self.images, self.labels, self.transform = dataset.images, dataset.labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.images[index].numpy())), int(self.labels[index])
 
 
 def _resized(images: torch.Tensor, size: int) -> torch.Tensor:

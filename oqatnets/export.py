@@ -279,6 +279,10 @@ def export_onnx(model: nn.Module, path: 'str | os.PathLike', *, format: str = 'o
                          'extract a subnet with supernet.get_subnet(spec) first')
     if int4 and (format != 'onnx' or model.bits > 4):
         raise InvalidArgumentError(f'int4=True needs format onnx and at most 4 bits, not format {format} at {model.bits} bits')
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes != {torch.float32}:
+        raise InvalidArgumentError(f'ONNX export writes a float32 graph from float32 weights; the model holds '
+                                   f'{", ".join(sorted(map(str, dtypes)))}: export model.float()')
     g, out = _graph(model, fast=format == 'onnx', int4=int4)
     g.nodes.append(onnx.helper.make_node('Identity', [out], ['logits'], name='logits'))
     r = model.spec.resolution

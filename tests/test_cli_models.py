@@ -237,3 +237,25 @@ def test_every_option_has_help_text():
     bare = [f'{path} {p.opts[0]}' for path, cmd in commands(cli, []) for p in cmd.params
             if isinstance(p, click.Option) and not p.help]
     assert not bare
+
+
+def test_eval_feeds_images_through_the_models_own_cfg_transform(tmp_path):
+    """`oqat eval` measures what a user feeding the files through the model's cfg gets: its size, crop and
+    normalisation, not ImageNet's (an entry trained on Fashion-MNIST was evaluated with ImageNet's)."""
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    from oqatnets.data import cfg_transform
+    from oqatnets.evaluation import evaluate
+    from oqatnets.training.sources import load_image
+    cfg = {'mean': [0.2] * 3, 'std': [0.3] * 3, 'crop_pct': 1.0, 'interpolation': 'bicubic'}
+    folder = oqatnets.save_pretrained(small_net(2, num_classes=3), tmp_path / 'net', pretrained_cfg=cfg)
+    data = image_folder(tmp_path / 'data', size=40)
+    result = run('eval', f'local-dir:{folder}', '--data', data, '--json')
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output)[0]
+    model = oqatnets.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    val = ImageFolder(str(data / 'val'), transform=cfg_transform(model.pretrained_cfg), loader=load_image)
+    expected = evaluate(model, DataLoader(val, batch_size=100), progress=False)
+    assert row['images'] == expected['images'] == 12
+    assert row['loss'] == pytest.approx(expected['loss'], rel=1e-6) and row['top1'] == expected['top1']

@@ -197,3 +197,10 @@ def test_export_rejects_a_supernet(tmp_path):
 def test_export_rejects_bad_options(kwargs, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         export_onnx(small_net(2), tmp_path / 'x.onnx', **kwargs)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float64])
+def test_export_refuses_weights_that_are_not_float32_in_one_line(dtype, tmp_path):
+    with pytest.raises(ValueError, match=f'holds {dtype}: export model.float'):  # was a TypeError deep in numpy
+        export_onnx(small_net(2).to(dtype), tmp_path / 'x.onnx')
+    assert not (tmp_path / 'x.onnx').exists()

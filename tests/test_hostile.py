@@ -648,6 +648,33 @@ def case_predict_decompression_bomb(env, tmp_path, monkeypatch):
 
 
 @case('clear')
+def case_images_of_more_than_8_bits(env, tmp_path, monkeypatch):
+    """16-bit grey was clipped at 255 by PIL's RGB conversion and float images became black, silently."""
+    import numpy as np
+    from PIL import Image
+
+    from oqatnets.training.sources import load_image
+    levels = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # every 8-bit level, as 16-bit values
+    Image.fromarray(levels).save(tmp_path / 'sixteen.png')
+    Image.fromarray((levels // 257).astype(np.uint8)).save(tmp_path / 'eight.png')
+    assert Image.open(tmp_path / 'sixteen.png').mode.startswith('I;16')
+    assert np.array_equal(np.asarray(load_image(str(tmp_path / 'sixteen.png'))),
+                          np.asarray(load_image(str(tmp_path / 'eight.png'))))
+    Image.fromarray(np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)).save(tmp_path / 'float.tiff')
+    refused(run('predict', f'local-dir:{env.net}', tmp_path / 'float.tiff'), 1, 'float.tiff', 'floating-point',
+            '8- or 16-bit')
+
+
+@case('clear')
+def case_data_folder_named_like_a_builtin_set(env, tmp_path, monkeypatch):
+    image_folder(tmp_path / 'mnist', per_class=1, size=32)
+    monkeypatch.chdir(tmp_path)
+    refused(run('eval', f'local-dir:{env.net}', '--data', 'mnist'), 1, 'names both the builtin', './mnist')
+    result = run('eval', f'local-dir:{env.net}', '--data', './mnist', '--json')
+    assert result.exit_code == 0 and json.loads(result.output)[0]['images'] == 3, result.output
+
+
+@case('clear')
 def case_predict_top_zero(env, tmp_path, monkeypatch):
     refused(run('predict', f'local-dir:{env.net}', env.data / 'val' / 'ant' / '0.png', '--top', '0'), 2, '--top')
 

@@ -202,6 +202,31 @@ def test_a_config_whose_cfg_contradicts_its_model_args_is_refused(field, value, 
         oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
 
 
+@pytest.mark.parametrize('path,value', [(('num_classes',), 5), (('quantization', 'bits'), 4),
+                                        (('architecture',), 'oqat_supernet'), (('architecture',), 'resnet50')])
+def test_a_config_whose_top_level_fields_contradict_its_model_args_is_refused(path, value, tmp_path):
+    """The fields timm and other Hub tools read (num_classes, architecture, quantization) must describe the model
+    model_args build; they were ignored, so the folder claimed one model and loaded another."""
+    folder = oqatnets.save_pretrained(_initialised(oqatnets.create_model('oqatnet', spec=S.format(2), space='small',
+                                                                         num_classes=3)), tmp_path / 'm')
+    config = json.loads((folder / 'config.json').read_text())
+    (config[path[0]] if len(path) == 2 else config)[path[-1]] = value
+    (folder / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(oqatnets.errors.InvalidFileError, match=f'contradicts itself: {".".join(path)} is {value!r}'):
+        oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
+
+
+@pytest.mark.parametrize('name', ['../other/model.safetensors', '/etc/passwd', 'model.pth'])
+def test_a_weights_file_name_outside_the_folder_is_refused(name, tmp_path):
+    folder = oqatnets.save_pretrained(_initialised(oqatnets.create_model('oqatnet', spec=S.format(2), space='small',
+                                                                         num_classes=3)), tmp_path / 'm')
+    config = json.loads((folder / 'config.json').read_text())
+    config['pretrained_cfg']['hf_hub_filename'] = name
+    (folder / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(oqatnets.errors.InvalidFileError, match='hf_hub_filename'):
+        oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
+
+
 def test_finetuned_and_recalibrated_folders_claim_nothing_of_their_source(tmp_path):
     """``oqat finetune --resolution`` saves the net at the resolution it trained at; neither command keeps the
     source's accuracy or where it came from."""

@@ -12,19 +12,28 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.datasets import ImageFolder
 
-from oqatnets.data import CALIBRATION_SEED, ImageData, TensorImageDataset, calibration_subset, eval_transform
+from oqatnets.data import (
+    CALIBRATION_SEED,
+    ImageData,
+    ImagesThrough,
+    TensorImageDataset,
+    calibration_subset,
+    cfg_transform,
+    eval_transform,
+)
 from oqatnets.errors import InvalidArgumentError, InvalidTypeError
 
 from .recipes import SPLIT_SEED
 from .sources import load_image_data
 
 __all__ = ['PreparedData', 'prepare_data', 'Split', 'split_holdout', 'eval_view', 'epoch_order', 'batches_from', 'fixed_batches',
-           'calibration_batches', 'SERVED_CHANNELS', 'check_channels']
+           'calibration_batches', 'SERVED_CHANNELS', 'check_channels', 'cfg_view']
 
 SERVED_CHANNELS = 3  # builtin grey sets repeat the grey over three channels; folders are read as RGB
 
@@ -57,6 +66,18 @@ def eval_view(dataset: Dataset, *, resolution: int) -> Dataset:
     if isinstance(dataset, ImageFolder):
         return ImageFolder(dataset.root, transform=eval_transform(resolution), loader=dataset.loader)
     raise InvalidTypeError(f'no evaluation view for {type(dataset).__name__}; use a builtin data set or an ImageFolder')
+
+
+def cfg_view(dataset: Dataset, cfg: dict[str, Any]) -> Dataset:
+    """The same images served as a model with pretrained cfg ``cfg`` is fed image files: through the
+    cfg's own transform (size, crop, interpolation, mean, std), whatever the data set would serve."""
+    if isinstance(dataset, Subset):
+        return Subset(cfg_view(dataset.dataset, cfg), dataset.indices)
+    if isinstance(dataset, TensorImageDataset):
+        return ImagesThrough(dataset, cfg_transform(cfg))
+    if isinstance(dataset, ImageFolder):
+        return ImageFolder(dataset.root, transform=cfg_transform(cfg), loader=dataset.loader)
+    raise InvalidTypeError(f'no cfg view for {type(dataset).__name__}; use a builtin data set or an ImageFolder')
 
 
 def check_channels(model: torch.nn.Module, *, name: str) -> None:

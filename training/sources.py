@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import torchvision.datasets as tvd
 from PIL import Image
 from torchvision.datasets import ImageFolder
@@ -129,17 +130,30 @@ def _builtin_data(name: str, root: 'str | Path | None', size: int | None) -> Ima
         class_names=info['classes'])
 
 
+_SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
+
+
 def load_image(path: str) -> Image.Image:
     """An image file as RGB, or :class:`DataError` naming the file (not an image, truncated, a
-    decompression bomb): one bad file in a data folder must not end a run with a traceback."""
+    decompression bomb, grey levels that have no 8-bit meaning): one bad file in a data folder must not
+    end a run with a traceback, nor be read as something else. 16-bit grey images are scaled to 8 bits
+    (``round(v · 255 / 65535)``); PIL's RGB conversion would clip them at 255."""
     if not os.path.isfile(path):  # a FIFO or device would block or never end
         raise DataError(f'{path} is not a regular file; image paths must name image files')
     try:
         with Image.open(path) as image:
-            return image.convert('RGB')
+            mode = image.mode
+            if mode in _SIXTEEN_BIT_MODES:
+                levels = np.asarray(image).astype(np.float64) * (255 / 65535)
+                return Image.fromarray(np.rint(levels).astype(np.uint8)).convert('RGB')
+            if mode not in ('I', 'F'):
+                return image.convert('RGB')
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f'cannot read image {path} ({" ".join(str(exc).split())[:160]}); '
                         'remove or replace the file') from None
+    # 32-bit integers or floats: no scale that PIL or we could know
+    raise DataError(f'{path} has {"32-bit integer" if mode == "I" else "floating-point"} pixels (PIL mode {mode}), '
+                    'which have no 8-bit scale; save it as an 8- or 16-bit image')
 
 
 def _folder_data(path: Path, resolution: int) -> ImageData:
@@ -164,6 +178,9 @@ def load_image_data(source: 'str | Path', *, resolution: int | None = None,
                     root: 'str | Path | None' = None) -> ImageData:
     """A builtin set by name (``fashion-mnist``, ``mnist``) or an ImageFolder root with train/ and val/."""
     if str(source) in BUILTIN_DATASETS:
+        if Path(source).exists():  # a user's folder would silently lose to the builtin set
+            raise DataError(f'{source} names both the builtin data set and {Path(source).absolute()}; pass '
+                            f'./{source} for the folder, or run elsewhere for the builtin set')
         return _builtin_data(str(source), root, resolution)
     path = Path(source)
     if not path.exists():
