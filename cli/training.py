@@ -315,13 +315,17 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
 def inherit_cmd(src: str, dst: str, bits: int, as_json: bool, overwrite: bool) -> None:
     """Bit inheritance: write DST, the supernet SRC at --bits with every step size doubled per bit dropped."""
     from oqatnets.quant import get_bits
+    from oqatnets.supernet import OQATSupernet
     from oqatnets.training.artifacts import load_model, save_model_folder
     from oqatnets.training.inherit import inherit_bits
     output_path(dst, folder=True, overwrite=overwrite)
     model = load_model(src)
     child = inherit_bits(model, bits)
+    local = src.removeprefix('local-dir:')
+    parent = (src[:len(src) - len(local)] + str(Path(local).absolute()) if Path(local).exists()
+              else src)  # a folder is recorded absolute, so that it names the same folder from anywhere
     save_model_folder(child, dst, description=f'{bits}-bit OQAT model inherited from the {get_bits(model)}-bit {src}',
-                 extra_cfg={'supernet': str(src)})
+                      extra_cfg={'supernet': parent} if isinstance(model, OQATSupernet) else None)
     scale = 2 ** (get_bits(model) - bits)
     if as_json:
         click.echo(json.dumps({'folder': str(dst), 'bits': bits, 'source_bits': get_bits(model), 'step_scale': scale}))
@@ -350,7 +354,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
     from oqatnets.evaluation import evaluate
     from oqatnets.spec import SubnetSpec
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.artifacts import load_model, save_model_folder
+    from oqatnets.training.artifacts import RUN_FILE, load_model, save_model_folder
     from oqatnets.training.calibrate import calibrate_model, calibrated_subnet
     from oqatnets.training.datasets import check_channels, prepare_data
     output_path(out, folder=True, overwrite=overwrite)
@@ -360,8 +364,10 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
         check_channels(model, name=model_source)
         recipe = _recipe_for(model.space.name)
         holdout_images, split_seed = _split_of(model_source, holdout, recipe)
+        from_run = (Path(model_source) / RUN_FILE).is_file()  # a training run's split is a fact, not a default
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=calib_images,
-                                calib_batch_size=batch_size, split_seed=split_seed)
+                                calib_batch_size=batch_size, split_seed=split_seed,
+                                holdout_adapts=holdout is None and not from_run)
         available = len(prepared.train_set)
         if calib_images > available and given('calib_images'):
             raise BadUsage(f'--calib-images {calib_images}: {data_source} has {available} training images outside the '
@@ -382,8 +388,10 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
             result = evaluate(net, prepared.val_batches(batch_size=batch_size), resolution=net.spec.resolution)
             metrics = {'top1': result['top1'], 'top5': result['top5'],
                        'source': f'oqat calibrate ({calib_images} training images, {mode} mode), {prepared.data.name} val'}
-        save_model_folder(net.cpu(), out, data=prepared.data, metrics=metrics)
-        _echo(ctx, {'out': out, 'spec': str(net.spec), **(metrics or {})})
+        names = model.pretrained_cfg.get('label_names')  # BN only: the classifier, and what it names, stay
+        save_model_folder(net.cpu(), out, data=prepared.data, metrics=metrics,
+                          extra_cfg={'label_names': names} if names else None)
+        _echo(ctx, {'out': out, 'spec': str(net.spec), 'holdout': len(prepared.split.holdout), **(metrics or {})})
     _finish(ctx)
 
 

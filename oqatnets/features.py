@@ -21,4 +21,7 @@ def features_model(model: nn.Module, *, out_indices: Any = None, feature_cls: st
                                    '(forward_intermediates), which follows the active subnet')
     indices = model.default_out_indices if out_indices is None else out_indices
     check_feature_indices(indices, len(model.feature_info), name='out_indices')
-    return FeatureGetterNet(model, out_indices=indices, prune=False)
+    features = FeatureGetterNet(model, out_indices=indices, prune=False)
+    # as timm's builder does: resolve_data_config(model=features) must find the model's data config, not ImageNet's
+    features.pretrained_cfg = features.default_cfg = model.pretrained_cfg
+    return features

@@ -187,7 +187,7 @@ def test_convert_official_writes_a_loadable_folder(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(supernet.state_dict().values(), reference.state_dict().values()))
 
 
-def test_export_push_and_inherit_speak_json(tmp_path):
+def test_export_push_and_inherit_speak_json(tmp_path, monkeypatch):
     folder = oqatnets.save_pretrained(small_net(3), tmp_path / 'net')
     result = run('export', f'local-dir:{folder}', tmp_path / 'w.safetensors', '--format', 'packed', '--json')
     assert result.exit_code == 0, result.output
@@ -203,6 +203,10 @@ def test_export_push_and_inherit_speak_json(tmp_path):
     result = run('inherit', tmp_path / 's3', tmp_path / 's2', '--bits', '2', '--json')
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {'folder': str(tmp_path / 's2'), 'bits': 2, 'source_bits': 3, 'step_scale': 2}
+    monkeypatch.chdir(tmp_path)  # a relative source is recorded as the folder it names from anywhere
+    assert run('inherit', 'local-dir:s3', 's2rel', '--bits', '2').exit_code == 0
+    recorded = json.loads((tmp_path / 's2rel' / 'config.json').read_text())['pretrained_cfg']['supernet']
+    assert recorded == f'local-dir:{tmp_path / "s3"}'
     before = {p.name: p.read_bytes() for p in (tmp_path / 's2').iterdir()}
     for args in (('inherit', tmp_path / 's3', tmp_path / 's2', '--bits', '1'),
                  ('export', f'local-dir:{folder}', tmp_path / 'w.safetensors', '--format', 'packed')):

@@ -595,6 +595,27 @@ def case_one_channel_model_meets_rgb_data(env, tmp_path, monkeypatch):
 
 
 @case('clear')
+def case_calibrate_keeps_the_models_label_names(env, tmp_path, monkeypatch):
+    folder = oqatnets.save_pretrained(small_net(2, num_classes=3), tmp_path / 'net',
+                                      pretrained_cfg={'label_names': ['ant', 'bee', 'cat']})
+    data = image_folder(tmp_path / 'data', classes=('c0', 'c1', 'c2'), per_class=2, size=32)
+    result = run('calibrate', folder, '--data', data, '--out', tmp_path / 'cal', '--calib-images', '4', '--holdout', '0')
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / 'cal' / 'config.json').read_text())
+    assert config['pretrained_cfg']['label_names'] == ['ant', 'bee', 'cat']  # was the folder's c0, c1, c2
+
+
+@case('handled')
+def case_calibrate_default_holdout_adapts_to_a_small_folder(env, tmp_path, monkeypatch):
+    data = image_folder(tmp_path / 'data', per_class=2, size=32)  # 6 training images, the recipe holds out 5000
+    result = run('calibrate', env.net, '--data', data, '--out', tmp_path / 'cal', '--calib-images', '4')
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index('{'):])['holdout'] == 0  # the report says what was used
+    refused(run('calibrate', env.net, '--data', data, '--out', tmp_path / 'c2', '--calib-images', '4', '--holdout', '6'),
+            2, '--holdout')  # an explicit value is honoured or refused, never replaced
+
+
+@case('clear')
 def case_eval_class_mismatch(env, tmp_path, monkeypatch):
     data = image_folder(tmp_path / 'two', classes=('a', 'b'), per_class=1, size=32)
     refused(run('eval', f'local-dir:{env.net}', '--data', data), 2, 'classes')

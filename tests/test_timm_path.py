@@ -107,6 +107,17 @@ def test_features_only_gives_the_feature_maps():
     assert len(picked(inputs())) == 2
 
 
+def test_features_only_keeps_the_models_data_config():
+    """timm's resolve_data_config(model=features) fell back to ImageNet's 224 px bicubic defaults."""
+    from timm.data import resolve_data_config
+    model = oqatnets.create_model('oqat_2bit_m')
+    for features in (timm.create_model('oqat_2bit_m', features_only=True),
+                     oqatnets.create_model('oqat_2bit_m', features_only=True)):
+        assert features.pretrained_cfg == model.pretrained_cfg
+        assert resolve_data_config(model=features) == resolve_data_config(model=model)
+        assert tuple(resolve_data_config(model=features)['input_size']) == (3, 208, 208)  # not ImageNet's 224
+
+
 def test_supernet_features_follow_the_active_subnet():
     torch.manual_seed(0)
     supernet = oqatnets.create_supernet(2, space='small', num_classes=4).double()

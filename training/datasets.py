@@ -154,13 +154,17 @@ class PreparedData:
 
 
 def prepare_data(source: str, *, holdout_images: int, calib_images: int, calib_batch_size: int,
-                 train_images: int | None = None, split_seed: int = SPLIT_SEED, num_workers: int = 0) -> PreparedData:
+                 train_images: int | None = None, split_seed: int = SPLIT_SEED, num_workers: int = 0,
+                 holdout_adapts: bool = False) -> PreparedData:
     """Load ``source`` and split its training images into a training part and a held-out part.
 
     ``train_images`` keeps only the first N images of the training part (quick runs and tests);
-    the held-out part does not change with it, so searches stay comparable.
+    the held-out part does not change with it, so searches stay comparable. ``holdout_adapts``:
+    ``holdout_images`` is a default, and a data set without more training images than that holds none out.
     """
     data = load_image_data(source)
+    if holdout_adapts and holdout_images >= len(data.train):
+        holdout_images = 0
     split = split_holdout(len(data.train), holdout_images=holdout_images, seed=split_seed)
     train_idx = split.train if train_images is None else split.train[:train_images]
     if not train_idx:
