@@ -131,7 +131,7 @@ def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | Non
 
     from oqatnets.data import CALIBRATION_SEED, calibration_subset
     from oqatnets.evaluation import evaluate, recalibrate_bn
-    from oqatnets.training.datasets import cfg_view, check_channels
+    from oqatnets.training.datasets import cfg_view, check_channels, check_class_order
     from oqatnets.training.recipes import recipe_for_space
     from oqatnets.training.sources import load_image_data
     if calibration_mode and not recalibrate:
@@ -141,6 +141,7 @@ def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | Non
     images = load_image_data(data)
     if images.num_classes != model.num_classes:
         raise BadUsage(f'{data} has {images.num_classes} classes but {name} predicts {model.num_classes}')
+    check_class_order(model, images, name=name)
     mode = calibration_mode or recipe_for_space(model.space.name).bn_calibration
     if recalibrate > len(images.train):
         raise BadUsage(f'--recalibrate-bn {recalibrate}: {data} has {len(images.train)} training images; pass at most that')

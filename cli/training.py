@@ -316,16 +316,13 @@ def inherit_cmd(src: str, dst: str, bits: int, as_json: bool, overwrite: bool) -
     """Bit inheritance: write DST, the supernet SRC at --bits with every step size doubled per bit dropped."""
     from oqatnets.quant import get_bits
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.artifacts import load_model, save_model_folder
+    from oqatnets.training.artifacts import load_model, recorded_source, save_model_folder
     from oqatnets.training.inherit import inherit_bits
     output_path(dst, folder=True, overwrite=overwrite)
     model = load_model(src)
     child = inherit_bits(model, bits)
-    local = src.removeprefix('local-dir:')
-    parent = (src[:len(src) - len(local)] + str(Path(local).absolute()) if Path(local).exists()
-              else src)  # a folder is recorded absolute, so that it names the same folder from anywhere
     save_model_folder(child, dst, description=f'{bits}-bit OQAT model inherited from the {get_bits(model)}-bit {src}',
-                      extra_cfg={'supernet': parent} if isinstance(model, OQATSupernet) else None)
+                      extra_cfg={'supernet': recorded_source(src)} if isinstance(model, OQATSupernet) else None)
     scale = 2 ** (get_bits(model) - bits)
     if as_json:
         click.echo(json.dumps({'folder': str(dst), 'bits': bits, 'source_bits': get_bits(model), 'step_scale': scale}))
@@ -351,12 +348,18 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
                   batch_size: int, calibration_mode: str | None, holdout: int | None, do_eval: bool, overwrite: bool,
                   device: str | None) -> None:
     """Recalibrate BN statistics of MODEL (or of one subnet of a supernet) and save it to OUT."""
-    from oqatnets.evaluation import evaluate
     from oqatnets.spec import SubnetSpec
     from oqatnets.supernet import OQATSupernet
     from oqatnets.training.artifacts import RUN_FILE, load_model, save_model_folder
     from oqatnets.training.calibrate import calibrate_model, calibrated_subnet
-    from oqatnets.training.datasets import check_channels, prepare_data
+    from oqatnets.training.datasets import (
+        calibration_batches,
+        cfg_view,
+        check_channels,
+        check_class_order,
+        evaluate_as_files,
+        prepare_data,
+    )
     output_path(out, folder=True, overwrite=overwrite)
     ctx = _ctx(device, rank0_only=True)
     if ctx.is_main:
@@ -368,6 +371,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=calib_images,
                                 calib_batch_size=batch_size, split_seed=split_seed,
                                 holdout_adapts=holdout is None and not from_run)
+        check_class_order(model, prepared.data, name=model_source)
         available = len(prepared.train_set)
         if calib_images > available and given('calib_images'):
             raise BadUsage(f'--calib-images {calib_images}: {data_source} has {available} training images outside the '
@@ -375,22 +379,24 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
         calib_images = min(calib_images, available)
         model.to(ctx.device)
         mode = calibration_mode or recipe.bn_calibration
+        if spec and not isinstance(model, OQATSupernet):
+            raise BadUsage(f'{model_source} is a static network; --spec only applies to supernets')
+        chosen = (SubnetSpec.parse(spec) if spec else model.space.largest(model.bits)) \
+            if isinstance(model, OQATSupernet) else model.spec
+        # BN only: the model keeps its data config, and calibration and test images go through its transform
+        cfg = {**model.pretrained_cfg, 'input_size': [model.in_chans, chosen.resolution, chosen.resolution]}
+        calib = calibration_batches(cfg_view(prepared.train_set, cfg), num_images=calib_images, batch_size=batch_size,
+                                    in_memory=prepared.in_memory)
         if isinstance(model, OQATSupernet):
-            chosen = SubnetSpec.parse(spec) if spec else model.space.largest(model.bits)
-            net = calibrated_subnet(model, chosen, calib_batches=prepared.calib, mode=mode)
+            net = calibrated_subnet(model, chosen, calib_batches=calib, mode=mode)
         else:
-            if spec:
-                raise BadUsage(f'{model_source} is a static network; --spec only applies to supernets')
-            net = calibrate_model(model, calib_batches=prepared.calib, resolution=model.spec.resolution,
-                                  mode=mode).eval()
+            net = calibrate_model(model, calib_batches=calib, resolution=chosen.resolution, mode=mode).eval()
         metrics = None
         if do_eval:
-            result = evaluate(net, prepared.val_batches(batch_size=batch_size), resolution=net.spec.resolution)
+            result = evaluate_as_files(net, prepared.data.val, cfg=cfg, batch_size=batch_size)
             metrics = {'top1': result['top1'], 'top5': result['top5'],
                        'source': f'oqat calibrate ({calib_images} training images, {mode} mode), {prepared.data.name} val'}
-        names = model.pretrained_cfg.get('label_names')  # BN only: the classifier, and what it names, stay
-        save_model_folder(net.cpu(), out, data=prepared.data, metrics=metrics,
-                          extra_cfg={'label_names': names} if names else None)
+        save_model_folder(net.cpu(), out, metrics=metrics, extra_cfg={'dataset': prepared.data.name})
         _echo(ctx, {'out': out, 'spec': str(net.spec), 'holdout': len(prepared.split.holdout), **(metrics or {})})
     _finish(ctx)
 
@@ -430,7 +436,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
     from torch.utils.data import Subset
 
     from oqatnets.quant import set_fused_quantizer
-    from oqatnets.training.artifacts import load_supernet
+    from oqatnets.training.artifacts import load_supernet, recorded_source
     from oqatnets.training.datasets import check_channels, prepare_data
     from oqatnets.training.evolution import resolve_budgets
     from oqatnets.training.loop import resolve_fused_quantizer
@@ -460,9 +466,8 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
             supernets=models, data=prepared.data, budgets=budgets, metric=budget_metric, recipe=recipe,
             out_dir=out, calib_batches=prepared.calib,
             holdout_batches=prepared.holdout_batches(batch_size=recipe.calib_batch_size),
-            test_batches=prepared.val_batches(batch_size=recipe.calib_batch_size) if test_eval else None,
-            seed=seed, save_entries=save_entries,
-            run_info={'supernets': {str(m.bits): s for m, s in zip(models, supernets)},
+            test_set=prepared.data.val if test_eval else None, seed=seed, save_entries=save_entries,
+            run_info={'supernets': {str(m.bits): recorded_source(s) for m, s in zip(models, supernets)},
                       'holdout_images': len(prepared.holdout_set)})
         rows = [{k: p.get(k) for k in ('entry', 'bits', 'budget', 'resolution', 'macs', 'bitops', 'top1', 'test_top1')}
                 for r in report['results'] for p in r['chosen']]
@@ -494,8 +499,8 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                  tensorboard: bool, ema_decay: float | None, optimizer: str, seed: int, device: str | None) -> None:
     """Finetune a static subnet or zoo model on a data set (any number of classes), bits kept."""
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.artifacts import load_model, save_model_folder
-    from oqatnets.training.datasets import check_channels, prepare_data
+    from oqatnets.training.artifacts import folder_cfg, load_model, save_model_folder
+    from oqatnets.training.datasets import check_channels, check_class_order, evaluate_as_files, prepare_data
     from oqatnets.training.finetune import finetune
     from oqatnets.training.loop import resolve_fused_quantizer
     resume, adopt = _prepare_out(out, resume_from)
@@ -506,6 +511,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
     data = prepared.data
     model = load_model(model_source, num_classes=data.num_classes)
     check_channels(model, name=model_source)
+    check_class_order(model, data, name=model_source)
     if isinstance(model, OQATSupernet):
         raise BadUsage(f'{model_source} is a supernet; finetune takes a static subnet: pick one with `oqat search` '
                        'or `oqat calibrate --spec SPEC`, and finetune its folder')
@@ -522,10 +528,9 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                       run_info={'model': model_source, 'data': data_source, 'teacher': teacher},
                       loop_options=_loop_settings(ctx, prepared, workers=workers, clip_grad=clip_grad,
                                                   tensorboard=tensorboard, ema_decay=ema_decay, optimizer=optimizer))
-    if ctx.is_main:
-        last = result.summary['last_epoch'] or {}
-        metrics = {'top1': last.get('val_top1'), 'top5': last.get('val_top5'),
-                   'source': f'oqat finetune on {data.name}, val split'}
+    if ctx.is_main:  # the folder's figure is measured through the transform its cfg will describe
+        test = evaluate_as_files(model.eval(), data.val, cfg=folder_cfg(model, data), batch_size=recipe.calib_batch_size)
+        metrics = {'top1': test['top1'], 'top5': test['top5'], 'source': f'oqat finetune on {data.name}, val split'}
         save_model_folder(model.cpu(), Path(out) / 'model', data=data, metrics=metrics)
     _echo(ctx, result.summary)
     _finish(ctx)

@@ -23,7 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .costs import profile
 from .errors import InvalidArgumentError, InvalidFileError
 from .net import OQATNet
-from .pretrained import PretrainedCfg
+from .pretrained import ACCURACY_FIELDS, PretrainedCfg, changes_transform
 from .quant import FLOAT_BITS, iter_quant_convs, quant_range
 from .registry import DEFAULT_TAG, get_pretrained_cfg, hub_org, is_model, zoo_data_file
 from .spec import SubnetSpec
@@ -72,7 +72,10 @@ def model_config(model: nn.Module, overrides: 'PretrainedCfg | dict[str, Any] | 
     if isinstance(overrides, PretrainedCfg):
         overrides = overrides.to_dict()
     own = model.pretrained_cfg if own is None else own
-    cfg = {**own, **(overrides or {})}
+    overrides = dict(overrides or {})
+    if changes_transform(own, overrides) and not set(overrides) & set(ACCURACY_FIELDS):
+        own = {k: v for k, v in own.items() if k not in ACCURACY_FIELDS}  # measured through another transform
+    cfg = {**own, **overrides}
     for key in ('architecture', 'bits', 'spec', 'space', 'num_classes', 'input_size'):
         cfg.pop(key, None)
         if own.get(key) is not None:
@@ -124,6 +127,7 @@ def parse_model_config(config: Any, *, where: str) -> tuple[PretrainedCfg, dict[
 
 
 _INTERPOLATIONS = ('nearest', 'nearest-exact', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')  # torchvision's
+_CROP_MODES = ('center', 'squash', 'border')  # timm's
 
 
 def _is_number(value: Any, *, positive: bool = False) -> bool:
@@ -142,6 +146,8 @@ def data_config_problems(cfg: PretrainedCfg, *, num_classes: int | None = None) 
         problems.append(f'crop_pct {cfg.crop_pct!r} is not a positive number')
     if cfg.interpolation not in _INTERPOLATIONS:
         problems.append(f'interpolation {cfg.interpolation!r} is not one of {", ".join(_INTERPOLATIONS)}')
+    if cfg.crop_mode not in _CROP_MODES:
+        problems.append(f'crop_mode {cfg.crop_mode!r} is not one of {", ".join(_CROP_MODES)}')
     for name, positive in (('mean', False), ('std', True)):
         value = getattr(cfg, name)
         if not (isinstance(value, (list, tuple)) and value and all(_is_number(v, positive=positive) for v in value)):
@@ -165,11 +171,19 @@ def _check_consistent(cfg: PretrainedCfg, args: dict[str, Any], *, where: str, c
     facts = {'bits': bits, 'spec': spec, 'num_classes': args.get('num_classes')}
     wrong = [f'pretrained_cfg.{key} is {getattr(cfg, key)!r} but model_args build {value!r}'
              for key, value in facts.items() if getattr(cfg, key) is not None and value is not None and getattr(cfg, key) != value]
+    if isinstance(spec, str) and cfg.input_size is not None:  # a static net's input size is its spec's resolution
+        r = SubnetSpec.parse(spec).resolution
+        built = [args.get('in_chans', 3), r, r]
+        if list(cfg.input_size) != built:
+            wrong.append(f'pretrained_cfg.input_size is {list(cfg.input_size)!r} but model_args build {built!r}')
     quantization = config.get('quantization') if isinstance(config.get('quantization'), dict) else {}
     top = {'num_classes': (config.get('num_classes'), facts['num_classes']), 'quantization.bits': (quantization.get('bits'), bits),
            'architecture': (config['architecture'], OQATNet.architecture if spec is not None else OQATSupernet.architecture)}
     wrong += [f'{key} is {said!r} but model_args build {built!r}' for key, (said, built) in top.items()
               if said is not None and built is not None and said != built]
+    names = list(cfg.label_names) if cfg.label_names else None
+    if config.get('label_names') is not None and names is not None and config['label_names'] != names:
+        wrong.append(f'label_names is {config["label_names"]!r} but pretrained_cfg.label_names is {names!r}')
     if wrong:
         raise InvalidFileError(f'{where} contradicts itself: {"; ".join(wrong)}; write the folder with oqatnets.save_pretrained')
 

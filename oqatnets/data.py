@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from PIL import Image
+from timm.data import create_transform, resolve_data_config
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 
@@ -39,10 +40,11 @@ def eval_transform(resolution: int, *, crop_pct: float = 0.875, mean: Sequence[f
 
 
 def cfg_transform(cfg: dict) -> Callable:
-    """The evaluation transform a pretrained cfg describes: what ``oqat predict`` and timm's
-    ``create_transform(**resolve_data_config(model=m))`` apply to an image file for that model."""
-    return eval_transform(int(cfg['input_size'][-1]), crop_pct=cfg.get('crop_pct') or 0.875, mean=cfg['mean'],
-                          std=cfg['std'], interpolation=cfg.get('interpolation') or 'bilinear')
+    """The evaluation transform a pretrained cfg describes, built by timm as a timm user gets it
+    (``create_transform(**resolve_data_config(pretrained_cfg=cfg))``: size, crop_pct, crop_mode,
+    interpolation, mean, std), after conversion to RGB: what ``oqat predict`` and ``oqat eval`` apply to
+    an image file, and what every figure on a card is measured through."""
+    return T.Compose([T.Lambda(_to_rgb), create_transform(**resolve_data_config(pretrained_cfg=dict(cfg)))])
 
 
 def train_transform(resolution: int, *, mean: Sequence[float] = IMAGENET_MEAN,

@@ -28,7 +28,7 @@ from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, In
 from .features import features_model
 from .hub import download, load_model_config_from_hf, load_model_config_from_path, offline_note
 from .net import OQATNet, check_count
-from .pretrained import PretrainedCfg
+from .pretrained import ACCURACY_FIELDS, PretrainedCfg, changes_transform
 from .spec import SubnetSpec
 from .supernet import OQATSupernet
 from .weights import WeightsFile, canonical_args, check_record, read_weights
@@ -204,7 +204,6 @@ def _resolve(model_name: str, cache_dir: 'str | os.PathLike | None',
     return registry.get_pretrained_cfg(name), entry.model_args(), entry.name
 
 
-_ACCURACY_FIELDS = ('top1', 'top5', 'metrics_source')
 # cfg fields the model owns (one owner per fact): an overlay naming them is refused, with the argument that sets them
 _MODEL_FIELDS = {'architecture': 'the model name', 'bits': 'bits=', 'spec': 'spec=', 'space': 'space=',
                  'num_classes': 'num_classes=', 'input_size': "spec= (its resolution) or model.set_resolution()"}
@@ -225,6 +224,8 @@ def _overlay(cfg: PretrainedCfg, overlay: dict[str, Any]) -> PretrainedCfg:
     problems = data_config_problems(out, num_classes=out.num_classes)
     if problems:
         raise InvalidArgumentError(f'pretrained_cfg_overlay: {"; ".join(problems)}')
+    if changes_transform(cfg, overlay) and not set(overlay) & set(ACCURACY_FIELDS):
+        out = out.replace(**{k: None for k in ACCURACY_FIELDS})  # measured through another transform
     return out
 
 
@@ -289,7 +290,7 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
         check_record(checkpoint.record, model.model_args(), where=checkpoint.path)
         _load_into(model, checkpoint.state, where=str(checkpoint.path))
     if weights is None and checkpoint_path is None:
-        cfg = cfg.replace(**{k: None for k in _ACCURACY_FIELDS})
+        cfg = cfg.replace(**{k: None for k in ACCURACY_FIELDS})
     model.set_pretrained_cfg(cfg.replace(num_classes=int(source_args.get('num_classes', cfg.num_classes))),
                              source_args=canonical_args(source_args))
     if checkpoint_path is not None or (weights is not None

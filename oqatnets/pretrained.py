@@ -132,6 +132,19 @@ class PretrainedCfg:
         return cls(**kwargs)
 
 
+# A measured figure of a cfg, and the fields of the transform it was measured through: change one of these
+# and the figures no longer say what a user feeding image files through the cfg gets.
+ACCURACY_FIELDS = ('top1', 'top5', 'metrics_source')
+TRANSFORM_FIELDS = ('crop_pct', 'crop_mode', 'interpolation', 'mean', 'std')
+
+
+def changes_transform(cfg: 'dict[str, Any] | PretrainedCfg', changes: dict[str, Any]) -> bool:
+    """Whether ``changes`` set a transform field of ``cfg`` to another value (lists and tuples alike)."""
+    old = cfg.to_dict() if isinstance(cfg, PretrainedCfg) else cfg
+    same = (lambda v: tuple(v) if isinstance(v, (list, tuple)) else v)
+    return any(k in changes and same(changes[k]) != same(old.get(k)) for k in TRANSFORM_FIELDS)
+
+
 # What a derived model keeps of its source's cfg (everything else is identity or set anew).
 DATA_FIELDS = ('interpolation', 'crop_pct', 'crop_mode', 'mean', 'std', 'label_offset', 'label_names', 'pool_size',
                'first_conv', 'classifier', 'license', 'paper_name', 'paper_ids', 'quantizer', 'supernet', 'dataset')

@@ -616,6 +616,17 @@ def case_calibrate_default_holdout_adapts_to_a_small_folder(env, tmp_path, monke
 
 
 @case('clear')
+def case_class_folders_in_another_order_than_the_models_label_names(env, tmp_path, monkeypatch):
+    folder = oqatnets.save_pretrained(small_net(2, num_classes=3), tmp_path / 'net',
+                                      pretrained_cfg={'label_names': ['cat', 'ant', 'bee']})
+    data = image_folder(tmp_path / 'data', classes=('ant', 'bee', 'cat'), per_class=2, size=32)  # sorted: ant is 0
+    for args in (('eval', f'local-dir:{folder}', '--data', data),
+                 ('calibrate', folder, '--data', data, '--out', tmp_path / 'cal', '--calib-images', '4')):
+        refused(run(*args), 2, "class folder 'ant' is class 0 of the data but class 1", 'rename the folders')
+    assert not (tmp_path / 'cal').exists()
+
+
+@case('clear')
 def case_eval_class_mismatch(env, tmp_path, monkeypatch):
     data = image_folder(tmp_path / 'two', classes=('a', 'b'), per_class=1, size=32)
     refused(run('eval', f'local-dir:{env.net}', '--data', data), 2, 'classes')

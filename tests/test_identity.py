@@ -7,6 +7,7 @@ files record the model they hold and refuse to load into another.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import timm
@@ -169,6 +170,24 @@ def test_packed_files_of_weights_changed_in_place_or_reheaded_claim_nothing_of_t
     assert fresh.pretrained_cfg['mean'] == [0.5] * 3
 
 
+def test_a_figure_measured_through_another_transform_is_not_carried(published, tmp_path):
+    """An overlay or a save that changes the transform (crop, interpolation, mean, std) keeps the weights' identity
+    but drops the measured figures: they were measured through the transform the cfg no longer describes."""
+    _, _, hub = published
+    same = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub, pretrained_cfg_overlay=dict(
+        mean=(0.5, 0.5, 0.5), license='mit'))  # the transform it already had: the figure stands
+    assert same.pretrained_cfg['top1'] == 71.5
+    for overlay in (dict(crop_pct=0.5), dict(interpolation='nearest'), dict(mean=(0.4, 0.5, 0.5)), dict(crop_mode='squash')):
+        model = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub, pretrained_cfg_overlay=overlay)
+        assert model.pretrained_cfg['hf_hub_id'] == 'org/idtest', 'the same weights'
+        assert not any(model.pretrained_cfg.get(k) for k in ('top1', 'top5', 'metrics_source')), overlay
+    entry = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub)
+    saved = oqatnets.save_pretrained(entry, tmp_path / 'other-std', pretrained_cfg={'std': [0.3] * 3})
+    cfg = json.loads((saved / 'config.json').read_text())['pretrained_cfg']
+    assert 'top1' not in cfg and cfg['std'] == [0.3] * 3
+    assert 'Reported top-1' not in (saved / 'README.md').read_text()
+
+
 def test_an_overlay_cannot_contradict_the_model(published):
     hub = published[2]
     for overlay, argument in ((dict(bits=4), 'bits='), (dict(spec='r32_k' + '3' * 20 + '_e' + '3' * 20 + '_d22222_b4'), 'spec='),
@@ -203,16 +222,19 @@ def test_a_config_whose_cfg_contradicts_its_model_args_is_refused(field, value, 
 
 
 @pytest.mark.parametrize('path,value', [(('num_classes',), 5), (('quantization', 'bits'), 4),
-                                        (('architecture',), 'oqat_supernet'), (('architecture',), 'resnet50')])
+                                        (('architecture',), 'oqat_supernet'), (('architecture',), 'resnet50'),
+                                        (('label_names',), ['x', 'y', 'z']),
+                                        (('pretrained_cfg', 'input_size'), [3, 24, 24])])
 def test_a_config_whose_top_level_fields_contradict_its_model_args_is_refused(path, value, tmp_path):
     """The fields timm and other Hub tools read (num_classes, architecture, quantization) must describe the model
     model_args build; they were ignored, so the folder claimed one model and loaded another."""
     folder = oqatnets.save_pretrained(_initialised(oqatnets.create_model('oqatnet', spec=S.format(2), space='small',
                                                                          num_classes=3)), tmp_path / 'm')
     config = json.loads((folder / 'config.json').read_text())
+    config['label_names'] = config['pretrained_cfg']['label_names'] = ['a', 'b', 'c']
     (config[path[0]] if len(path) == 2 else config)[path[-1]] = value
     (folder / 'config.json').write_text(json.dumps(config))
-    with pytest.raises(oqatnets.errors.InvalidFileError, match=f'contradicts itself: {".".join(path)} is {value!r}'):
+    with pytest.raises(oqatnets.errors.InvalidFileError, match=re.escape(f'contradicts itself: {".".join(path)} is {value!r}')):
         oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
 
 

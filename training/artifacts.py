@@ -23,7 +23,8 @@ from oqatnets.supernet import OQATSupernet
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .metrics import write_json
 
-__all__ = ['RUN_FILE', 'SUPERNET_DIR', 'read_run_file', 'load_model', 'load_supernet', 'data_cfg', 'save_model_folder']
+__all__ = ['RUN_FILE', 'SUPERNET_DIR', 'read_run_file', 'load_model', 'load_supernet', 'data_cfg', 'save_model_folder',
+           'folder_cfg', 'recorded_source']
 
 RUN_FILE = 'run.json'
 SUPERNET_DIR = 'supernet'
@@ -68,6 +69,13 @@ def load_model(source: str, *, num_classes: int | None = None) -> nn.Module:
     return create_model(name, pretrained=True, num_classes=num_classes)
 
 
+def recorded_source(source: str) -> str:
+    """How a model source is recorded as a parent (cfg ``supernet``): a folder (``local-dir:`` or a path) by its
+    absolute path, so that the record names the same folder from anywhere; a zoo name or Hub id as given."""
+    local = source.removeprefix('local-dir:')
+    return source[:len(source) - len(local)] + str(Path(local).absolute()) if Path(local).exists() else source
+
+
 def load_supernet(source: str) -> OQATSupernet:
     """Like :func:`load_model`, refusing anything that is not an elastic supernet."""
     model = load_model(source)
@@ -82,6 +90,15 @@ def data_cfg(data: ImageData, *, resolution: int) -> dict[str, Any]:
     return {'input_size': [3, resolution, resolution], 'mean': list(data.mean), 'std': list(data.std),
             'crop_pct': data.crop_pct, 'num_classes': data.num_classes,
             'label_names': list(data.class_names) or None, 'dataset': data.name}
+
+
+def folder_cfg(model: nn.Module, data: ImageData | None = None) -> dict[str, Any]:
+    """The cfg :func:`save_model_folder` gives ``model`` with ``data``: the model's, its data config replaced by
+    ``data``'s. A figure for that folder is measured through this cfg's transform."""
+    cfg = dict(model.pretrained_cfg)
+    if data is not None:
+        cfg.update(data_cfg(data, resolution=model.input_size[-1]))
+    return cfg
 
 
 def save_model_folder(model: nn.Module, folder: 'str | Path', *, data: ImageData | None = None,

@@ -28,12 +28,14 @@ from oqatnets.data import (
     eval_transform,
 )
 from oqatnets.errors import InvalidArgumentError, InvalidTypeError
+from oqatnets.evaluation import evaluate
 
 from .recipes import SPLIT_SEED
 from .sources import load_image_data
 
 __all__ = ['PreparedData', 'prepare_data', 'Split', 'split_holdout', 'eval_view', 'epoch_order', 'batches_from', 'fixed_batches',
-           'calibration_batches', 'SERVED_CHANNELS', 'check_channels', 'cfg_view']
+           'calibration_batches', 'SERVED_CHANNELS', 'check_channels', 'check_class_order', 'cfg_view',
+           'evaluate_as_files']
 
 SERVED_CHANNELS = 3  # builtin grey sets repeat the grey over three channels; folders are read as RGB
 
@@ -78,6 +80,27 @@ def cfg_view(dataset: Dataset, cfg: dict[str, Any]) -> Dataset:
     if isinstance(dataset, ImageFolder):
         return ImageFolder(dataset.root, transform=cfg_transform(cfg), loader=dataset.loader)
     raise InvalidTypeError(f'no cfg view for {type(dataset).__name__}; use a builtin data set or an ImageFolder')
+
+
+def evaluate_as_files(model: torch.nn.Module, dataset: Dataset, *, cfg: dict[str, Any] | None = None,
+                      batch_size: int = 250, num_workers: int = 0, progress: bool = False,
+                      desc: str = 'eval') -> dict[str, float]:
+    """Top-1/top-5 of ``model`` on the images of ``dataset`` fed as a user feeds image files: through the
+    transform of ``cfg`` (default the model's own). The one way a figure that a card carries is measured."""
+    loader = DataLoader(cfg_view(dataset, model.pretrained_cfg if cfg is None else cfg), batch_size=batch_size,
+                        num_workers=num_workers)
+    return evaluate(model, loader, progress=progress, desc=desc)
+
+
+def check_class_order(model: torch.nn.Module, data: ImageData, *, name: str) -> None:
+    """Refuse data whose classes a model would misread: a class folder named like one of the model's
+    ``label_names`` but at another index (folders are numbered alphabetically, a classifier by its names)."""
+    names = list(model.pretrained_cfg.get('label_names') or [])
+    for index, folder in enumerate(data.class_names):
+        if folder in names and names.index(folder) != index:
+            raise InvalidArgumentError(
+                f'{data.name}: class folder {folder!r} is class {index} of the data but class {names.index(folder)} of '
+                f'{name} (label_names {names}); rename the folders so that they sort in that order')
 
 
 def check_channels(model: torch.nn.Module, *, name: str) -> None:

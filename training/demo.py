@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,10 @@ from oqatnets.net import OQATNet
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
 
-from .artifacts import save_model_folder, save_trained_supernet, write_run_file
+from .artifacts import folder_cfg, save_model_folder, save_trained_supernet, write_run_file
 from .calibrate import calibrated_subnet, evaluate_subnet
 from .checkpoint import seeded_global_rng
-from .datasets import PreparedData, fixed_batches, prepare_data
+from .datasets import PreparedData, cfg_view, evaluate_as_files, fixed_batches, prepare_data
 from .distributed import DistContext, init_distributed
 from .finetune import finetune
 from .inherit import inherit_bits
@@ -160,8 +160,9 @@ def _zoo_rows(report: dict[str, Any], entries_dir: Path, supernet_dirs: dict[int
 
 
 def _publish_and_reload(rows: list[dict[str, Any]], *, table_path: Path, cache_dir: Path,
-                        test_batches: Callable[[], Any]) -> list[dict[str, Any]]:
-    """Register the table, publish each entry to the cache, load it back offline and test it."""
+                        test_set: Dataset) -> list[dict[str, Any]]:
+    """Register the table, publish each entry to the cache, load it back offline and test it on the test
+    images through its own cfg transform: what a user feeding those images as files gets."""
 
     oqatnets.register_zoo_table(table_path)
     measured = []
@@ -173,10 +174,11 @@ def _publish_and_reload(rows: list[dict[str, Any]], *, table_path: Path, cache_d
         model = oqatnets.create_model(name, pretrained=True, cache_dir=cache_dir, local_files_only=True)
         load_s = time.perf_counter() - start
         spec = model.spec
-        result = evaluate(model, test_batches(), resolution=spec.resolution)
+        test = fixed_batches(cfg_view(test_set, model.pretrained_cfg), batch_size=250, in_memory=True)
+        result = evaluate(model, test)
         packed_path = Path(row['folder']) / 'model.packed.safetensors'
         packed = load_packed(packed_path)
-        packed_result = evaluate(packed, test_batches(), resolution=spec.resolution)
+        packed_result = evaluate(packed, test)
         profile = oqatnets.profile(model)
         measured.append({
             'entry': name, 'bits': spec.bits, 'resolution': spec.resolution, 'spec': str(spec),
@@ -331,10 +333,12 @@ def _finetune_entries(search: dict[str, Any], supernets: list[OQATSupernet], dem
             records[point['entry']] = {'searched_holdout_top1': point['top1'], 'holdout_top1': holdout,
                                        'epochs': preset.finetune_epochs, 'lr': recipe.finetune_lr,
                                        'train_seconds': run.summary['throughput']['train']['seconds']}
-            source = (f'oqat demo on {prepared.data.name}: held-out training images, after finetuning alone for '
+            test = evaluate_as_files(net, demo_data.test_set, cfg=folder_cfg(net, prepared.data))
+            source = (f'oqat demo on {prepared.data.name}: test split, after finetuning alone for '
                       f'{preset.finetune_epochs} epoch(s)')
             save_model_folder(net.cpu(), entries_dir / point['entry'], data=prepared.data,
-                              metrics={'top1': holdout, 'holdout_top1': holdout, 'source': source},
+                              metrics={'top1': test['top1'], 'top5': test['top5'], 'holdout_top1': holdout,
+                                       'source': source},
                               description=(f'{spec.bits}-bit OQAT subnet searched under {point["budget"]:g} '
                                            f'{search["metric"]}, then finetuned alone for {preset.finetune_epochs} epoch(s)'),
                               extra_cfg={'supernet': str(supernet_dirs[spec.bits])})
@@ -371,7 +375,7 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
         search = run_search(supernets=supernets, data=data, budgets=preset.budgets, metric='bitops', recipe=recipe,
                             out_dir=out / 'search', calib_batches=prepared.calib,
                             holdout_batches=demo_data.search_batches,
-                            test_batches=None, seed=seed,
+                            test_set=None if preset.finetune_epochs else demo_data.test_set, seed=seed,
                             run_info={'supernets': {str(b): str(p) for b, p in supernet_dirs.items()}})
     finetuned = None
     if preset.finetune_epochs:
@@ -387,8 +391,7 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
     shutil.copyfile(out / 'search' / 'pareto.png', out / 'pareto.png')
 
     with timer.stage('publish_load_test'):
-        measured = _publish_and_reload(rows, table_path=table_path, cache_dir=out / 'hub',
-                                       test_batches=demo_data.test_batches)
+        measured = _publish_and_reload(rows, table_path=table_path, cache_dir=out / 'hub', test_set=demo_data.test_set)
     for row, result in zip(table['models'], measured):  # the figures just measured on the entries loaded back
         row.update(top1=result['top1'], top5=result['top5'], metrics_source=_test_source(preset.finetune_epochs))
     write_json(table_path, table)

@@ -13,18 +13,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from oqatnets._io import atomic_path
 from oqatnets.costs import profile
 from oqatnets.data import ImageData
 from oqatnets.errors import InvalidArgumentError
-from oqatnets.evaluation import evaluate
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
 
-from .artifacts import save_model_folder
+from .artifacts import folder_cfg, save_model_folder
 from .calibrate import calibrated_subnet
+from .datasets import evaluate_as_files
 from .evolution import (
     BudgetMetric,
     CachedFitness,
@@ -124,9 +125,10 @@ def plot_pareto(results: list[dict[str, Any]], path: 'str | Path', *, title: str
 
 def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, metric: BudgetMetric,
                recipe: Recipe, out_dir: 'str | Path', calib_batches: Iterable, holdout_batches: Iterable,
-               test_batches: Iterable | None = None, seed: int = 0, save_entries: bool = True,
+               test_set: Dataset | None = None, seed: int = 0, save_entries: bool = True,
                run_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Search every supernet at every budget, write ``pareto.json``/``pareto.png`` and save the chosen entries."""
+    """Search every supernet at every budget, write ``pareto.json``/``pareto.png`` and save the chosen entries,
+    each tested on ``test_set`` through the transform its folder's cfg describes."""
     out_dir = Path(out_dir)
     timer = StageTimer()
     results = []
@@ -142,15 +144,15 @@ def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, 
             for point in result['chosen']:
                 spec = SubnetSpec.parse(point['spec'])
                 net = calibrated_subnet(supernet, spec, calib_batches=calib_batches, mode=recipe.bn_calibration)
-                if test_batches is not None:
+                if test_set is not None:
                     with timer.stage('test_eval'):
-                        test = evaluate(net, test_batches, resolution=spec.resolution)
+                        test = evaluate_as_files(net, test_set, cfg=folder_cfg(net, data))
                     timer.images['test_eval'] += test['images']
                     point.update(test_top1=round(test['top1'], 3), test_top5=round(test['top5'], 3))
                 point['entry'] = entry_name(spec, macs=point['macs'])
                 metrics = {'top1': point.get('test_top1', point['top1']), 'top5': point.get('test_top5'),
                            'holdout_top1': point['top1'], 'budget': f'{point["budget"]:g} {metric}',
-                           'source': f'oqat search on {data.name}: ' + ('test split' if test_batches is not None
+                           'source': f'oqat search on {data.name}: ' + ('test split' if test_set is not None
                                                                           else 'held-out training images')}
                 save_model_folder(net, out_dir / 'entries' / point['entry'], data=data,
                              metrics={k: v for k, v in metrics.items() if v is not None},

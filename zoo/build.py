@@ -17,18 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from oqatnets import registry
 from oqatnets._io import write_json
-from oqatnets.data import ImageData
 from oqatnets.errors import InvalidArgumentError
-from oqatnets.evaluation import CalibrationMode, evaluate, recalibrate_bn
+from oqatnets.evaluation import CalibrationMode, recalibrate_bn
 from oqatnets.factory import create_model
 from oqatnets.hub import save_pretrained
 from oqatnets.supernet import OQATSupernet
-from oqatnets.training.datasets import calibration_batches, eval_view
+from oqatnets.training.artifacts import recorded_source
+from oqatnets.training.datasets import calibration_batches, cfg_view, evaluate_as_files
 from oqatnets.training.recipes import recipe_for_space
 from oqatnets.training.sources import load_image_data
 
@@ -60,10 +59,6 @@ def zoo_entries_for(supernet: OQATSupernet) -> list[registry.ZooEntry]:
     return entries
 
 
-def _loader(dataset, batch_size: int, workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-
-
 def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.PathLike', calib_images: int | None = None,
               calib_batch: int = 100, batch_size: int = 100, workers: int = 0, progress: bool = True,
               cache_dir: 'str | os.PathLike | None' = None, mode: CalibrationMode | None = None,
@@ -87,37 +82,35 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
     supernet.eval()
     out = Path(out)
     results: list[BuildResult] = []
-    datasets: dict[int, ImageData] = {}
+    images = load_image_data(data)
+    if images.num_classes != supernet.num_classes:
+        raise InvalidArgumentError(f'{data} has {images.num_classes} classes, the supernet {supernet.num_classes}')
+    if calib_images is not None and calib_images > len(images.train):
+        raise InvalidArgumentError(f'calib_images={calib_images}: {data} has {len(images.train)} training images; '
+                                   'pass at most that')
+    used = min(calib_images or _DEFAULT_CALIB_IMAGES, len(images.train))
+    parent = recorded_source(supernet_name)  # the one these weights are from
     iterator: Any = entries
     if progress:
         iterator = tqdm(entries, desc='zoo build', unit='model')
     for entry in iterator:
-        r = entry.spec.resolution
-        if r not in datasets:
-            datasets[r] = load_image_data(data, resolution=r)
-        images = datasets[r]
-        if images.num_classes != supernet.num_classes:
-            raise InvalidArgumentError(f'{data} has {images.num_classes} classes, the supernet {supernet.num_classes}')
-        if calib_images is not None and calib_images > len(images.train):
-            raise InvalidArgumentError(f'calib_images={calib_images}: {data} has {len(images.train)} training images; '
-                                       'pass at most that')
-        used = min(calib_images or _DEFAULT_CALIB_IMAGES, len(images.train))
+        cfg = registry.get_pretrained_cfg(entry.name).replace(supernet=parent)
         subnet = supernet.get_subnet(entry.spec)
-        calib = calibration_batches(eval_view(images.train, resolution=r), num_images=used,
-                                    batch_size=calib_batch, in_memory=False, num_workers=workers)
-        recalibrate_bn(subnet, calib, resolution=r, mode=mode)
-        metrics = evaluate(subnet, _loader(images.val, batch_size, workers), resolution=r, progress=progress,
-                           desc=entry.arch)
+        # every image, for calibration and test alike, goes through the transform the entry's cfg describes
+        calib = calibration_batches(cfg_view(images.train, cfg.to_dict()), num_images=used, batch_size=calib_batch,
+                                    in_memory=False, num_workers=workers)
+        recalibrate_bn(subnet, calib, mode=mode)
+        metrics = evaluate_as_files(subnet, images.val, cfg=cfg.to_dict(), batch_size=batch_size, num_workers=workers,
+                                    progress=progress, desc=entry.arch)
         source = (f'measured by oqat zoo build: {images.name} validation split ({metrics["images"]} images) after '
                   f'BN recalibration ({mode} mode) on {used} training images')
-        cfg = registry.get_pretrained_cfg(entry.name).replace(supernet=supernet_name)  # the one these weights are from
         subnet.pretrained_cfg = cfg.to_dict()
         folder = save_pretrained(subnet, out / entry.name, dataset=images.name, pretrained_cfg=cfg,
                                  metrics={'top1': metrics['top1'], 'top5': metrics['top5'], 'images': metrics['images'],
                                           'split': 'validation', 'source': source})
         sha256 = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['sha256']
         results.append(BuildResult(entry.name, folder, metrics['top1'], metrics['top5'], metrics['images'], sha256,
-                                   supernet_name))
+                                   parent))
         log(f'{entry.name}: top-1 {metrics["top1"]:.2f} %, top-5 {metrics["top5"]:.2f} % -> {folder}')
     _write_table(out / 'zoo.json', results)
     return results
