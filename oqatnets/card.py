@@ -119,10 +119,10 @@ def parse_model_config(config: Any, *, where: str) -> tuple[PretrainedCfg, dict[
         raise InvalidFileError(f'{where}: model_args has neither a spec (a subnet) nor bits (a supernet); '
                                'write the folder with oqatnets.save_pretrained')
     args.setdefault('num_classes', config.get('num_classes', cfg.num_classes))
-    _check_consistent(cfg, args, where=where, config=config)
-    problems = data_config_problems(cfg, num_classes=args.get('num_classes'))
+    problems = data_config_problems(cfg, num_classes=args.get('num_classes'))  # malformed values first
     if problems:
         raise InvalidFileError(f'{where}: pretrained_cfg {"; ".join(problems)}; write the folder with oqatnets.save_pretrained')
+    _check_consistent(cfg, args, where=where, config=config)
     return cfg, args
 
 
@@ -171,17 +171,18 @@ def _check_consistent(cfg: PretrainedCfg, args: dict[str, Any], *, where: str, c
     facts = {'bits': bits, 'spec': spec, 'num_classes': args.get('num_classes')}
     wrong = [f'pretrained_cfg.{key} is {getattr(cfg, key)!r} but model_args build {value!r}'
              for key, value in facts.items() if getattr(cfg, key) is not None and value is not None and getattr(cfg, key) != value]
-    if isinstance(spec, str) and cfg.input_size is not None:  # a static net's input size is its spec's resolution
+    stated = (config.get('pretrained_cfg') or {}).get('input_size')  # as written, not the dataclass default
+    if isinstance(spec, str) and isinstance(stated, list):  # a static net's input size is its spec's resolution
         r = SubnetSpec.parse(spec).resolution
         built = [args.get('in_chans', 3), r, r]
-        if list(cfg.input_size) != built:
-            wrong.append(f'pretrained_cfg.input_size is {list(cfg.input_size)!r} but model_args build {built!r}')
+        if stated != built:
+            wrong.append(f'pretrained_cfg.input_size is {stated!r} but model_args build {built!r}')
     quantization = config.get('quantization') if isinstance(config.get('quantization'), dict) else {}
     top = {'num_classes': (config.get('num_classes'), facts['num_classes']), 'quantization.bits': (quantization.get('bits'), bits),
            'architecture': (config['architecture'], OQATNet.architecture if spec is not None else OQATSupernet.architecture)}
     wrong += [f'{key} is {said!r} but model_args build {built!r}' for key, (said, built) in top.items()
               if said is not None and built is not None and said != built]
-    names = list(cfg.label_names) if cfg.label_names else None
+    names = list(cfg.label_names) if isinstance(cfg.label_names, (list, tuple)) else None
     if config.get('label_names') is not None and names is not None and config['label_names'] != names:
         wrong.append(f'label_names is {config["label_names"]!r} but pretrained_cfg.label_names is {names!r}')
     if wrong:
