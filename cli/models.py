@@ -126,12 +126,8 @@ def _load(name: str, cache_dir: str | None = None):
 def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | None, batch_size: int, workers: int,
              cache_dir: str | None, as_json: bool) -> None:
     """Top-1/top-5 of NAME's weights on the validation split of a data set, through its cfg's transform."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from oqatnets.data import CALIBRATION_SEED, calibration_subset
-    from oqatnets.evaluation import evaluate, recalibrate_bn
-    from oqatnets.training.datasets import cfg_view, check_channels, check_class_order
+    from oqatnets.evaluation import recalibrate_bn
+    from oqatnets.training.datasets import calibration_batches, cfg_view, check_channels, check_class_order, evaluate_as_files
     from oqatnets.training.recipes import recipe_for_space
     from oqatnets.training.sources import load_image_data
     if calibration_mode and not recalibrate:
@@ -145,13 +141,11 @@ def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | Non
     mode = calibration_mode or recipe_for_space(model.space.name).bn_calibration
     if recalibrate > len(images.train):
         raise BadUsage(f'--recalibrate-bn {recalibrate}: {data} has {len(images.train)} training images; pass at most that')
-    cfg = model.pretrained_cfg  # every image goes through the model's own transform, as a user's files would
-    if recalibrate:
-        torch.manual_seed(CALIBRATION_SEED)
-        recalibrate_bn(model, DataLoader(calibration_subset(cfg_view(images.train, cfg), recalibrate),
-                                         batch_size=batch_size, num_workers=workers), mode=mode)
-    metrics = evaluate(model, DataLoader(cfg_view(images.val, cfg), batch_size=batch_size, num_workers=workers),
-                       progress=not as_json, desc=name)
+    if recalibrate:  # every image goes through the model's own transform, as a user's files would
+        recalibrate_bn(model, calibration_batches(cfg_view(images.train, model.pretrained_cfg), num_images=recalibrate,
+                                                  batch_size=batch_size, in_memory=False, num_workers=workers), mode=mode)
+    metrics = evaluate_as_files(model, images.val, batch_size=batch_size, num_workers=workers, progress=not as_json,
+                                desc=name)
     row = {'model': name, 'top1': metrics['top1'], 'top5': metrics['top5'], 'loss': metrics['loss'],
            'images': metrics['images'], 'recalibrated_on': recalibrate, 'calibration_mode': mode if recalibrate else None}
     _emit([row], list(row), as_json)

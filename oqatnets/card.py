@@ -165,16 +165,16 @@ def _check_consistent(cfg: PretrainedCfg, args: dict[str, Any], *, where: str, c
     describe another model than its ``model_args`` build."""
     spec = args.get('spec')
     try:
-        bits = SubnetSpec.parse(spec).bits if isinstance(spec, str) else args.get('bits')
+        parsed = SubnetSpec.parse(spec) if isinstance(spec, str) else None
     except ValueError:
         raise InvalidFileError(f'{where}: model_args.spec {spec!r} is not a subnet spec') from None
+    bits = parsed.bits if parsed is not None else args.get('bits')
     facts = {'bits': bits, 'spec': spec, 'num_classes': args.get('num_classes')}
     wrong = [f'pretrained_cfg.{key} is {getattr(cfg, key)!r} but model_args build {value!r}'
              for key, value in facts.items() if getattr(cfg, key) is not None and value is not None and getattr(cfg, key) != value]
     stated = (config.get('pretrained_cfg') or {}).get('input_size')  # as written, not the dataclass default
-    if isinstance(spec, str) and isinstance(stated, list):  # a static net's input size is its spec's resolution
-        r = SubnetSpec.parse(spec).resolution
-        built = [args.get('in_chans', 3), r, r]
+    if parsed is not None and isinstance(stated, list):  # a static net's input size is its spec's resolution
+        built = [args.get('in_chans', 3), parsed.resolution, parsed.resolution]
         if stated != built:
             wrong.append(f'pretrained_cfg.input_size is {stated!r} but model_args build {built!r}')
     quantization = config.get('quantization') if isinstance(config.get('quantization'), dict) else {}

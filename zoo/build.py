@@ -96,15 +96,15 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
     for entry in iterator:
         cfg = registry.get_pretrained_cfg(entry.name).replace(supernet=parent)
         subnet = supernet.get_subnet(entry.spec)
+        subnet.pretrained_cfg = cfg.to_dict()
         # every image, for calibration and test alike, goes through the transform the entry's cfg describes
-        calib = calibration_batches(cfg_view(images.train, cfg.to_dict()), num_images=used, batch_size=calib_batch,
-                                    in_memory=False, num_workers=workers)
+        calib = calibration_batches(cfg_view(images.train, subnet.pretrained_cfg), num_images=used,
+                                    batch_size=calib_batch, in_memory=False, num_workers=workers)
         recalibrate_bn(subnet, calib, mode=mode)
-        metrics = evaluate_as_files(subnet, images.val, cfg=cfg.to_dict(), batch_size=batch_size, num_workers=workers,
-                                    progress=progress, desc=entry.arch)
+        metrics = evaluate_as_files(subnet, images.val, batch_size=batch_size, num_workers=workers, progress=progress,
+                                    desc=entry.arch)
         source = (f'measured by oqat zoo build: {images.name} validation split ({metrics["images"]} images) after '
                   f'BN recalibration ({mode} mode) on {used} training images')
-        subnet.pretrained_cfg = cfg.to_dict()
         folder = save_pretrained(subnet, out / entry.name, dataset=images.name, pretrained_cfg=cfg,
                                  metrics={'top1': metrics['top1'], 'top5': metrics['top5'], 'images': metrics['images'],
                                           'split': 'validation', 'source': source})
