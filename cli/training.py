@@ -301,7 +301,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
                                                         tensorboard=tensorboard, ema_decay=ema_decay,
                                                         optimizer=optimizer))
     if ctx.is_main:
-        save_trained_supernet(supernet, out_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
+        save_trained_supernet(supernet, out_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'],
+                              eval_images=eval_images or 0)
     _echo(ctx, result.summary)
     _finish(ctx)
 
@@ -350,7 +351,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
     """Recalibrate BN statistics of MODEL (or of one subnet of a supernet) and save it to OUT."""
     from oqatnets.spec import SubnetSpec
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.artifacts import RUN_FILE, load_model, save_model_folder
+    from oqatnets.training.artifacts import RUN_FILE, load_model, measured_metrics, save_model_folder
     from oqatnets.training.calibrate import calibrate_model, calibrated_subnet
     from oqatnets.training.datasets import (
         calibration_batches,
@@ -394,8 +395,8 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
         metrics = None
         if do_eval:
             result = evaluate_as_files(net, prepared.data.val, cfg=cfg, batch_size=batch_size)
-            metrics = {'top1': result['top1'], 'top5': result['top5'],
-                       'source': f'oqat calibrate ({calib_images} training images, {mode} mode), {prepared.data.name} val'}
+            metrics = measured_metrics(result, prepared.data, source=f'oqat calibrate on {prepared.data.name} '
+                                                                     f'({calib_images} training images, {mode} mode)')
         save_model_folder(net.cpu(), out, metrics=metrics, extra_cfg={'dataset': prepared.data.name})
         _echo(ctx, {'out': out, 'spec': str(net.spec), 'holdout': len(prepared.split.holdout), **(metrics or {})})
     _finish(ctx)
@@ -499,7 +500,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                  tensorboard: bool, ema_decay: float | None, optimizer: str, seed: int, device: str | None) -> None:
     """Finetune a static subnet or zoo model on a data set (any number of classes), bits kept."""
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.artifacts import folder_cfg, load_model, save_model_folder
+    from oqatnets.training.artifacts import folder_cfg, load_model, measured_metrics, save_model_folder
     from oqatnets.training.datasets import check_channels, check_class_order, evaluate_as_files, prepare_data
     from oqatnets.training.finetune import finetune
     from oqatnets.training.loop import resolve_fused_quantizer
@@ -530,7 +531,7 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                                                   tensorboard=tensorboard, ema_decay=ema_decay, optimizer=optimizer))
     if ctx.is_main:  # the folder's figure is measured through the transform its cfg will describe
         test = evaluate_as_files(model.eval(), data.val, cfg=folder_cfg(model, data), batch_size=recipe.calib_batch_size)
-        metrics = {'top1': test['top1'], 'top5': test['top5'], 'source': f'oqat finetune on {data.name}, val split'}
+        metrics = measured_metrics(test, data, source=f'oqat finetune on {data.name}')
         save_model_folder(model.cpu(), Path(out) / 'model', data=data, metrics=metrics)
     _echo(ctx, result.summary)
     _finish(ctx)

@@ -128,6 +128,9 @@ class ImageData:
     std: tuple[float, ...]
     class_names: tuple[str, ...] = field(default=())
     crop_pct: float = 1.0
+    # which split ``val`` is, as a model card's model-index names it: the built-in sets have no validation
+    # split, so their ``val`` is their 'test' split; a folder's is named after its sub-folder
+    val_split: str = 'validation'
 
 
 def calibration_subset(dataset: Dataset, num_images: int = 2000, *, seed: int = CALIBRATION_SEED) -> Subset:

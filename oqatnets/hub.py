@@ -73,7 +73,7 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
         overrides['dataset'] = dataset
     if metrics:
         overrides.update({k: metrics[k] for k in ('top1', 'top5') if k in metrics})
-        overrides['metrics_source'] = metrics.get('source') or 'measured with oqatnets.evaluation.evaluate'
+        overrides['metrics_source'] = _metrics_source(metrics)
     with atomic_dir(folder) as tmp:
         _carry_over(folder, tmp)
         hashes: dict[str, str | None] = {WEIGHTS_FILE: sha256_file(save_weights(model, tmp / WEIGHTS_FILE))}
@@ -88,6 +88,15 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
         write_text(tmp / CONFIG_FILE, json.dumps(config, indent=2, default=str) + '\n')
         write_text(tmp / MODEL_CARD_FILE, str(render_model_card(model, config, metrics=metrics, model_card=card)))
     return folder
+
+
+def _metrics_source(metrics: dict[str, Any]) -> str:
+    """The cfg's ``metrics_source``: how the figures were measured, with the split and image count when known,
+    so that a cfg read without its card still says what its top-1 is a top-1 of."""
+    source = metrics.get('source') or 'measured with oqatnets.evaluation.evaluate'
+    where = [f'{metrics["split"]} split' if metrics.get('split') else '',
+             f'{metrics["images"]} images' if metrics.get('images') else '']
+    return f'{source} ({", ".join(w for w in where if w)})' if any(where) else source
 
 
 def _check_repo_id(repo_id: str) -> None:

@@ -278,6 +278,28 @@ def test_finetuned_and_recalibrated_folders_claim_nothing_of_their_source(tmp_pa
     assert net.spec.resolution == 24 and oqatnets.profile(net).macs < oqatnets.profile(small_net(2, num_classes=3)).macs
 
 
+def test_a_measured_figure_names_the_split_and_the_images_it_was_measured_on(tmp_path):
+    """A card's model-index and the cfg's ``metrics_source`` say which split a top-1 is of: a folder's
+    ``test/`` is a test split, its ``val/`` a validation split (the Hub's names), with the image count."""
+    from click.testing import CliRunner
+
+    from oqatnets.cli.main import cli
+    source = oqatnets.save_pretrained(small_net(2, num_classes=3), tmp_path / 'src')
+    with_val = image_folder(tmp_path / 'with_val', size=32)
+    with_test = image_folder(tmp_path / 'with_test', size=32)
+    (with_test / 'val').rename(with_test / 'test')
+    runner = CliRunner()
+    for data, split in ((with_val, 'validation'), (with_test, 'test')):
+        out = tmp_path / f'cal_{split}'
+        result = runner.invoke(cli, ['calibrate', f'local-dir:{source}', '--data', str(data), '--out', str(out),
+                                     '--calib-images', '4', '--holdout', '0', '--device', 'cpu'])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / 'config.json').read_text())['pretrained_cfg']['metrics_source'].endswith(
+            f'({split} split, 12 images)')
+        card = (out / 'README.md').read_text()
+        assert f'      split: {split}\n' in card and 'num_images: 12' in card
+
+
 def test_inherited_model_is_derived():
     parent = small_net(4)
     parent.set_pretrained_cfg({**parent.pretrained_cfg, 'hf_hub_id': 'org/parent', 'top1': 90.0})

@@ -31,6 +31,9 @@ def test_train_inherit_search_calibrate_finetune(tmp_path):
     assert summary['recipe']['float_sampling'] == 'largest'  # explicit values are honoured
     assert summary['recipe']['resolution_sampling'] == 'per_step' and summary['recipe']['step_lr_factor'] == 0.5
     assert (run4 / 'supernet' / 'config.json').is_file()
+    # the supernet's card keeps training's last check, said to be one: 100 test images, resized in batches
+    card = (run4 / 'supernet' / 'README.md').read_text()
+    assert '      split: test\n' in card and 'num_images: 100' in card and "training's check" in card
     assert len((run4 / 'metrics.jsonl').read_text().splitlines()) == 1
 
     result = _invoke('train', 'supernet', *common, '--bits', '4', '--epochs', '1', '--batch-size', '32',
@@ -53,6 +56,7 @@ def test_train_inherit_search_calibrate_finetune(tmp_path):
         assert point['bitops'] <= point['budget']
         net = oqatnets.create_model(f'local-dir:{out / "entries" / point["entry"]}', pretrained=True)
         assert str(net.spec) == point['spec']
+        assert net.pretrained_cfg['metrics_source'].endswith('held-out training images (train split)')
 
     entry = out / 'entries' / report['results'][0]['chosen'][0]['entry']
     result = _invoke('calibrate', str(entry), *common, '--out', str(tmp_path / 'cal'), '--calib-images', '100',
@@ -63,6 +67,10 @@ def test_train_inherit_search_calibrate_finetune(tmp_path):
                      '--train-images', '64', '--augment', '--out', str(tmp_path / 'ft'))
     assert result.exit_code == 0, result.output
     assert (tmp_path / 'ft' / 'model' / 'model.packed.safetensors').is_file()
+    # Fashion-MNIST has no validation split: the figure is on its test split, and the card says so
+    cfg = json.loads((tmp_path / 'ft' / 'model' / 'config.json').read_text())['pretrained_cfg']
+    assert cfg['metrics_source'] == 'oqat finetune on fashion-mnist (test split, 10000 images)'
+    assert '      split: test\n' in (tmp_path / 'ft' / 'model' / 'README.md').read_text()
 
 
 def test_errors_are_one_line(tmp_path):

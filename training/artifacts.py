@@ -24,7 +24,7 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .metrics import write_json
 
 __all__ = ['RUN_FILE', 'SUPERNET_DIR', 'read_run_file', 'load_model', 'load_supernet', 'data_cfg', 'save_model_folder',
-           'folder_cfg', 'recorded_source']
+           'folder_cfg', 'recorded_source', 'measured_metrics']
 
 RUN_FILE = 'run.json'
 SUPERNET_DIR = 'supernet'
@@ -101,6 +101,13 @@ def folder_cfg(model: nn.Module, data: ImageData | None = None) -> dict[str, Any
     return cfg
 
 
+def measured_metrics(result: dict[str, Any], data: ImageData, *, source: str) -> dict[str, Any]:
+    """What a card says of a figure measured on ``data.val`` (by :func:`~.datasets.evaluate_as_files`): top-1,
+    top-5, how many images of which split, and how (``source``, free text for the card's body)."""
+    return {'top1': result['top1'], 'top5': result['top5'], 'images': result['images'], 'split': data.val_split,
+            'source': source}
+
+
 def save_model_folder(model: nn.Module, folder: 'str | Path', *, data: ImageData | None = None,
                  metrics: dict[str, Any] | None = None, description: str | None = None,
                  extra_cfg: dict[str, Any] | None = None) -> Path:
@@ -123,8 +130,14 @@ def write_run_file(out_dir: 'str | Path', supernet: OQATSupernet, *, data: Image
 
 
 def save_trained_supernet(supernet: OQATSupernet, out_dir: 'str | Path', *, data: ImageData, bits: int,
-                            last_epoch: dict[str, Any] | None) -> Path:
-    """The run's ``supernet/`` folder: the trained supernet as ``create_model('local-dir:…')`` loads it."""
-    metrics = {k: v for k, v in (last_epoch or {}).items() if k.endswith('top1')}
+                          last_epoch: dict[str, Any] | None, eval_images: int = 0) -> Path:
+    """The run's ``supernet/`` folder: the trained supernet as ``create_model('local-dir:…')`` loads it. Its card
+    keeps training's last check of the largest and smallest subnet (on the first ``eval_images`` of ``data.val``),
+    said to be that: a check during training, not a figure measured through a cfg's transform."""
+    metrics: dict[str, Any] = {k: v for k, v in (last_epoch or {}).items() if k.endswith('top1')}
+    if metrics:
+        metrics.update(images=min(eval_images, len(data.val)), split=data.val_split,
+                       source="training's check after its last epoch: each subnet BN-recalibrated, the images "
+                              'resized in batches at its resolution (not through a cfg transform)')
     return save_model_folder(supernet.cpu(), Path(out_dir) / SUPERNET_DIR, data=data, metrics=metrics,
                         description=f'{bits}-bit OQAT supernet ({supernet.space.name} space) trained on {data.name}')

@@ -31,7 +31,7 @@ from oqatnets.net import OQATNet
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
 
-from .artifacts import folder_cfg, save_model_folder, save_trained_supernet, write_run_file
+from .artifacts import folder_cfg, measured_metrics, save_model_folder, save_trained_supernet, write_run_file
 from .calibrate import calibrated_subnet, evaluate_subnet
 from .checkpoint import seeded_global_rng
 from .datasets import PreparedData, cfg_view, evaluate_as_files, fixed_batches, prepare_data
@@ -291,7 +291,8 @@ def _train_supernets(
         timer.images[f'train_{bits}bit'] = len(prepared.train_set) * (epochs + float_epochs)
         training[f'{bits}bit'] = {'epochs': epochs, 'float_epochs': float_epochs, 'records': result.records,
                                   'summary': result.summary}
-        save_trained_supernet(supernet, run_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'])
+        save_trained_supernet(supernet, run_dir, data=data, bits=bits, last_epoch=result.summary['last_epoch'],
+                              eval_images=preset.eval_images)
         supernet.to(ctx.device)  # the export copied it to the CPU
         supernet_dirs[bits] = run_dir
         supernets.append(supernet.eval())
@@ -334,11 +335,9 @@ def _finetune_entries(search: dict[str, Any], supernets: list[OQATSupernet], dem
                                        'epochs': preset.finetune_epochs, 'lr': recipe.finetune_lr,
                                        'train_seconds': run.summary['throughput']['train']['seconds']}
             test = evaluate_as_files(net, demo_data.test_set, cfg=folder_cfg(net, prepared.data))
-            source = (f'oqat demo on {prepared.data.name}: test split, after finetuning alone for '
-                      f'{preset.finetune_epochs} epoch(s)')
+            source = f'oqat demo on {prepared.data.name}, after finetuning alone for {preset.finetune_epochs} epoch(s)'
             save_model_folder(net.cpu(), entries_dir / point['entry'], data=prepared.data,
-                              metrics={'top1': test['top1'], 'top5': test['top5'], 'holdout_top1': holdout,
-                                       'source': source},
+                              metrics={**measured_metrics(test, prepared.data, source=source), 'holdout_top1': holdout},
                               description=(f'{spec.bits}-bit OQAT subnet searched under {point["budget"]:g} '
                                            f'{search["metric"]}, then finetuned alone for {preset.finetune_epochs} epoch(s)'),
                               extra_cfg={'supernet': str(supernet_dirs[spec.bits])})

@@ -23,7 +23,7 @@ from oqatnets.errors import InvalidArgumentError
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
 
-from .artifacts import folder_cfg, save_model_folder
+from .artifacts import folder_cfg, measured_metrics, save_model_folder
 from .calibrate import calibrated_subnet
 from .datasets import evaluate_as_files
 from .evolution import (
@@ -149,13 +149,13 @@ def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, 
                         test = evaluate_as_files(net, test_set, cfg=folder_cfg(net, data))
                     timer.images['test_eval'] += test['images']
                     point.update(test_top1=round(test['top1'], 3), test_top5=round(test['top5'], 3))
+                    metrics = measured_metrics(test, data, source=f'oqat search on {data.name}')
+                else:  # the held-out training images the search ranked it on
+                    metrics = {'top1': point['top1'], 'split': 'train',
+                               'source': f'oqat search on {data.name}: held-out training images'}
                 point['entry'] = entry_name(spec, macs=point['macs'])
-                metrics = {'top1': point.get('test_top1', point['top1']), 'top5': point.get('test_top5'),
-                           'holdout_top1': point['top1'], 'budget': f'{point["budget"]:g} {metric}',
-                           'source': f'oqat search on {data.name}: ' + ('test split' if test_set is not None
-                                                                          else 'held-out training images')}
-                save_model_folder(net, out_dir / 'entries' / point['entry'], data=data,
-                             metrics={k: v for k, v in metrics.items() if v is not None},
+                metrics.update(holdout_top1=point['top1'], budget=f'{point["budget"]:g} {metric}')
+                save_model_folder(net, out_dir / 'entries' / point['entry'], data=data, metrics=metrics,
                              description=f'{spec.bits}-bit OQAT subnet searched under {point["budget"]:g} {metric}',
                              extra_cfg={'supernet': (run_info or {}).get('supernets', {}).get(str(spec.bits))})
         results.append(result)

@@ -127,7 +127,7 @@ def _builtin_data(name: str, root: 'str | Path | None', size: int | None) -> Ima
         name=name, train=train_set,
         val=TensorImageDataset(test.data, test.targets, mean=mean, std=std, size=size, train=False),
         num_classes=len(info['classes']), resolution=train_set.size, mean=(mean,) * 3, std=(std,) * 3,
-        class_names=info['classes'])
+        class_names=info['classes'], val_split='test')
 
 
 _SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N')
@@ -171,7 +171,8 @@ def _folder_data(path: Path, resolution: int) -> ImageData:
         raise DataError(f'{path / "train"} has {len(train.classes)} class folder; a classifier needs at least 2 '
                         '(one sub-folder of images per class)')
     return ImageData(name=path.name, train=train, val=val, num_classes=len(train.classes), resolution=resolution,
-                     mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names=tuple(train.classes), crop_pct=0.875)
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names=tuple(train.classes), crop_pct=0.875,
+                     val_split='test' if val_dir.name == 'test' else 'validation')
 
 
 def load_image_data(source: 'str | Path', *, resolution: int | None = None,

@@ -26,7 +26,7 @@ from oqatnets.evaluation import CalibrationMode, recalibrate_bn
 from oqatnets.factory import create_model
 from oqatnets.hub import save_pretrained
 from oqatnets.supernet import OQATSupernet
-from oqatnets.training.artifacts import recorded_source
+from oqatnets.training.artifacts import measured_metrics, recorded_source
 from oqatnets.training.datasets import calibration_batches, cfg_view, evaluate_as_files
 from oqatnets.training.recipes import recipe_for_space
 from oqatnets.training.sources import load_image_data
@@ -103,11 +103,10 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
         recalibrate_bn(subnet, calib, mode=mode)
         metrics = evaluate_as_files(subnet, images.val, batch_size=batch_size, num_workers=workers, progress=progress,
                                     desc=entry.arch)
-        source = (f'measured by oqat zoo build: {images.name} validation split ({metrics["images"]} images) after '
-                  f'BN recalibration ({mode} mode) on {used} training images')
+        source = (f'measured by oqat zoo build on {images.name} after BN recalibration ({mode} mode) on {used} '
+                  'training images')
         folder = save_pretrained(subnet, out / entry.name, dataset=images.name, pretrained_cfg=cfg,
-                                 metrics={'top1': metrics['top1'], 'top5': metrics['top5'], 'images': metrics['images'],
-                                          'split': 'validation', 'source': source})
+                                 metrics=measured_metrics(metrics, images, source=source))
         sha256 = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['sha256']
         results.append(BuildResult(entry.name, folder, metrics['top1'], metrics['top5'], metrics['images'], sha256,
                                    parent))
