@@ -59,3 +59,13 @@ def test_inheritance_of_a_static_net_updates_its_spec():
     net = parent.get_subnet(TINY_SPACE.largest(4))
     child = inherit_bits(net, 2)
     assert child.spec.bits == 2 and child.bits == 2
+
+
+def test_a_folder_parent_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+    """A derived model's ``supernet`` names the same folder from anywhere; a zoo name or Hub id stays as given."""
+    from oqatnets.training.artifacts import recorded_source
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'run').mkdir()
+    assert recorded_source('run') == str(tmp_path / 'run')
+    assert recorded_source('local-dir:run') == f'local-dir:{tmp_path / "run"}'
+    assert recorded_source('oqat_2bit_m') == 'oqat_2bit_m' and recorded_source('org/repo') == 'org/repo'

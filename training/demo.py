@@ -31,7 +31,8 @@ from oqatnets.net import OQATNet
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
 
-from .artifacts import folder_cfg, measured_metrics, save_model_folder, save_trained_supernet, write_run_file
+from .artifacts import (folder_cfg, measured_metrics, recorded_source, save_model_folder, save_trained_supernet,
+                        write_run_file)
 from .calibrate import calibrated_subnet, evaluate_subnet
 from .checkpoint import seeded_global_rng
 from .datasets import PreparedData, cfg_view, evaluate_as_files, fixed_batches, prepare_data
@@ -340,7 +341,7 @@ def _finetune_entries(search: dict[str, Any], supernets: list[OQATSupernet], dem
                               metrics={**measured_metrics(test, prepared.data, source=source), 'holdout_top1': holdout},
                               description=(f'{spec.bits}-bit OQAT subnet searched under {point["budget"]:g} '
                                            f'{search["metric"]}, then finetuned alone for {preset.finetune_epochs} epoch(s)'),
-                              extra_cfg={'supernet': str(supernet_dirs[spec.bits])})
+                              extra_cfg={'supernet': recorded_source(str(supernet_dirs[spec.bits]))})
             _log(f'{point["entry"]}: finetuned, held-out top-1 {point["top1"]:.2f} -> {holdout:.2f} %')
     return records
 
@@ -375,7 +376,7 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
                             out_dir=out / 'search', calib_batches=prepared.calib,
                             holdout_batches=demo_data.search_batches,
                             test_set=None if preset.finetune_epochs else demo_data.test_set, seed=seed,
-                            run_info={'supernets': {str(b): str(p) for b, p in supernet_dirs.items()}})
+                            run_info={'supernets': {str(b): recorded_source(str(p)) for b, p in supernet_dirs.items()}})
     finetuned = None
     if preset.finetune_epochs:
         with timer.stage('finetune'):
