@@ -73,8 +73,8 @@ def model_config(model: nn.Module, overrides: 'PretrainedCfg | dict[str, Any] | 
         overrides = overrides.to_dict()
     own = model.pretrained_cfg if own is None else own
     overrides = dict(overrides or {})
-    if changes_transform(own, overrides) and not set(overrides) & set(ACCURACY_FIELDS):
-        own = {k: v for k, v in own.items() if k not in ACCURACY_FIELDS}  # measured through another transform
+    if changes_transform(own, overrides):  # measured through another transform: only new figures may stand
+        own = {k: v for k, v in own.items() if k not in ACCURACY_FIELDS}
     cfg = {**own, **overrides}
     for key in ('architecture', 'bits', 'spec', 'space', 'num_classes', 'input_size'):
         cfg.pop(key, None)
@@ -152,6 +152,10 @@ def data_config_problems(cfg: PretrainedCfg, *, num_classes: int | None = None) 
         value = getattr(cfg, name)
         if not (isinstance(value, (list, tuple)) and value and all(_is_number(v, positive=positive) for v in value)):
             problems.append(f'{name} {value!r} is not a list of {"positive " if positive else ""}numbers')
+    for name in ('top1', 'top5'):
+        value = getattr(cfg, name)
+        if value is not None and not (_is_number(value) and 0 <= value <= 100):
+            problems.append(f'{name} {value!r} is not a percentage')
     names = cfg.label_names
     if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
         problems.append(f'label_names {names!r} is not a list of strings')
@@ -233,7 +237,7 @@ def eval_results(metrics: dict[str, Any] | None, *, dataset: str | None) -> list
         if key in _NOT_MEASURES or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         out.append(EvalResult(task_type='image-classification', dataset_type=dataset, dataset_name=dataset,
-                              dataset_split=metrics.get('split') or 'validation', dataset_args=args,
+                              dataset_split=metrics.get('split'), dataset_args=args,
                               metric_type='accuracy' if key in _MEASURE_NAMES else key,
                               metric_name=_MEASURE_NAMES.get(key, key), metric_value=round(float(value), 4)))
     return out
@@ -292,8 +296,7 @@ def render_model_card(model: nn.Module, config: dict[str, Any], *, metrics: dict
                  if k != 'source'}
         metrics_text = '| metric | value |\n|---|---|\n' + _rows(shown) + f'\n\nSource: {source}.'
     elif cfg.get('top1') is not None:
-        metrics_text = (f'Reported top-1: {cfg["top1"]:.3f} % ({cfg.get("metrics_source") or "source not given"}). '
-                        'Not measured on these weights.')
+        metrics_text = f'Top-1: {cfg["top1"]:.3f} % ({cfg.get("metrics_source") or "source not given"}).'
     else:
         metrics_text = 'Not evaluated.'
     data = card_data(cfg, name=name, bits=model.bits, metrics=metrics, overrides=card)

@@ -31,7 +31,7 @@ from .net import OQATNet, check_count
 from .pretrained import ACCURACY_FIELDS, PretrainedCfg, changes_transform
 from .spec import SubnetSpec
 from .supernet import OQATSupernet
-from .weights import WeightsFile, canonical_args, check_record, read_weights
+from .weights import WeightsFile, canonical_args, check_record, read_weights, vouch_for_weights
 
 __all__ = ['create_model', 'create_supernet', 'build_model', 'load_packed', 'parse_model_name',
            'PretrainedWeightsError', 'GENERIC_ARCHITECTURES']
@@ -296,6 +296,8 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
     if checkpoint_path is not None or (weights is not None
                                        and not _are_the_cfgs_weights(weights, source_cfg, pretrained_cfg_overlay)):
         model.derive_pretrained_cfg()  # other weights than the cfg's: its hub id, hashes and accuracy are not theirs
+    elif weights is not None:
+        vouch_for_weights(model)
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     if features_only:
@@ -314,6 +316,7 @@ def load_packed(path: 'str | os.PathLike') -> nn.Module:
         cfg, _ = parse_model_config({'architecture': model.architecture, 'model_args': weights.record,
                                      'pretrained_cfg': weights.pretrained_cfg}, where=str(path))
         model.set_pretrained_cfg(cfg.replace(file=str(path)), source_args=canonical_args(weights.record))
+        vouch_for_weights(model)
     return model.eval()
 
 

@@ -69,11 +69,14 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
     require_oqat_model(model, action='save_pretrained')
     folder = check_output(save_directory, folder=True)
     overrides = pretrained_cfg.to_dict() if isinstance(pretrained_cfg, PretrainedCfg) else dict(pretrained_cfg or {})
+    if metrics and metrics.get('dataset') and dataset and metrics['dataset'] != dataset:
+        raise InvalidArgumentError(f'metrics were measured on {metrics["dataset"]!r} but dataset={dataset!r}; '
+                                   'give one data set')
+    dataset = dataset or (metrics or {}).get('dataset')
     if dataset:
         overrides['dataset'] = dataset
-    if metrics:
-        overrides.update({k: metrics[k] for k in ('top1', 'top5') if k in metrics})
-        overrides['metrics_source'] = _metrics_source(metrics)
+    if metrics:  # every figure is replaced: one the new metrics lack is not carried over from the old cfg
+        overrides.update(top1=metrics.get('top1'), top5=metrics.get('top5'), metrics_source=_metrics_source(metrics))
     with atomic_dir(folder) as tmp:
         _carry_over(folder, tmp)
         hashes: dict[str, str | None] = {WEIGHTS_FILE: sha256_file(save_weights(model, tmp / WEIGHTS_FILE))}

@@ -113,10 +113,12 @@ class OQATBase(nn.Module):
     def pretrained_cfg(self) -> dict[str, Any]:
         """timm's ``pretrained_cfg``: the cfg this model was given, or one derived from it once the
         model no longer matches it (other bits, spec, space, classes or input channels)."""
+        return self._pretrained_cfg[0] if self.cfg_is_own() else self.derived_pretrained_cfg()
+
+    def cfg_is_own(self) -> bool:
+        """Whether the cfg the model was given still describes it (else :attr:`pretrained_cfg` is derived)."""
         cfg, source_args = self._pretrained_cfg
-        if cfg.get('architecture') and source_args == self.model_args():
-            return cfg
-        return self.derived_pretrained_cfg()
+        return bool(cfg.get('architecture')) and source_args == self.model_args()
 
     def derived_pretrained_cfg(self) -> dict[str, Any]:
         """The cfg of this model with other weights than its cfg's: data config kept, source identity

@@ -16,6 +16,7 @@ from . import registry
 from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, OfficialCheckpointError
 from .spec import MAX_DEPTH
 from .supernet import OQATSupernet
+from .weights import vouch_for_weights
 
 __all__ = ['load_official_supernet', 'official_to_oqat_key', 'bits_from_official_name', 'read_checkpoint_state',
            'OfficialCheckpointError']
@@ -149,4 +150,5 @@ def load_official_supernet(path: 'str | os.PathLike', bits: int | None = None) -
                                     '(github.com/LaVieEnRoseSMZ/OQA). The authors published no license: '
                                     'keep these weights private, do not re-host them.',))
         supernet.set_pretrained_cfg(cfg, source_args=registry.get_entry(arch).model_args())
+        vouch_for_weights(supernet)
     return supernet.eval()

@@ -30,7 +30,7 @@ from .pretrained import WEIGHTS_FILE, PretrainedCfg
 from .spec import SubnetSpec, get_space
 
 __all__ = ['WeightsFile', 'read_weights', 'load_state_dict', 'save_weights', 'save_packed', 'write_safetensors',
-           'safetensors_bytes', 'cfg_of_weights',
+           'safetensors_bytes', 'cfg_of_weights', 'state_sha256', 'vouch_for_weights',
            'check_record', 'canonical_args', 'RECORD_KEY', 'IDENTITY_KEYS']
 
 RECORD_KEY = 'oqatnets.model_args'
@@ -201,16 +201,34 @@ def save_weights(model: nn.Module, path: 'str | os.PathLike') -> Path:
     return write_safetensors(state, path, metadata=metadata)
 
 
+def state_sha256(model: nn.Module) -> str:
+    """The sha256 of the ``model.safetensors`` that :func:`save_weights` would write for ``model`` now."""
+    state, metadata = _weights_state(model)
+    return hashlib.sha256(safetensors_bytes(state, metadata=metadata)).hexdigest()
+
+
+def vouch_for_weights(model: nn.Module) -> None:
+    """Called by whoever has just loaded the weights its cfg names into ``model``: a cfg that records no sha256
+    of them (a table row, a packed file) records the one of the weights as loaded, so that a later change in
+    place is seen by :func:`cfg_of_weights`."""
+    cfg = model.pretrained_cfg
+    hashes = dict(cfg.get('sha256') or {})
+    if not model.cfg_is_own() or hashes.get(WEIGHTS_FILE):
+        return
+    hashes[WEIGHTS_FILE] = state_sha256(model)
+    model.set_pretrained_cfg({**cfg, 'sha256': hashes})
+
+
 def cfg_of_weights(model: nn.Module, weights_sha256: str | None = None) -> dict[str, Any]:
-    """The model's cfg, or its derived cfg when the cfg records another ``model.safetensors`` than the
-    model's weights would be saved as (trained, re-headed or changed in place since it was loaded: the
-    cfg's name and accuracy are not these weights'). ``weights_sha256``: that file's hash, if already known."""
+    """The model's cfg if it records the sha256 of the model's weights as they are now, else its derived cfg:
+    a cfg that records another ``model.safetensors`` (trained, re-headed or changed in place since loading)
+    or none (never loaded from it) cannot vouch that its name and accuracy are these weights'.
+    ``weights_sha256``: that file's hash, if already known."""
     cfg = model.pretrained_cfg
     recorded = (cfg.get('sha256') or {}).get(WEIGHTS_FILE)
-    if recorded and weights_sha256 is None:
-        state, metadata = _weights_state(model)
-        weights_sha256 = hashlib.sha256(safetensors_bytes(state, metadata=metadata)).hexdigest()
-    return model.derived_pretrained_cfg() if recorded and recorded != weights_sha256 else cfg
+    if not recorded:
+        return model.derived_pretrained_cfg()
+    return cfg if recorded == (weights_sha256 or state_sha256(model)) else model.derived_pretrained_cfg()
 
 
 def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: dict[str, Any] | None = None) -> Path:

@@ -51,7 +51,8 @@ def test_save_pretrained_writes_the_hub_folder(saved):
         ('apache-2.0', 'oqatnets', ['fashion-mnist'], ['accuracy'], 'org/parent')
     results = {r.metric_name: r for r in data.eval_results}
     assert results['Top-1 accuracy (%)'].metric_value == 51.5 and results['Top-5 accuracy (%)'].metric_value == 90.25
-    assert {(r.dataset_type, r.dataset_split) for r in data.eval_results} == {('fashion-mnist', 'validation')}
+    # no split was given, so the model-index names none (it used to claim 'validation')
+    assert {(r.dataset_type, r.dataset_split) for r in data.eval_results} == {('fashion-mnist', None)}
     assert 'BitOPs (G)' in card.text and '51.500' in card.text
     assert not [p for p in folder.iterdir() if p.name.startswith('.')]  # no temp files left behind
 

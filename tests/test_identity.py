@@ -64,7 +64,7 @@ def test_save_pretrained_of_a_derived_net_claims_nothing_of_the_entry(tmp_path):
     config = json.loads((folder / 'config.json').read_text())
     _no_identity({k: v for k, v in config['pretrained_cfg'].items() if k != 'sha256'})
     card = (folder / 'README.md').read_text()
-    assert '59.780' not in card and 'Reported top-1' not in card and 'oqat_2bit_r208_200m' not in card
+    assert '59.780' not in card and 'Top-1:' not in card and 'oqat_2bit_r208_200m' not in card
     assert config['architecture'] == 'oqatnet'
     rebuilt = oqatnets.create_model(f'local-dir:{folder}', pretrained=True).eval()
     with torch.no_grad():
@@ -111,7 +111,7 @@ def test_other_weights_than_the_entrys_get_a_derived_cfg(published):
         assert model.pretrained_cfg['architecture'] == 'oqatnet' and model.pretrained_cfg['mean'] == [0.5] * 3
         saved = oqatnets.save_pretrained(model, folder.parent / 'resaved')
         card = (saved / 'README.md').read_text()
-        assert 'Reported top-1' not in card and 'org/idtest' not in card
+        assert 'Top-1:' not in card and 'org/idtest' not in card
 
 
 def test_timm_checkpoint_path_and_load_state_dict_drop_the_identity(published):
@@ -139,6 +139,7 @@ def test_saving_weights_changed_in_place_claims_nothing_of_the_entry(published):
     entry = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub)
     again = json.loads((oqatnets.save_pretrained(entry, folder.parent / 'again') / 'config.json').read_text())
     assert again['pretrained_cfg']['tag'] and again['pretrained_cfg']['top1'] == 71.5
+    assert 'Top-1: 71.500 % (the table)' in (folder.parent / 'again' / 'README.md').read_text()
     with torch.no_grad():
         entry.classifier.bias.add_(1)
     saved = oqatnets.save_pretrained(entry, folder.parent / 'trained')
@@ -146,7 +147,7 @@ def test_saving_weights_changed_in_place_claims_nothing_of_the_entry(published):
     _no_identity(cfg)
     assert cfg['mean'] == [0.5] * 3 and cfg['architecture'] == 'oqatnet'
     card = (saved / 'README.md').read_text()
-    assert 'Reported top-1' not in card and 'idtest' not in card and f"'local-dir:{saved}'" in card
+    assert 'Top-1:' not in card and 'idtest' not in card and f"'local-dir:{saved}'" in card
     assert entry.pretrained_cfg['top1'] == 71.5, 'saving changes nothing of the model itself'
 
 
@@ -185,7 +186,57 @@ def test_a_figure_measured_through_another_transform_is_not_carried(published, t
     saved = oqatnets.save_pretrained(entry, tmp_path / 'other-std', pretrained_cfg={'std': [0.3] * 3})
     cfg = json.loads((saved / 'config.json').read_text())['pretrained_cfg']
     assert 'top1' not in cfg and cfg['std'] == [0.3] * 3
-    assert 'Reported top-1' not in (saved / 'README.md').read_text()
+    assert 'Top-1:' not in (saved / 'README.md').read_text()
+
+
+def test_a_cfg_that_records_no_hash_vouches_only_for_the_weights_loaded_from_it(tmp_path):
+    """A table row without sha256: a model built without its weights, or whose weights changed in place after
+    loading (here BN statistics in a train-mode forward), saves as derived; loaded and unchanged, as the entry."""
+    model = small_net(2)
+    weights = oqatnets.save_pretrained(model, tmp_path / 'w') / 'model.safetensors'
+    oqatnets.register_zoo_table(small_table('oqat_nohash_2bit', model.spec, hf_hub_id='org/nohash', top1=77.0,
+                                            top5=98.0, file=str(weights)))
+    fresh = oqatnets.create_model('oqat_nohash_2bit')
+    saved = oqatnets.save_pretrained(fresh, tmp_path / 'fresh', packed=False)
+    _no_identity(json.loads((saved / 'config.json').read_text())['pretrained_cfg'])
+    assert 'nohash' not in (saved / 'README.md').read_text()
+    loaded = oqatnets.create_model('oqat_nohash_2bit', pretrained=True)
+    cfg = json.loads((oqatnets.save_pretrained(loaded, tmp_path / 'same') / 'config.json').read_text())['pretrained_cfg']
+    assert (cfg['hf_hub_id'], cfg['top1'], cfg['top5']) == ('org/nohash', 77.0, 98.0)
+    loaded.train()
+    with torch.no_grad():
+        loaded(inputs())
+    saved = oqatnets.save_pretrained(loaded.eval(), tmp_path / 'changed')
+    _no_identity(json.loads((saved / 'config.json').read_text())['pretrained_cfg'])
+    assert 'nohash' not in (saved / 'README.md').read_text() and '77.0' not in (saved / 'README.md').read_text()
+
+
+def test_new_metrics_replace_every_old_figure(published, tmp_path):
+    """Metrics passed to save_pretrained replace top-1, top-5 and their source together, and a transform change
+    drops the old figures even when the overrides name a new source."""
+    _, _, hub = published
+    entry = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub,
+                                  pretrained_cfg_overlay=dict(top5=99.0))
+    cfg = json.loads((oqatnets.save_pretrained(entry, tmp_path / 'a', metrics={'top1': 10.0, 'split': 'test', 'images': 3})
+                      / 'config.json').read_text())['pretrained_cfg']
+    assert cfg['top1'] == 10.0 and 'top5' not in cfg and cfg['metrics_source'].endswith('(test split, 3 images)')
+    cfg = json.loads((oqatnets.save_pretrained(entry, tmp_path / 'b', pretrained_cfg={'interpolation': 'nearest',
+                                                                                       'metrics_source': 'a note'})
+                      / 'config.json').read_text())['pretrained_cfg']
+    assert 'top1' not in cfg and 'top5' not in cfg
+    with pytest.raises(InvalidArgumentError, match="measured on 'other' but dataset='fashion-mnist'"):
+        oqatnets.save_pretrained(entry, tmp_path / 'c', dataset='fashion-mnist', metrics={'top1': 1.0, 'dataset': 'other'})
+    assert not (tmp_path / 'c').exists()
+
+
+@pytest.mark.parametrize('value', ['high', -1, 100.5, True])
+def test_a_config_whose_figure_is_not_a_percentage_is_refused(value, tmp_path):
+    folder = oqatnets.save_pretrained(small_net(2), tmp_path / 'm', metrics={'top1': 50.0})
+    config = json.loads((folder / 'config.json').read_text())
+    config['pretrained_cfg']['top1'] = value
+    (folder / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(OQATNetsError, match=r'top1 .* is not a percentage'):
+        oqatnets.create_model(f'local-dir:{folder}', pretrained=True)
 
 
 def test_an_overlay_cannot_contradict_the_model(published):

@@ -31,8 +31,7 @@ from oqatnets.net import OQATNet
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
 
-from .artifacts import (folder_cfg, measured_metrics, recorded_source, save_model_folder, save_trained_supernet,
-                        write_run_file)
+from .artifacts import folder_cfg, measured_metrics, recorded_source, save_model_folder, save_trained_supernet, write_run_file
 from .calibrate import calibrated_subnet, evaluate_subnet
 from .checkpoint import seeded_global_rng
 from .datasets import PreparedData, cfg_view, evaluate_as_files, fixed_batches, prepare_data
