@@ -127,7 +127,7 @@ def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | Non
              cache_dir: str | None, as_json: bool) -> None:
     """Top-1/top-5 of NAME's weights on the validation split of a data set, through its cfg's transform."""
     from oqatnets.evaluation import recalibrate_bn
-    from oqatnets.training.datasets import calibration_batches, cfg_view, check_channels, check_class_order, evaluate_as_files
+    from oqatnets.training.datasets import calibration_batches, cfg_view, check_channels, check_classes, evaluate_as_files
     from oqatnets.training.recipes import recipe_for_space
     from oqatnets.training.sources import load_image_data
     if calibration_mode and not recalibrate:
@@ -135,9 +135,7 @@ def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | Non
     model = _load(name, cache_dir)
     check_channels(model, name=name)
     images = load_image_data(data)
-    if images.num_classes != model.num_classes:
-        raise BadUsage(f'{data} has {images.num_classes} classes but {name} predicts {model.num_classes}')
-    check_class_order(model, images, name=name)
+    check_classes(model, images, name=name)
     mode = calibration_mode or recipe_for_space(model.space.name).bn_calibration
     if recalibrate > len(images.train):
         raise BadUsage(f'--recalibrate-bn {recalibrate}: {data} has {len(images.train)} training images; pass at most that')

@@ -87,15 +87,18 @@ def _run_options(f: Callable) -> Callable:
     return f
 
 
-def _prepare_out(out: str, resume_from: str | None) -> tuple[bool, Path | None]:
-    """Validate --out (and --resume PATH) before anything is written: (whether the run resumes, the run
-    folder to copy into --out first, if another)."""
+def _prepare_out(out: str, resume_from: str | None, *, final: str) -> tuple[bool, Path | None]:
+    """Validate --out, the folder ``final`` the run writes into it when it ends, and --resume PATH, before anything
+    is written: (whether the run resumes, the run folder to copy into --out first, if another)."""
     from oqatnets._io import check_output, occupied
     from oqatnets.training.checkpoint import CHECKPOINT_NAME
     check_output(out, folder=True)
+    check_output(Path(out) / final, folder=True)  # a link or a file there is refused now, not after training
     if resume_from is None:
         if (Path(out) / CHECKPOINT_NAME).exists():
             raise BadUsage(f'{out} already holds a checkpoint; pass --resume to continue it or choose another --out')
+        if occupied(Path(out) / final, folder=True):
+            raise BadUsage(f'{Path(out) / final} already exists and a new run would replace it; choose another --out')
         return False, None
     source = Path(out) if resume_from == '.' else Path(resume_from)
     source = source.parent if source.name == CHECKPOINT_NAME else source
@@ -233,7 +236,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
 
     from oqatnets.quant import FLOAT_BITS, get_bits, set_bits, validate_bits
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.artifacts import load_supernet, save_trained_supernet, write_run_file
+    from oqatnets.training.artifacts import SUPERNET_DIR, load_supernet, save_trained_supernet, write_run_file
     from oqatnets.training.datasets import check_channels, prepare_data
     from oqatnets.training.joint import train_supernet
     from oqatnets.training.loop import LoopSettings, resolve_fused_quantizer
@@ -262,7 +265,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
     if epochs + recipe.float_epochs < 1:
         raise BadUsage(f'nothing to train: --epochs {epochs} and --float-epochs {recipe.float_epochs}; '
                        'give at least one epoch')
-    resume, adopt = _prepare_out(out, resume_from)  # validate everything before run.json is written
+    resume, adopt = _prepare_out(out, resume_from, final=SUPERNET_DIR)  # validate everything before run.json is written
     ctx = _ctx(device)
     _console_logging(ctx)
     prepared = prepare_data(data_source, holdout_images=recipe.holdout_images, calib_images=recipe.calib_images,
@@ -357,7 +360,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
         calibration_batches,
         cfg_view,
         check_channels,
-        check_class_order,
+        check_classes,
         evaluate_as_files,
         prepare_data,
     )
@@ -372,7 +375,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=calib_images,
                                 calib_batch_size=batch_size, split_seed=split_seed,
                                 holdout_adapts=holdout is None and not from_run)
-        check_class_order(model, prepared.data, name=model_source)
+        check_classes(model, prepared.data, name=model_source)
         available = len(prepared.train_set)
         if calib_images > available and given('calib_images'):
             raise BadUsage(f'--calib-images {calib_images}: {data_source} has {available} training images outside the '
@@ -501,10 +504,10 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
     """Finetune a static subnet or zoo model on a data set (any number of classes), bits kept."""
     from oqatnets.supernet import OQATSupernet
     from oqatnets.training.artifacts import folder_cfg, load_model, measured_metrics, save_model_folder
-    from oqatnets.training.datasets import check_channels, check_class_order, evaluate_as_files, prepare_data
+    from oqatnets.training.datasets import check_channels, check_class_order, check_classes, evaluate_as_files, prepare_data
     from oqatnets.training.finetune import finetune
     from oqatnets.training.loop import resolve_fused_quantizer
-    resume, adopt = _prepare_out(out, resume_from)
+    resume, adopt = _prepare_out(out, resume_from, final='model')
     ctx = _ctx(device)
     _console_logging(ctx)
     prepared = prepare_data(data_source, holdout_images=0, calib_images=1, calib_batch_size=1,
@@ -516,13 +519,17 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
     if isinstance(model, OQATSupernet):
         raise BadUsage(f'{model_source} is a supernet; finetune takes a static subnet: pick one with `oqat search` '
                        'or `oqat calibrate --spec SPEC`, and finetune its folder')
+    teacher_model = load_model(teacher) if teacher else None
+    if teacher_model is not None:  # re-headed, a teacher would teach from a random classifier
+        check_channels(teacher_model, name=f'--teacher {teacher}')
+        check_classes(teacher_model, data, name=f'--teacher {teacher}')
     fused = resolve_fused_quantizer(compile_quantizer, ctx.device)  # refused here, before anything is written
     recipe = _recipe_for(model.space.name, batch_size=batch_size, augment=augment)
     resolution = resolution or model.spec.resolution
     _adopt_run(adopt, out)
     result = finetune(model=model, train_set=prepared.training_set(augment=recipe.augment), recipe=recipe,
                       epochs=recipe.finetune_epochs if epochs is None else epochs, resolution=resolution, out_dir=out, ctx=ctx, lr=lr,
-                      teacher=load_model(teacher, num_classes=data.num_classes) if teacher else None,
+                      teacher=teacher_model,
                       kd_ratio=kd_ratio, resume=resume, seed=seed, checkpoint_every=checkpoint_every,
                       amp=not no_amp, fused_quantizer=fused,
                       eval_batches=prepared.val_batches(batch_size=recipe.calib_batch_size),

@@ -63,19 +63,40 @@ def _file_mode() -> int:
 
 
 @contextlib.contextmanager
+def _made_parents(folder: Path) -> Iterator[None]:
+    """Create ``folder`` with its missing parents; if the block fails, remove the ones made here (while empty),
+    so that a refused or failed write leaves no trace."""
+    missing = []
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir()
+    try:
+        yield
+    except BaseException:
+        for made in missing:  # innermost first
+            try:
+                made.rmdir()
+            except OSError:  # something else was written there meanwhile: keep it
+                break
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: 'str | os.PathLike') -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
     path = check_output(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _made_parents(path.parent):
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.chmod(tmp, _file_mode())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -86,25 +107,25 @@ def atomic_dir(path: 'str | os.PathLike') -> Iterator[Path]:
     deleted; on failure the temporary folder is removed and ``path`` is untouched.
     """
     path = check_output(path, folder=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.old', dir=path.parent))
-            os.replace(path, old / path.name)
-            try:
+    with _made_parents(path.parent):
+        tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent))
+        try:
+            yield tmp
+            os.chmod(tmp, 0o755)
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.old', dir=path.parent))
+                os.replace(path, old / path.name)
+                try:
+                    os.replace(tmp, path)
+                except BaseException:
+                    os.replace(old / path.name, path)
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
                 os.replace(tmp, path)
-            except BaseException:
-                os.replace(old / path.name, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -116,22 +137,22 @@ def replacing_dir(path: 'str | os.PathLike') -> Iterator[Path]:
     temporary name would break. A failed job leaves ``path`` as it was.
     """
     path = check_output(path, folder=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.old', dir=path.parent))
-        os.replace(path, old / path.name)
-    try:
-        path.mkdir()
-        yield path
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
+    with _made_parents(path.parent):
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.old', dir=path.parent))
+            os.replace(path, old / path.name)
+        try:
+            path.mkdir()
+            yield path
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            if old is not None:
+                os.replace(old / path.name, path)
+                old.rmdir()
+            raise
         if old is not None:
-            os.replace(old / path.name, path)
-            old.rmdir()
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(path: 'str | os.PathLike', text: str) -> Path:

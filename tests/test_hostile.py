@@ -1115,6 +1115,67 @@ def case_api_checkpoint_of_another_run(env, tmp_path, monkeypatch):
     raises_line(CheckpointError, lambda: load_checkpoint(path, expected_fingerprint={'bits': 2}), 'bits')
 
 
+# ------------------------------------------------------------------------ helper 10's findings (2026-11-30)
+
+@case('clear')
+def case_data_folder_with_a_link_loop(env, tmp_path, monkeypatch):
+    data = copy_of(env.data, tmp_path, 'data')
+    (data / 'val' / 'ant' / 'up').symlink_to('..')  # ImageFolder walked it until the OS gave up: 369 "images"
+    for args in (('eval', f'local-dir:{env.net}', '--data', data),
+                 ('calibrate', env.net, '--data', data, '--out', tmp_path / 'cal', '--calib-images', '4')):
+        refused(run(*args), 1, str(data / 'val' / 'ant' / 'up'), 'remove the link')
+    assert not (tmp_path / 'cal').exists()
+
+
+@case('clear')
+def case_calibrate_on_data_of_other_classes(env, tmp_path, monkeypatch):
+    for classes in (('ant', 'bee'), ('ant', 'bee', 'cat', 'dog', 'eel')):  # fewer: a figure; more: a traceback
+        data = image_folder(tmp_path / f'data{len(classes)}', classes=classes, per_class=2, size=32)
+        refused(run('calibrate', env.net, '--data', data, '--out', tmp_path / 'cal', '--calib-images', '4'), 2,
+                f'has {len(classes)} classes but', 'predicts 3')
+    assert not (tmp_path / 'cal').exists()
+
+
+@case('clear')
+def case_finetune_teacher_of_other_classes(env, tmp_path, monkeypatch):
+    data = image_folder(tmp_path / 'data', classes=('ant', 'bee', 'cat', 'dog', 'eel'), per_class=2, size=32)
+    out = tmp_path / 'ft'  # the 3-class teacher was re-headed to 5 classes: distillation from a random classifier
+    refused(run('finetune', env.net, '--data', data, '--out', out, '--epochs', '1', '--batch-size', '4',
+                '--teacher', env.net), 2, '--teacher', 'predicts 3')
+    assert not out.exists()
+
+
+@case('clear')
+def case_finetune_more_train_images_than_the_data_has(env, tmp_path, monkeypatch):
+    out = tmp_path / 'ft'
+    refused(run('finetune', env.net, '--data', env.data, '--out', out, '--epochs', '1', '--batch-size', '4',
+                '--train-images', '100'), 2, '--train-images 100', 'has 12 training images')
+    assert not out.exists()
+
+
+@case('clear')
+def case_finetune_onto_an_existing_model_folder(env, tmp_path, monkeypatch):
+    for kind in ('file', 'model', 'link'):
+        out = tmp_path / kind
+        out.mkdir()
+        if kind == 'file':
+            (out / 'model').write_text('x')
+        elif kind == 'model':
+            shutil.copytree(env.net, out / 'model')
+        else:
+            (out / 'model').symlink_to(env.net)
+        before = snapshot(out)
+        refused(run('finetune', env.net, '--data', env.data, '--out', out, '--epochs', '1', '--batch-size', '4'),
+                2 if kind == 'model' else 1, str(out / 'model'))  # refused before training, not after it
+        assert snapshot(out) == before
+
+
+@case('clear')
+def case_refused_export_creates_no_folder(env, tmp_path, monkeypatch):
+    refused(run('export', f'local-dir:{env.supernet}', tmp_path / 'new' / 'deeper' / 'net.onnx'), 2, 'static')
+    assert os.listdir(tmp_path) == []
+
+
 # ---------------------------------------------------------------------------------------- the suite
 
 # What each case got on main before issue #9's fixes (4542dce), where that was not already clear or

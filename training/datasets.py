@@ -34,7 +34,7 @@ from .recipes import SPLIT_SEED
 from .sources import load_image_data
 
 __all__ = ['PreparedData', 'prepare_data', 'Split', 'split_holdout', 'eval_view', 'epoch_order', 'batches_from', 'fixed_batches',
-           'calibration_batches', 'SERVED_CHANNELS', 'check_channels', 'check_class_order', 'cfg_view',
+           'calibration_batches', 'SERVED_CHANNELS', 'check_channels', 'check_class_order', 'check_classes', 'cfg_view',
            'evaluate_as_files']
 
 SERVED_CHANNELS = 3  # builtin grey sets repeat the grey over three channels; folders are read as RGB
@@ -90,6 +90,15 @@ def evaluate_as_files(model: torch.nn.Module, dataset: Dataset, *, cfg: dict[str
     loader = DataLoader(cfg_view(dataset, model.pretrained_cfg if cfg is None else cfg), batch_size=batch_size,
                         num_workers=num_workers)
     return evaluate(model, loader, progress=progress, desc=desc)
+
+
+def check_classes(model: torch.nn.Module, data: ImageData, *, name: str) -> None:
+    """Refuse data that ``model`` (kept with its own classifier) cannot be measured or calibrated on: another
+    number of classes, or the same classes in another order (:func:`check_class_order`)."""
+    if model.num_classes != data.num_classes:
+        raise InvalidArgumentError(f'{data.name} has {data.num_classes} classes but {name} predicts {model.num_classes}; '
+                                   'use data of its classes (oqat finetune trains a new classifier)')
+    check_class_order(model, data, name=name)
 
 
 def check_class_order(model: torch.nn.Module, data: ImageData, *, name: str) -> None:
@@ -189,6 +198,9 @@ def prepare_data(source: str, *, holdout_images: int, calib_images: int, calib_b
     if holdout_adapts and holdout_images >= len(data.train):
         holdout_images = 0
     split = split_holdout(len(data.train), holdout_images=holdout_images, seed=split_seed)
+    if train_images is not None and train_images > len(split.train):  # an explicit count is honoured or refused
+        raise InvalidArgumentError(f'--train-images {train_images}: {source} has {len(split.train)} training images '
+                                   f'outside the {len(split.holdout)} held out; pass at most that')
     train_idx = split.train if train_images is None else split.train[:train_images]
     if not train_idx:
         raise InvalidArgumentError('no training images left; lower --holdout or raise --train-images')

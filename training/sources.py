@@ -156,10 +156,24 @@ def load_image(path: str) -> Image.Image:
                     'which have no 8-bit scale; save it as an 8- or 16-bit image')
 
 
+def _check_each_folder_once(root: Path) -> None:
+    """Refuse a folder reached twice (a link back up, or a second link to the same images): ImageFolder follows
+    links, so a loop is walked until the OS gives up, each image counted many times and under the wrong class."""
+    seen: dict[str, str] = {}
+    for folder, _, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            raise DataError(f'{folder} is {seen[real]} again (through a link): each image would be counted more than '
+                            'once, some under another class; remove the link')
+        seen[real] = folder
+
+
 def _folder_data(path: Path, resolution: int) -> ImageData:
     val_dir = next((path / d for d in ('val', 'validation', 'test') if (path / d).is_dir()), None)
     if not (path / 'train').is_dir() or val_dir is None:
         raise DataError(f'{path} is not a data folder: expected train/ and val/ (or test/) ImageFolder sub-folders')
+    for part in (path / 'train', val_dir):
+        _check_each_folder_once(part)
     try:
         train = ImageFolder(str(path / 'train'), transform=train_transform(resolution), loader=load_image)
         val = ImageFolder(str(val_dir), transform=eval_transform(resolution), loader=load_image)
