@@ -145,7 +145,8 @@ def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | Non
     metrics = evaluate_as_files(model, images.val, batch_size=batch_size, num_workers=workers, progress=not as_json,
                                 desc=name)
     row = {'model': name, 'top1': metrics['top1'], 'top5': metrics['top5'], 'loss': metrics['loss'],
-           'images': metrics['images'], 'recalibrated_on': recalibrate, 'calibration_mode': mode if recalibrate else None}
+           'images': metrics['images'], 'split': images.val_split, 'recalibrated_on': recalibrate,
+           'calibration_mode': mode if recalibrate else None}
     _emit([row], list(row), as_json)
 
 
@@ -239,6 +240,10 @@ def export_cmd(name: str, out: str, fmt: str, int4: bool, check: bool, cache_dir
                                  param_hint='--check')
     path = output_path(out, folder=False, overwrite=overwrite)  # before loading anything
     model = _load(name, cache_dir)
+    source = model.pretrained_cfg.get('file')
+    if source and path.exists() and Path(source).resolve().parent == path.resolve().parent:
+        raise BadUsage(f'{out} is a file of the folder {name} was loaded from, which it would break; '
+                       'write the export elsewhere')
     result: dict[str, Any] = {}
     if fmt == 'packed':
         from oqatnets.weights import save_packed

@@ -77,7 +77,7 @@ def read_weights(path: 'str | os.PathLike') -> WeightsFile:
     path = Path(path)
     if not path.is_file():
         raise FileMissingError(f'no weights file at {path}')
-    if path.suffix != '.safetensors':
+    if path.suffix.lower() != '.safetensors':
         raise InvalidFileError(f'{path.name}: oqatnets loads .safetensors files only (never pickles); '
                                "convert the authors' checkpoints with `oqat convert-official`")
     try:

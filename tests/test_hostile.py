@@ -575,7 +575,7 @@ def case_eval_recalibrate_explicit(env, tmp_path, monkeypatch):
     result = run('eval', f'local-dir:{env.net}', '--data', env.data, '--recalibrate-bn', '5', '--json')
     assert result.exit_code == 0, result.output
     row = json.loads(result.output)[0]
-    assert row['recalibrated_on'] == 5 and row['images'] == 12
+    assert row['recalibrated_on'] == 5 and row['images'] == 12 and row['split'] == 'validation'  # the folder's val/
 
 
 @case('clear')
@@ -1174,6 +1174,18 @@ def case_finetune_onto_an_existing_model_folder(env, tmp_path, monkeypatch):
 def case_refused_export_creates_no_folder(env, tmp_path, monkeypatch):
     refused(run('export', f'local-dir:{env.supernet}', tmp_path / 'new' / 'deeper' / 'net.onnx'), 2, 'static')
     assert os.listdir(tmp_path) == []
+
+
+@case('clear')
+def case_export_over_a_file_of_the_models_own_folder(env, tmp_path, monkeypatch):
+    folder = copy_of(env.net, tmp_path, 'net')
+    before = snapshot(folder)
+    refused(run('export', f'local-dir:{folder}', folder / 'model.safetensors', '--overwrite'), 2,
+            'loaded from', 'elsewhere')  # it replaced the folder's weights with a packed file: the folder broke
+    assert snapshot(folder) == before
+    out = tmp_path / 'net.SafeTensors'  # written by export, so read back by load_packed
+    assert run('export', f'local-dir:{folder}', out).exit_code == 0
+    assert oqatnets.load_packed(out).spec == oqatnets.create_model(f'local-dir:{folder}', pretrained=True).spec
 
 
 # ---------------------------------------------------------------------------------------- the suite
