@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from oqatnets import OQATSupernet, SearchSpace, SubnetSpec
+from oqatnets.spec import get_space
 from oqatnets.training.calibrate import evaluate_subnet
 from oqatnets.training.demo import DEMO_PRESETS, demo_recipe, prepare_demo_data
 from oqatnets.training.distributed import init_distributed
@@ -43,6 +44,7 @@ class Row:
     augment: bool = True  # every row before the no-augmentation ablation was measured with crop and flip
     space: str = 'small'  # and with the authors' unsigned quantizer
     overrides: dict[str, Any] = field(default_factory=dict)
+    resolutions: tuple[int, ...] | None = None  # the space's resolutions, if not its own
 
 
 # The baseline is the recipe before this ablation (lr 0.1, 4-bit LSQ from scratch, 1 random subnet).
@@ -69,6 +71,9 @@ ROWS: list[Row] = [
     Row('demo_float_first_noaug_signed', 'demo_float_first_noaug in the small_signed space (the demo now)',
         float_epochs=1, epochs=(1, 1, 1), augment=False, space='small_signed'),
 ]
+# the space at the images' own 28 px and below instead of 24-32 (28 px upsampled to 32 for the largest)
+ROWS.append(replace(ROWS[-1], name='demo_pipe_r28', resolutions=(20, 24, 28),
+                    change='demo_float_first_noaug_signed with the space at 20/24/28 px instead of 24/28/32'))
 # the current demo's 4-bit stage (small_signed, no augmentation), then one knob at a time
 DEMO4 = Row('demo4', "the demo's 4-bit stage now: 1 float epoch, then 1 at 4 bits (small_signed, no augmentation)",
             float_epochs=1, epochs=(1,), augment=False, space='small_signed')
@@ -124,9 +129,13 @@ def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, 
     record: dict[str, Any] = {'row': row.name, 'seed': seed, 'change': row.change, 'float_epochs': row.float_epochs,
                               'epochs': list(row.epochs), 'overrides': row.overrides,
                               'train_images': len(prepared.train_set), 'test_images': len(data.test_set),
+                              'resolutions': list(row.resolutions or get_space(recipe.space).resolutions),
                               'quantizer': 'fused' if fused else 'eager'}
     torch.manual_seed(seed)  # the initial weights (rows before 2026-11-29 drew them unseeded)
-    supernet = OQATSupernet(space=recipe.space, bits=4, num_classes=prepared.data.num_classes)
+    space = get_space(recipe.space)
+    if row.resolutions:
+        space = replace(space, name=f'{space.name}_r{max(row.resolutions)}', resolutions=row.resolutions)
+    supernet = OQATSupernet(space=space, bits=4, num_classes=prepared.data.num_classes)
     for index, (bits, epochs) in enumerate(zip((4, 3, 2), row.epochs)):
         if index:
             supernet = inherit_bits(supernet, bits)
