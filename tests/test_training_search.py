@@ -133,3 +133,37 @@ def test_fitness_noise_measures_pair_differences_on_the_same_images():
     # two independent ~75 % classifiers: std of the difference ≈ 100·sqrt(2·0.19/N)
     assert 2.5 < result['noise']['250'] < 5.5 and 1.2 < result['noise']['1000'] < 2.8
     assert result['images_needed'] > 1000 and result['candidates'] == 4
+
+
+def test_each_chosen_subnet_gets_one_folder_that_names_every_budget_it_was_chosen_for(tmp_path, monkeypatch):
+    """Two budgets that choose one subnet share its folder and its card names both; two subnets whose folder
+    names would be the same (bits, resolution, MACs to 0.01 M) each keep their own folder."""
+    import json
+
+    import torch
+    from training_helpers import synthetic_dataset
+
+    import oqatnets.training.search as search_mod
+    from oqatnets.data import ImageData
+    from oqatnets.supernet import OQATSupernet
+    from oqatnets.training.metrics import StageTimer
+
+    torch.manual_seed(0)
+    supernet = OQATSupernet(space=TINY_SPACE, bits=2, num_classes=4)
+    images, labels = next(iter(torch.utils.data.DataLoader(synthetic_dataset(16), batch_size=16)))
+    with torch.no_grad():
+        supernet.train()(images)  # the step sizes' initialisation
+    supernet.eval()
+    data = ImageData(name='blobs', train=synthetic_dataset(16), val=synthetic_dataset(16, train=False), num_classes=4,
+                     resolution=24, mean=(0.3,) * 3, std=(0.3,) * 3)
+    a, b = str(TINY_SPACE.largest(2)), str(TINY_SPACE.smallest(2).replace(resolution=24))
+    chosen = [{'spec': a, 'budget': 1.0, 'top1': 50.0, 'macs': 1.0}, {'spec': a, 'budget': 2.0, 'top1': 50.0, 'macs': 1.0},
+              {'spec': b, 'budget': 0.5, 'top1': 40.0, 'macs': 1.0}]
+    monkeypatch.setattr(search_mod, 'entry_name', lambda spec, *, macs: 'oqat_2bit_r24_same')
+    search_mod._save_entries(chosen, supernet, data=data, metric='bitops', recipe=get_recipe('small'), out_dir=tmp_path,
+                             calib_batches=[(images, labels)], test_set=None, timer=StageTimer(), parent=None)
+    folders = sorted(p.name for p in (tmp_path / 'entries').iterdir())
+    assert len(folders) == 2 and chosen[0]['entry'] == chosen[1]['entry'] != chosen[2]['entry']
+    config = json.loads((tmp_path / 'entries' / chosen[0]['entry'] / 'config.json').read_text())
+    assert config['model_args']['spec'] == a and 'under 1, 2 bitops' in config['pretrained_cfg']['description']
+    assert json.loads((tmp_path / 'entries' / chosen[2]['entry'] / 'config.json').read_text())['model_args']['spec'] == b

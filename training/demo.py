@@ -336,10 +336,11 @@ def _finetune_entries(search: dict[str, Any], supernets: list[OQATSupernet], dem
                                        'train_seconds': run.summary['throughput']['train']['seconds']}
             test = evaluate_as_files(net, demo_data.test_set, cfg=folder_cfg(net, prepared.data))
             source = f'oqat demo on {prepared.data.name}, after finetuning alone for {preset.finetune_epochs} epoch(s)'
+            budgets = ', '.join(f'{p["budget"]:g}' for p in result['chosen'] if p['entry'] == point['entry'])
             save_model_folder(net.cpu(), entries_dir / point['entry'], data=prepared.data,
                               metrics={**measured_metrics(test, prepared.data, source=source), 'holdout_top1': holdout},
-                              description=(f'{spec.bits}-bit OQAT subnet searched under {point["budget"]:g} '
-                                           f'{search["metric"]}, then finetuned alone for {preset.finetune_epochs} epoch(s)'),
+                              description=(f'{spec.bits}-bit OQAT subnet searched under {budgets} {search["metric"]}, '
+                                           f'then finetuned alone for {preset.finetune_epochs} epoch(s)'),
                               extra_cfg={'supernet': recorded_source(str(supernet_dirs[spec.bits]))})
             _log(f'{point["entry"]}: finetuned, held-out top-1 {point["top1"]:.2f} -> {holdout:.2f} %')
     return records

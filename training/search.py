@@ -8,6 +8,7 @@ per bit-width; each chosen subnet is saved as a zoo-entry folder under ``entries
 """
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -123,6 +124,41 @@ def plot_pareto(results: list[dict[str, Any]], path: 'str | Path', *, title: str
     return Path(path)
 
 
+def _save_entries(chosen: list[dict[str, Any]], supernet: OQATSupernet, *, data: ImageData, metric: str, recipe: Recipe,
+                  out_dir: Path, calib_batches: Iterable, test_set: Dataset | None, timer: StageTimer,
+                  parent: str | None) -> None:
+    """One folder per distinct chosen subnet, naming every budget it was chosen for; two subnets whose names
+    (bits, resolution, MACs to 0.01 M) would be the same get folders told apart by their spec's hash."""
+    by_spec: dict[str, list[dict[str, Any]]] = {}
+    for point in chosen:
+        by_spec.setdefault(point['spec'], []).append(point)
+    names: set[str] = set()
+    for text, points in by_spec.items():
+        spec = SubnetSpec.parse(text)
+        net = calibrated_subnet(supernet, spec, calib_batches=calib_batches, mode=recipe.bn_calibration)
+        if test_set is not None:
+            with timer.stage('test_eval'):
+                test = evaluate_as_files(net, test_set, cfg=folder_cfg(net, data))
+            timer.images['test_eval'] += test['images']
+            metrics = measured_metrics(test, data, source=f'oqat search on {data.name}')
+        else:  # the held-out training images the search ranked it on
+            metrics = {'top1': points[0]['top1'], 'split': 'train',
+                       'source': f'oqat search on {data.name}: held-out training images'}
+        name = entry_name(spec, macs=points[0]['macs'])
+        if name in names:
+            name = f'{name}_{hashlib.sha256(text.encode()).hexdigest()[:6]}'
+        names.add(name)
+        budgets = ', '.join(f'{p["budget"]:g}' for p in points) + f' {metric}'
+        for point in points:
+            point['entry'] = name
+            if test_set is not None:
+                point.update(test_top1=round(test['top1'], 3), test_top5=round(test['top5'], 3))
+        metrics.update(holdout_top1=points[0]['top1'], budget=budgets)
+        save_model_folder(net, out_dir / 'entries' / name, data=data, metrics=metrics,
+                          description=f'{spec.bits}-bit OQAT subnet searched under {budgets}',
+                          extra_cfg={'supernet': parent})
+
+
 def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, metric: BudgetMetric,
                recipe: Recipe, out_dir: 'str | Path', calib_batches: Iterable, holdout_batches: Iterable,
                test_set: Dataset | None = None, seed: int = 0, save_entries: bool = True,
@@ -141,23 +177,9 @@ def run_search(*, supernets: list[OQATSupernet], data: ImageData, budgets: str, 
                                      calib_batches=calib_batches, eval_batches=holdout_batches, seed=seed)
         timer.images[f'search_{supernet.bits}bit'] = result['distinct_evaluations']
         if save_entries:
-            for point in result['chosen']:
-                spec = SubnetSpec.parse(point['spec'])
-                net = calibrated_subnet(supernet, spec, calib_batches=calib_batches, mode=recipe.bn_calibration)
-                if test_set is not None:
-                    with timer.stage('test_eval'):
-                        test = evaluate_as_files(net, test_set, cfg=folder_cfg(net, data))
-                    timer.images['test_eval'] += test['images']
-                    point.update(test_top1=round(test['top1'], 3), test_top5=round(test['top5'], 3))
-                    metrics = measured_metrics(test, data, source=f'oqat search on {data.name}')
-                else:  # the held-out training images the search ranked it on
-                    metrics = {'top1': point['top1'], 'split': 'train',
-                               'source': f'oqat search on {data.name}: held-out training images'}
-                point['entry'] = entry_name(spec, macs=point['macs'])
-                metrics.update(holdout_top1=point['top1'], budget=f'{point["budget"]:g} {metric}')
-                save_model_folder(net, out_dir / 'entries' / point['entry'], data=data, metrics=metrics,
-                             description=f'{spec.bits}-bit OQAT subnet searched under {point["budget"]:g} {metric}',
-                             extra_cfg={'supernet': (run_info or {}).get('supernets', {}).get(str(spec.bits))})
+            _save_entries(result['chosen'], supernet, data=data, metric=metric, recipe=recipe, out_dir=out_dir,
+                          calib_batches=calib_batches, test_set=test_set, timer=timer,
+                          parent=(run_info or {}).get('supernets', {}).get(str(supernet.bits)))
         results.append(result)
     report = {'metric': metric, 'data': data.name, 'results': results, 'throughput_evaluations_per_s': {
         k: v['images_per_s'] for k, v in timer.summary().items() if k.startswith('search')},
