@@ -23,7 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .costs import profile
 from .errors import InvalidArgumentError, InvalidFileError
 from .net import OQATNet
-from .pretrained import ACCURACY_FIELDS, PretrainedCfg, changes_transform
+from .pretrained import ACCURACY_FIELDS, PretrainedCfg, changes_transform, data_config_problems
 from .quant import FLOAT_BITS, iter_quant_convs, quant_range
 from .registry import DEFAULT_TAG, get_pretrained_cfg, hub_org, is_model, zoo_data_file
 from .spec import SubnetSpec
@@ -124,44 +124,6 @@ def parse_model_config(config: Any, *, where: str) -> tuple[PretrainedCfg, dict[
         raise InvalidFileError(f'{where}: pretrained_cfg {"; ".join(problems)}; write the folder with oqatnets.save_pretrained')
     _check_consistent(cfg, args, where=where, config=config)
     return cfg, args
-
-
-_INTERPOLATIONS = ('nearest', 'nearest-exact', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')  # torchvision's
-_CROP_MODES = ('center', 'squash', 'border')  # timm's
-
-
-def _is_number(value: Any, *, positive: bool = False) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or not positive)
-
-
-def data_config_problems(cfg: PretrainedCfg, *, num_classes: int | None = None) -> list[str]:
-    """What in ``cfg``'s data config preprocessing or prediction could not use (empty when nothing; checked on
-    load and save, not deep inside a transform); label names must name each of ``num_classes`` classes."""
-    problems = []
-    size = cfg.input_size
-    if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(isinstance(v, int) and _is_number(v, positive=True)
-                                                                 for v in size)):
-        problems.append(f'input_size {size!r} is not three positive integers')
-    if not _is_number(cfg.crop_pct, positive=True):
-        problems.append(f'crop_pct {cfg.crop_pct!r} is not a positive number')
-    if cfg.interpolation not in _INTERPOLATIONS:
-        problems.append(f'interpolation {cfg.interpolation!r} is not one of {", ".join(_INTERPOLATIONS)}')
-    if cfg.crop_mode not in _CROP_MODES:
-        problems.append(f'crop_mode {cfg.crop_mode!r} is not one of {", ".join(_CROP_MODES)}')
-    for name, positive in (('mean', False), ('std', True)):
-        value = getattr(cfg, name)
-        if not (isinstance(value, (list, tuple)) and value and all(_is_number(v, positive=positive) for v in value)):
-            problems.append(f'{name} {value!r} is not a list of {"positive " if positive else ""}numbers')
-    for name in ('top1', 'top5'):
-        value = getattr(cfg, name)
-        if value is not None and not (_is_number(value) and 0 <= value <= 100):
-            problems.append(f'{name} {value!r} is not a percentage')
-    names = cfg.label_names
-    if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
-        problems.append(f'label_names {names!r} is not a list of strings')
-    elif names is not None and num_classes is not None and len(names) != num_classes:
-        problems.append(f'label_names has {len(names)} names for {num_classes} classes')
-    return problems
 
 
 def _check_consistent(cfg: PretrainedCfg, args: dict[str, Any], *, where: str, config: dict[str, Any]) -> None:

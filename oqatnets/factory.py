@@ -23,12 +23,12 @@ from timm.models import adapt_input_conv
 
 from . import registry
 from ._io import sha256_file, verify_sha256
-from .card import data_config_problems, parse_model_config
+from .card import parse_model_config
 from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, InvalidTypeError, PretrainedWeightsError
 from .features import features_model
 from .hub import download, load_model_config_from_hf, load_model_config_from_path, offline_note
 from .net import OQATNet, check_count
-from .pretrained import ACCURACY_FIELDS, PretrainedCfg, changes_transform
+from .pretrained import ACCURACY_FIELDS, PretrainedCfg, changes_transform, data_config_problems
 from .spec import SubnetSpec
 from .supernet import OQATSupernet
 from .weights import WeightsFile, canonical_args, check_record, read_weights, vouch_for_weights

@@ -15,7 +15,7 @@ from typing import Any
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ['PretrainedCfg', 'WEIGHTS_FILE', 'PACKED_FILE', 'CONFIG_FILE', 'MODEL_CARD_FILE', 'TIMM_FIELDS',
-           'DATA_FIELDS']
+           'DATA_FIELDS', 'data_config_problems']
 
 WEIGHTS_FILE = 'model.safetensors'
 PACKED_FILE = 'model.packed.safetensors'
@@ -155,3 +155,41 @@ TIMM_FIELDS = (
     'crop_mode', 'mean', 'std', 'num_classes', 'label_offset', 'label_names', 'pool_size', 'first_conv',
     'classifier', 'license', 'description', 'origin_url', 'paper_name', 'paper_ids', 'notes',
 )
+
+
+_INTERPOLATIONS = ('nearest', 'nearest-exact', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')  # torchvision's
+_CROP_MODES = ('center', 'squash', 'border')  # timm's
+
+
+def _is_number(value: Any, *, positive: bool = False) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or not positive)
+
+
+def data_config_problems(cfg: PretrainedCfg, *, num_classes: int | None = None) -> list[str]:
+    """What in ``cfg``'s data config preprocessing or prediction could not use (empty when nothing; checked on
+    load and save, not deep inside a transform); label names must name each of ``num_classes`` classes."""
+    problems = []
+    size = cfg.input_size
+    if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(isinstance(v, int) and _is_number(v, positive=True)
+                                                                 for v in size)):
+        problems.append(f'input_size {size!r} is not three positive integers')
+    if not _is_number(cfg.crop_pct, positive=True):
+        problems.append(f'crop_pct {cfg.crop_pct!r} is not a positive number')
+    if cfg.interpolation not in _INTERPOLATIONS:
+        problems.append(f'interpolation {cfg.interpolation!r} is not one of {", ".join(_INTERPOLATIONS)}')
+    if cfg.crop_mode not in _CROP_MODES:
+        problems.append(f'crop_mode {cfg.crop_mode!r} is not one of {", ".join(_CROP_MODES)}')
+    for name, positive in (('mean', False), ('std', True)):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (list, tuple)) and value and all(_is_number(v, positive=positive) for v in value)):
+            problems.append(f'{name} {value!r} is not a list of {"positive " if positive else ""}numbers')
+    for name in ('top1', 'top5'):
+        value = getattr(cfg, name)
+        if value is not None and not (_is_number(value) and 0 <= value <= 100):
+            problems.append(f'{name} {value!r} is not a percentage')
+    names = cfg.label_names
+    if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
+        problems.append(f'label_names {names!r} is not a list of strings')
+    elif names is not None and num_classes is not None and len(names) != num_classes:
+        problems.append(f'label_names has {len(names)} names for {num_classes} classes')
+    return problems

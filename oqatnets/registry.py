@@ -37,7 +37,7 @@ from typing import Any
 
 from .costs import profile
 from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, UnknownModelError
-from .pretrained import PretrainedCfg
+from .pretrained import PretrainedCfg, data_config_problems
 from .spec import SearchSpace, SubnetSpec, get_space
 
 __all__ = ['ZooEntry', 'register_zoo_table', 'list_models', 'list_pretrained', 'is_model', 'get_pretrained_cfg',
@@ -67,6 +67,12 @@ class ZooEntry:
     row: Mapping[str, Any]
 
     @property
+    def identity(self) -> tuple[Any, ...]:
+        """What the entry's network is, whatever its weights: another row may replace a built-in entry (``oqat zoo
+        build``'s table adds files and hashes) only with the same one."""
+        return self.space, self.bits, self.spec, self.num_classes, self.in_chans
+
+    @property
     def name(self) -> str:
         return f'{self.arch}.{self.tag}'
 
@@ -85,6 +91,7 @@ _aliases: dict[str, str] = {}
 _profiles: dict[str, dict[str, Any]] = {}
 _listeners: list[Callable[[list[str]], None]] = []
 _loaded = False
+_builtin: dict[str, ZooEntry] = {}  # the package's own table, by arch.tag
 
 
 def hub_org() -> str:
@@ -151,6 +158,14 @@ def _entry_from_row(row: dict[str, Any], where: str) -> ZooEntry:
                          'see oqatnets.registry for the schema')
     cfg = cfg.replace(architecture=arch, tag=tag, bits=bits, spec=str(spec) if spec else None,
                       space=fields.get('space', 'imagenet'), aliases=tuple(row.get('aliases', ())))
+    problems = data_config_problems(cfg, num_classes=cfg.num_classes)
+    if spec is not None and list(cfg.input_size) != [in_chans, spec.resolution, spec.resolution]:
+        problems.append(f'input_size {list(cfg.input_size)} is not [in_chans, resolution, resolution] of its spec '
+                        f'({[in_chans, spec.resolution, spec.resolution]})')
+    if cfg.top1 is not None and cfg.top5 is not None and not problems and cfg.top5 < cfg.top1:
+        problems.append(f'top5 {cfg.top5} is below top1 {cfg.top1}')
+    if problems:
+        raise InvalidArgumentError(f'{where}: row {row["name"]!r}: {"; ".join(problems)}')
     return ZooEntry(arch=arch, tag=tag, space=space, bits=bits, spec=spec, num_classes=cfg.num_classes,
                     in_chans=in_chans, cfg=cfg, row=copy.deepcopy(row))
 
@@ -165,7 +180,7 @@ def register_zoo_table(source: 'str | os.PathLike | Mapping[str, Any]', *, overr
     return _register(source, override=override)
 
 
-def _register(source: 'str | os.PathLike | Mapping[str, Any]', *, override: bool) -> list[str]:
+def _register(source: 'str | os.PathLike | Mapping[str, Any]', *, override: bool, builtin: bool = False) -> list[str]:
     table, where = _read_table(source)
     if table.get('schema', SCHEMA) != SCHEMA or int(table.get('schema_version', SCHEMA_VERSION)) > SCHEMA_VERSION:
         raise InvalidArgumentError(f'{where}: not an {SCHEMA} table of version <= {SCHEMA_VERSION} '
@@ -176,12 +191,24 @@ def _register(source: 'str | os.PathLike | Mapping[str, Any]', *, override: bool
     defaults = table.get('defaults', {})
     entries = [_entry_from_row({**copy.deepcopy(defaults), **row}, where) for row in rows]
     _check_names_are_unambiguous(entries, where)
+    names = [entry.name for entry in entries]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise InvalidArgumentError(f'{where}: {", ".join(twice)} named by more than one row; name each row once')
+    for entry in entries:
+        own = _builtin.get(entry.name)
+        if own is not None and not builtin and own.identity != entry.identity:
+            raise InvalidArgumentError(
+                f'{where}: row {entry.name!r} would replace the built-in {entry.name} ({own.bits}-bit, '
+                f'{own.num_classes} classes, {own.spec or "supernet"}) with another network; give the row a name of its own')
     added: list[str] = []
     for entry in entries:
         tags = _entries.setdefault(entry.arch, {})
         if entry.tag in tags and not override:
             raise InvalidArgumentError(f'{where}: {entry.name} is already registered; pass override=True to replace it')
         tags[entry.tag] = entry
+        if builtin:
+            _builtin[entry.name] = entry
         _profiles.pop(entry.name, None)
         for alias in entry.cfg.aliases:
             _aliases[alias] = entry.arch
@@ -215,13 +242,14 @@ def _ensure_loaded() -> None:
         return
     _loaded = True
     try:
-        _register(zoo_data_file('models.json'), override=True)
+        _register(zoo_data_file('models.json'), override=True, builtin=True)
         for path in filter(None, os.environ.get(ZOO_TABLE_ENV, '').split(os.pathsep)):
             _register(path, override=True)
     except Exception:
         _loaded = False
         _entries.clear()
         _aliases.clear()
+        _builtin.clear()
         raise
 
 

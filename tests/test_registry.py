@@ -125,12 +125,34 @@ def test_register_zoo_table_from_dict_and_file(tmp_path):
     ({'models': [{'name': 'x_new', 'bits': 2, 'aliases': ['oqat_supernet_mbv3_w2a2']}]}, 'already names'),
     ({'models': [{'name': 'x_a', 'bits': 2, 'aliases': ['x_same']}, {'name': 'x_b', 'bits': 2, 'aliases': ['x_same']}]},
      'alias x_same of x_b.* already names x_a'),
+    # helper 11 (2026-11-30): a built-in name given to another network, and rows predict or a load would crash on
+    ({'models': [{'name': 'oqat_2bit_r208_200m.in1k', 'space': 'small', 'spec': str(small_spec(4)), 'num_classes': 10}]},
+     r"would replace the built-in oqat_2bit_r208_200m.in1k \(2-bit, 1000 classes"),
+    ({'models': [{'name': 'x_dup', 'bits': 2}, {'name': 'x_dup', 'bits': 4}]}, 'x_dup.* named by more than one row'),
+    ({'models': [{'name': 'x_bad', 'bits': 2, 'top1': 150}]}, r"row 'x_bad': top1 150 is not a percentage"),
+    ({'models': [{'name': 'x_bad', 'bits': 2, 'top1': 'high'}]}, 'is not a percentage'),
+    ({'models': [{'name': 'x_bad', 'bits': 2, 'top1': 70, 'top5': 60}]}, 'top5 60 is below top1 70'),
+    ({'models': [{'name': 'x_bad', 'bits': 2, 'num_classes': 10, 'label_names': ['a', 'b']}]}, '2 names for 10 classes'),
+    ({'models': [{'name': 'x_bad', 'bits': 2, 'std': [0, 1, 1]}]}, 'std .* is not a list of positive numbers'),
+    ({'models': [{'name': 'x_bad', 'space': 'small', 'spec': str(small_spec(2)), 'input_size': [3, 24, 24]}]},
+     r'input_size \[3, 24, 24\] is not \[in_chans, resolution, resolution\] of its spec'),
 ])
 def test_bad_tables_fail_with_a_clear_message(table, message):
     before = oqatnets.list_models()
     with pytest.raises(ValueError, match=message):
         oqatnets.register_zoo_table(table)
     assert oqatnets.list_models() == before  # a refused table registers no row
+
+
+def test_a_row_may_replace_a_built_in_entry_with_the_same_network(tmp_path):
+    """What `oqat zoo build` writes: the built-in entry's own network, now with a file and its hash."""
+    entry = registry.get_entry('oqat_2bit_r208_200m.in1k')
+    row = {'name': entry.name, 'spec': str(entry.spec), 'num_classes': 1000, 'top1': 60.0, 'metrics_source': 'a build'}
+    try:
+        oqatnets.register_zoo_table({'models': [row]})
+        assert oqatnets.get_pretrained_cfg('oqat_2bit_m').top1 == 60.0
+    finally:
+        oqatnets.register_zoo_table({'models': [dict(entry.row)]})
 
 
 def test_zoo_table_env_var_is_read_on_first_use(tmp_path):
