@@ -354,7 +354,7 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
     """Recalibrate BN statistics of MODEL (or of one subnet of a supernet) and save it to OUT."""
     from oqatnets.spec import SubnetSpec
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.artifacts import RUN_FILE, load_model, measured_metrics, save_model_folder
+    from oqatnets.training.artifacts import RUN_FILE, load_model, measured_metrics, recorded_source, save_model_folder
     from oqatnets.training.calibrate import calibrate_model, calibrated_subnet
     from oqatnets.training.datasets import (
         calibration_batches,
@@ -400,7 +400,9 @@ def calibrate_cmd(model_source: str, data_source: str, out: str, spec: str | Non
             result = evaluate_as_files(net, prepared.data.val, cfg=cfg, batch_size=batch_size)
             metrics = measured_metrics(result, prepared.data, source=f'oqat calibrate on {prepared.data.name} '
                                                                      f'({calib_images} training images, {mode} mode)')
-        save_model_folder(net.cpu(), out, metrics=metrics, extra_cfg={'dataset': prepared.data.name})
+        local = Path(model_source.removeprefix('local-dir:')).exists()  # else the subnet names its parent's hub id
+        parent = {'supernet': recorded_source(model_source)} if isinstance(model, OQATSupernet) and local else {}
+        save_model_folder(net.cpu(), out, metrics=metrics, extra_cfg={'dataset': prepared.data.name, **parent})
         _echo(ctx, {'out': out, 'spec': str(net.spec), 'holdout': len(prepared.split.holdout), **(metrics or {})})
     _finish(ctx)
 
@@ -440,8 +442,8 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
     from torch.utils.data import Subset
 
     from oqatnets.quant import set_fused_quantizer
-    from oqatnets.training.artifacts import load_supernet, recorded_source
-    from oqatnets.training.datasets import check_channels, prepare_data
+    from oqatnets.training.artifacts import RUN_FILE, load_supernet, recorded_source
+    from oqatnets.training.datasets import check_channels, check_classes, prepare_data
     from oqatnets.training.evolution import resolve_budgets
     from oqatnets.training.loop import resolve_fused_quantizer
     from oqatnets.training.search import run_search
@@ -462,10 +464,22 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
         recipe = _recipe_for(models[0].space.name,
                          population=population, generations=generations, calib_images=calib_images)
         holdout_images, split_seed = _split_of(supernets[0], holdout, recipe)
+        trained, _ = _split_of(supernets[0], None, recipe)
+        if (Path(supernets[0]) / RUN_FILE).is_file() and holdout_images > trained:
+            raise BadUsage(f'--holdout {holdout}: {supernets[0]} held out {trained} images in training, so '
+                           f'{holdout_images - trained} of these were trained on; pass at most {trained} (or drop --holdout)')
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=recipe.calib_images,
                                 calib_batch_size=recipe.calib_batch_size, split_seed=split_seed)
+        for source, model in zip(supernets, models):
+            check_classes(model, prepared.data, name=source)
+        if holdout_eval and holdout_eval > len(prepared.holdout_set):
+            raise BadUsage(f'--holdout-eval {holdout_eval}: there are {len(prepared.holdout_set)} held-out images; '
+                           'pass at most that (or drop it)')
+        if calib_images and calib_images > len(prepared.train_set):
+            raise BadUsage(f'--calib-images {calib_images}: {data_source} has {len(prepared.train_set)} training images '
+                           'outside the held-out ones; pass at most that')
         if holdout_eval:
-            prepared.holdout_set = Subset(prepared.holdout_set, range(min(holdout_eval, len(prepared.holdout_set))))
+            prepared.holdout_set = Subset(prepared.holdout_set, range(holdout_eval))
         report = run_search(
             supernets=models, data=prepared.data, budgets=budgets, metric=budget_metric, recipe=recipe,
             out_dir=out, calib_batches=prepared.calib,

@@ -1188,6 +1188,49 @@ def case_export_over_a_file_of_the_models_own_folder(env, tmp_path, monkeypatch)
     assert oqatnets.load_packed(out).spec == oqatnets.create_model(f'local-dir:{folder}', pretrained=True).spec
 
 
+# ------------------------------------------------------------------------ helper 11's findings (2026-11-30)
+
+SEARCH_ARGS = ['--data', 'fashion-mnist', '--budgets', 'auto:1', '--population', '2', '--generations', '0',
+               '--calib-images', '8', '--no-test-eval']
+
+
+@case('clear')
+def case_search_a_run_whose_run_json_was_edited(env, tmp_path, monkeypatch):
+    run_dir = copy_of(env.run, tmp_path)
+    shutil.rmtree(run_dir / 'supernet')  # the run's checkpoint is what is loaded then
+    info = json.loads((run_dir / 'run.json').read_text())
+    info['model_args']['bits'] = 3  # a 3-bit supernet was built and given the 4-bit checkpoint's weights
+    (run_dir / 'run.json').write_text(json.dumps(info))
+    refused(run('search', run_dir, *SEARCH_ARGS, '--out', tmp_path / 's'), 1, 'disagree on bits')
+    assert not (tmp_path / 's').exists()
+
+
+@case('clear')
+def case_search_counts_beyond_the_runs_split(env, tmp_path, monkeypatch):
+    for extra, words in ((['--holdout', '200'], ('--holdout 200', 'held out 8 images in training')),
+                         (['--holdout-eval', '1000'], ('--holdout-eval 1000', '8 held-out images')),
+                         (['--calib-images', '100000'], ('--calib-images 100000',))):
+        refused(run('search', env.run, *SEARCH_ARGS, *extra, '--out', tmp_path / 's'), 2, *words)
+    assert not (tmp_path / 's').exists()
+
+
+@case('clear')
+def case_search_on_data_of_other_classes(env, tmp_path, monkeypatch):
+    refused(run('search', env.run, *SEARCH_ARGS[2:], '--data', env.data, '--holdout', '3', '--out', tmp_path / 's'), 2,
+            'has 3 classes but', 'predicts 10')
+    assert not (tmp_path / 's').exists()
+
+
+@case('clear')
+def case_calibrate_spec_records_the_supernet_it_came_from(env, tmp_path, monkeypatch):
+    spec = str(oqatnets.create_model(f'local-dir:{env.run / "supernet"}', pretrained=True).space.smallest(4))
+    result = run('calibrate', env.run, '--spec', spec, '--data', 'fashion-mnist', '--out', tmp_path / 'c',
+                 '--calib-images', '8', '--no-eval')
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((tmp_path / 'c' / 'config.json').read_text())['pretrained_cfg']
+    assert cfg['supernet'] == str(env.run.absolute())  # was the generic 'oqat_supernet', which names no model
+
+
 # ---------------------------------------------------------------------------------------- the suite
 
 # What each case got on main before issue #9's fixes (4542dce), where that was not already clear or

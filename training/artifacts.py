@@ -49,7 +49,15 @@ def _from_run_dir(path: Path) -> nn.Module:
     if 'model_args' not in run:
         raise CheckpointError(f'{path / RUN_FILE} has no model_args; it was not written by `oqat train supernet`')
     supernet = OQATSupernet(**run['model_args'])
-    supernet.load_state_dict(load_checkpoint(path / CHECKPOINT_NAME).model)
+    state = load_checkpoint(path / CHECKPOINT_NAME)
+    built = {'bits': supernet.bits, 'space': supernet.space.to_dict(), 'num_classes': supernet.num_classes,
+             'holdout_images': run.get('holdout_images'), 'split_seed': run.get('split_seed')}
+    wrong = [key for key, value in built.items()
+             if value is not None and key in state.fingerprint and state.fingerprint[key] != value]
+    if wrong:  # the checkpoint's record of its own training is the fact; run.json was edited or is another run's
+        raise CheckpointError(f'{path / RUN_FILE} and its {CHECKPOINT_NAME} disagree on {", ".join(wrong)}; '
+                              'restore run.json or start a new run')
+    supernet.load_state_dict(state.model)
     supernet.pretrained_cfg = dict(run.get('pretrained_cfg') or {})
     return supernet
 

@@ -131,12 +131,12 @@ def _log(message: str) -> None:
     print(f'[oqat demo {time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
-def _test_source(finetune_epochs: int) -> str:
+def _test_source(finetune_epochs: int, *, images: int) -> str:
     """The ``metrics_source`` of the zoo table's figures: the entries as published, tested after loading them back."""
-    source = 'oqat demo: Fashion-MNIST test split after BN recalibration'
+    source = 'oqat demo: Fashion-MNIST after BN recalibration'
     if finetune_epochs:
         source += f', searched then finetuned alone for {finetune_epochs} epoch(s)'
-    return source
+    return f'{source} (test split, {images} images)'
 
 
 def _zoo_rows(report: dict[str, Any], entries_dir: Path, supernet_dirs: dict[int, Path]) -> list[dict[str, Any]]:
@@ -393,7 +393,8 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
     with timer.stage('publish_load_test'):
         measured = _publish_and_reload(rows, table_path=table_path, cache_dir=out / 'hub', test_set=demo_data.test_set)
     for row, result in zip(table['models'], measured):  # the figures just measured on the entries loaded back
-        row.update(top1=result['top1'], top5=result['top5'], metrics_source=_test_source(preset.finetune_epochs))
+        row.update(top1=result['top1'], top5=result['top5'],
+                   metrics_source=_test_source(preset.finetune_epochs, images=result['test_images']))
     write_json(table_path, table)
     oqatnets.register_zoo_table(table_path)
     table_md = format_table(measured)
