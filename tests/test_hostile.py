@@ -779,6 +779,14 @@ def case_train_refused_on_finished_run_writes_nothing(env, tmp_path, monkeypatch
 
 
 @case('clear')
+def case_train_resume_of_a_finished_run(env, tmp_path, monkeypatch):
+    run_dir = copy_of(env.run, tmp_path)
+    before = snapshot(run_dir)  # its summary.json was rewritten with empty throughput and no last epoch
+    refused(run('train', 'supernet', *TRAIN_ARGS, '--bits', '4', '--out', run_dir, '--resume'), 1, 'finished run')
+    assert snapshot(run_dir) == before
+
+
+@case('clear')
 def case_train_resume_with_other_bits(env, tmp_path, monkeypatch):
     run_dir = copy_of(env.run, tmp_path)
     before = snapshot(run_dir)

@@ -123,3 +123,17 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     assert load_checkpoint(out / CHECKPOINT_NAME).step == 18
     lines = (out / 'metrics.jsonl').read_text().splitlines()
     assert len(lines) == 3  # one line per epoch, none repeated by the resume
+
+
+def test_resuming_a_finished_run_is_refused_and_keeps_its_summary(tmp_path):
+    from training_helpers import TINY_SPACE, synthetic_dataset
+
+    from oqatnets.supernet import OQATSupernet
+    from oqatnets.training import get_recipe, init_distributed, train_supernet
+    settings = dict(train_set=synthetic_dataset(32), recipe=get_recipe('small').override(batch_size=16), bits=4,
+                    epochs=1, out_dir=tmp_path, ctx=init_distributed(device='cpu'))
+    train_supernet(supernet=OQATSupernet(space=TINY_SPACE, bits=4, num_classes=4), **settings)
+    before = (tmp_path / 'summary.json').read_bytes()
+    with pytest.raises(CheckpointError, match=r'finished run \(2 of 2 steps\)'):
+        train_supernet(supernet=OQATSupernet(space=TINY_SPACE, bits=4, num_classes=4), resume=True, **settings)
+    assert (tmp_path / 'summary.json').read_bytes() == before  # it was rewritten with empty throughput

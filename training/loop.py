@@ -166,6 +166,9 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
     step = 0
     if resume:
         state = load_checkpoint(ckpt_path, expected_fingerprint=fingerprint)
+        if state.step >= total_steps:  # a summary of no steps would replace the finished run's own
+            raise CheckpointError(f'{out_dir} holds a finished run ({state.step} of {total_steps} steps): nothing to '
+                                  'resume; its outputs stand (train more epochs in a new --out with --init)')
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
