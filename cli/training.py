@@ -255,8 +255,9 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
         space = initial.space.name
         source_bits = get_bits(initial)
         if source_bits not in (bits, FLOAT_BITS):
-            raise BadUsage(f'--init {init_source} is {source_bits}-bit but --bits is {bits}; run '
-                           f'`oqat inherit {init_source} DST --bits {bits}` first and --init from DST')
+            how = (f'run `oqat inherit {init_source} DST --bits {bits}` first and --init from DST' if bits < source_bits
+                   else f'bit inheritance goes down (4 → 3 → 2); start a {bits}-bit supernet from float or {bits}-bit weights')
+            raise BadUsage(f'--init {init_source} is {source_bits}-bit but --bits is {bits}; {how}')
     recipe = (_recipe(recipe_name) if recipe_name else _recipe_for(space)).override(
         batch_size=batch_size, lr=lr, num_random_subnets=num_random, holdout_images=holdout,
         float_epochs=float_epochs, float_sampling=float_sampling, resolution_sampling=resolution_sampling,

@@ -83,7 +83,7 @@ def test_budget_parsing_and_pareto_front():
     hi = cost_of(TINY_SPACE.largest(4), space=TINY_SPACE, metric='bitops', num_classes=4)
     assert len(auto) == 3 and lo < auto[0] < auto[1] < auto[2] < hi
     assert resolve_budgets('0.1, 0.2', space=TINY_SPACE, bits=4, metric='macs', num_classes=4) == [0.1, 0.2]
-    for bad in ('auto:0', 'cheap', '-1', 'nan', 'inf', '0.1,0.2,0.1'):  # NaN hung the sampler
+    for bad in ('auto:0', 'cheap', '-1', 'nan', 'inf', '0.1,0.2,0.1', '0.1,,0.2', '0.1,'):  # NaN hung the sampler
         with pytest.raises(ValueError, match='--budgets'):
             resolve_budgets(bad, space=TINY_SPACE, bits=4, metric='macs', num_classes=4)
     points = [{'bitops': 1, 'top1': 50}, {'bitops': 2, 'top1': 40}, {'bitops': 3, 'top1': 70}, {'bitops': 1, 'top1': 55}]

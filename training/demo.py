@@ -287,7 +287,7 @@ def _train_supernets(
                                     seed=seed + bits, checkpoint_every=100, fused_quantizer=fused_quantizer,
                                     calib_batches=prepared.calib,
                                     eval_batches=eval_batches,
-                                    run_info={**run_info, 'inherited_from': str(supernet_dirs.get(bits + 1))})
+                                    run_info={**run_info, 'inherited_from': str(supernet_dirs[bits + 1]) if bits < 4 else None})
         timer.images[f'train_{bits}bit'] = len(prepared.train_set) * (epochs + float_epochs)
         training[f'{bits}bit'] = {'epochs': epochs, 'float_epochs': float_epochs, 'records': result.records,
                                   'summary': result.summary}

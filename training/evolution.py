@@ -245,7 +245,7 @@ def resolve_budgets(text: str, *, space: SearchSpace, bits: int, metric: BudgetM
         hi = cost_of(space.largest(bits), space=space, metric=metric, num_classes=num_classes)
         return [round(math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * (i + 1) / (n + 1)), 6) for i in range(n)]
     try:
-        budgets = [float(b) for b in text.split(',') if b.strip()]
+        budgets = [float(b) for b in text.split(',')]  # an empty item ('0.05,,0.1') is refused, not skipped
     except ValueError:
         raise InvalidArgumentError(f'--budgets {text!r}: give numbers separated by commas (e.g. 0.05,0.1) or auto:N') from None
     if not budgets or not all(math.isfinite(b) and b > 0 for b in budgets):
