@@ -8,6 +8,7 @@ a step computes is the caller's ``step_fn``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import time
@@ -166,9 +167,6 @@ def run_loop(*, model: nn.Module, step_fn: StepFn, optimizer: torch.optim.Optimi
     step = 0
     if resume:
         state = load_checkpoint(ckpt_path, expected_fingerprint=fingerprint)
-        if state.step >= total_steps:  # a summary of no steps would replace the finished run's own
-            raise CheckpointError(f'{out_dir} holds a finished run ({state.step} of {total_steps} steps): nothing to '
-                                  'resume; its outputs stand (train more epochs in a new --out with --init)')
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
@@ -291,6 +289,12 @@ def finish_run(result: LoopResult, *, out_dir: 'str | Path', ctx: DistContext,
     """Build the run summary (throughput per stage, last epoch, ``fields``) and write ``summary.json``.
 
     ``subnets_per_step`` is the mean over the run's steps (a float phase may train fewer subnets)."""
+    path = Path(out_dir) / 'summary.json'
+    if result.resumed_from and result.step == result.resumed_from and path.is_file():
+        # a finished run resumed: nothing was trained, and a summary of no steps would replace its own
+        summary = json.loads(path.read_text(encoding='utf-8'))
+        return TrainResult(step=result.step, records=[summary['last_epoch']] if summary.get('last_epoch') else [],
+                           summary=summary)
     timing = result.timer.summary()
     if 'train' in timing and subnets_per_step > 1:
         timing['train']['subnet_images_per_s'] = round(timing['train']['images_per_s'] * subnets_per_step, 1)
@@ -298,5 +302,5 @@ def finish_run(result: LoopResult, *, out_dir: 'str | Path', ctx: DistContext,
                'subnets_per_step': subnets_per_step, 'throughput': timing,
                'last_epoch': result.records[-1] if result.records else None}
     if ctx.is_main:
-        write_json(Path(out_dir) / 'summary.json', summary)
+        write_json(path, summary)
     return TrainResult(step=result.step, records=result.records, summary=summary)
