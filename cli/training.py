@@ -173,12 +173,17 @@ def _console_logging(ctx) -> None:
         logging.basicConfig(level=logging.INFO, format='%(message)s')
 
 
-def _split_of(source: str, holdout: int | None, recipe) -> tuple[int, int]:
-    """(holdout images, split seed): explicit, else the training run's, else the recipe's."""
+def _split_of(source: str, holdout: int | None, recipe, *, within_run: bool = False) -> tuple[int, int]:
+    """(holdout images, split seed): explicit, else the training run's, else the recipe's. ``within_run``: an
+    explicit holdout larger than the run's is refused (its extra images were trained on)."""
     from oqatnets.training.artifacts import RUN_FILE, read_run_file
     from oqatnets.training.recipes import SPLIT_SEED
     run = read_run_file(source) if (Path(source) / RUN_FILE).is_file() else {}
     default = run.get('holdout_images', recipe.holdout_images)
+    trained = run.get('holdout_images')
+    if within_run and holdout is not None and trained is not None and holdout > trained:
+        raise BadUsage(f'--holdout {holdout}: {source} held out {trained} images in training, so '
+                       f'{holdout - trained} of these were trained on; pass at most {trained} (or drop --holdout)')
     return (default if holdout is None else holdout), run.get('split_seed', SPLIT_SEED)
 
 
@@ -443,7 +448,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
     from torch.utils.data import Subset
 
     from oqatnets.quant import set_fused_quantizer
-    from oqatnets.training.artifacts import RUN_FILE, load_supernet, recorded_source
+    from oqatnets.training.artifacts import load_supernet, recorded_source
     from oqatnets.training.datasets import check_channels, check_classes, prepare_data
     from oqatnets.training.evolution import resolve_budgets
     from oqatnets.training.loop import resolve_fused_quantizer
@@ -464,11 +469,7 @@ def search_cmd(supernets: tuple[str, ...], data_source: str, budgets: str, budge
             resolve_budgets(budgets, space=model.space, bits=model.bits, metric=budget_metric, num_classes=model.num_classes)
         recipe = _recipe_for(models[0].space.name,
                          population=population, generations=generations, calib_images=calib_images)
-        holdout_images, split_seed = _split_of(supernets[0], holdout, recipe)
-        trained, _ = _split_of(supernets[0], None, recipe)
-        if (Path(supernets[0]) / RUN_FILE).is_file() and holdout_images > trained:
-            raise BadUsage(f'--holdout {holdout}: {supernets[0]} held out {trained} images in training, so '
-                           f'{holdout_images - trained} of these were trained on; pass at most {trained} (or drop --holdout)')
+        holdout_images, split_seed = _split_of(supernets[0], holdout, recipe, within_run=True)
         prepared = prepare_data(data_source, holdout_images=holdout_images, calib_images=recipe.calib_images,
                                 calib_batch_size=recipe.calib_batch_size, split_seed=split_seed)
         for source, model in zip(supernets, models):

@@ -37,7 +37,8 @@ from .version import __version__
 from .weights import cfg_of_weights, save_packed, save_weights
 
 __all__ = ['save_pretrained', 'push_to_hub', 'publish_to_cache', 'download', 'load_model_config_from_hf',
-           'load_model_config_from_path', 'split_revision', 'sha256_file', 'verify_sha256', 'ChecksumError']
+           'load_model_config_from_path', 'split_revision', 'sha256_file', 'verify_sha256', 'ChecksumError',
+           'metrics_source']
 
 _WRITTEN = (CONFIG_FILE, WEIGHTS_FILE, PACKED_FILE, MODEL_CARD_FILE)
 
@@ -76,7 +77,7 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
     if dataset:
         overrides['dataset'] = dataset
     if metrics:  # every figure is replaced: one the new metrics lack is not carried over from the old cfg
-        overrides.update(top1=metrics.get('top1'), top5=metrics.get('top5'), metrics_source=_metrics_source(metrics))
+        overrides.update(top1=metrics.get('top1'), top5=metrics.get('top5'), metrics_source=metrics_source(metrics))
     with atomic_dir(folder) as tmp:
         _carry_over(folder, tmp)
         hashes: dict[str, str | None] = {WEIGHTS_FILE: sha256_file(save_weights(model, tmp / WEIGHTS_FILE))}
@@ -93,7 +94,7 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
     return folder
 
 
-def _metrics_source(metrics: dict[str, Any]) -> str:
+def metrics_source(metrics: dict[str, Any]) -> str:
     """The cfg's ``metrics_source``: how the figures were measured, with the split and image count when known,
     so that a cfg read without its card still says what its top-1 is a top-1 of."""
     source = metrics.get('source') or 'measured with oqatnets.evaluation.evaluate'

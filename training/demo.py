@@ -24,9 +24,11 @@ from torch.utils.data import Dataset, Subset
 
 import oqatnets
 from oqatnets._io import check_output, replacing_dir
+from oqatnets.data import ImageData
 from oqatnets.errors import InvalidArgumentError
 from oqatnets.evaluation import evaluate, recalibrate_bn
 from oqatnets.factory import load_packed
+from oqatnets.hub import metrics_source
 from oqatnets.net import OQATNet
 from oqatnets.spec import SubnetSpec
 from oqatnets.supernet import OQATSupernet
@@ -131,12 +133,12 @@ def _log(message: str) -> None:
     print(f'[oqat demo {time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
-def _test_source(finetune_epochs: int, *, images: int) -> str:
+def _test_source(finetune_epochs: int, *, data: ImageData, images: int) -> str:
     """The ``metrics_source`` of the zoo table's figures: the entries as published, tested after loading them back."""
     source = 'oqat demo: Fashion-MNIST after BN recalibration'
     if finetune_epochs:
         source += f', searched then finetuned alone for {finetune_epochs} epoch(s)'
-    return f'{source} (test split, {images} images)'
+    return metrics_source({'source': source, 'split': data.val_split, 'images': images})
 
 
 def _zoo_rows(report: dict[str, Any], entries_dir: Path, supernet_dirs: dict[int, Path]) -> list[dict[str, Any]]:
@@ -394,7 +396,7 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
         measured = _publish_and_reload(rows, table_path=table_path, cache_dir=out / 'hub', test_set=demo_data.test_set)
     for row, result in zip(table['models'], measured):  # the figures just measured on the entries loaded back
         row.update(top1=result['top1'], top5=result['top5'],
-                   metrics_source=_test_source(preset.finetune_epochs, images=result['test_images']))
+                   metrics_source=_test_source(preset.finetune_epochs, data=data, images=result['test_images']))
     write_json(table_path, table)
     oqatnets.register_zoo_table(table_path)
     table_md = format_table(measured)
