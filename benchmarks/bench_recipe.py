@@ -115,22 +115,23 @@ def _top1(supernet: OQATSupernet, bits: int, calib, test_batches, *, mode: str) 
 
 
 def run_row(row: Row, *, train_images: int, test_images: int | None, out: Path, seed: int,
-            fused_quantizer: bool | None = None) -> dict[str, Any]:
-    """Train one row's supernet(s); returns its record (top-1 per stage, minutes)."""
+            fused_quantizer: bool | None = None, device: str = 'cpu') -> dict[str, Any]:
+    """Train one row's supernet(s) on ``device`` (with AMP on CUDA, as training does there); returns its
+    record (top-1 per stage, minutes)."""
     preset = DEMO_PRESETS['default']
     preset = type(preset)(**{**preset.__dict__, 'train_images': train_images, 'test_images': test_images,
                              'space': row.space})
     recipe = demo_recipe(preset).override(float_epochs=row.float_epochs, augment=row.augment, **row.overrides)
     data = prepare_demo_data(preset, recipe)
     prepared = data.prepared
-    ctx = init_distributed(device='cpu')
+    ctx = init_distributed(device=device)
     fused = resolve_fused_quantizer(fused_quantizer, ctx.device)
     start = time.perf_counter()
     record: dict[str, Any] = {'row': row.name, 'seed': seed, 'change': row.change, 'float_epochs': row.float_epochs,
                               'epochs': list(row.epochs), 'overrides': row.overrides,
                               'train_images': len(prepared.train_set), 'test_images': len(data.test_set),
                               'resolutions': list(row.resolutions or get_space(recipe.space).resolutions),
-                              'quantizer': 'fused' if fused else 'eager'}
+                              'quantizer': 'fused' if fused else 'eager', 'device': str(ctx.device)}
     torch.manual_seed(seed)  # the initial weights (rows before 2026-11-29 drew them unseeded)
     space = get_space(recipe.space)
     if row.resolutions:
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument('--eager-quantizer', action='store_true',
                         help="train through the eager LSQ quantizer (default: training's, fused on the CPU)")
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--device', default='cpu', help="cpu (the demo's) or cuda (AMP, as training runs there)")
     parser.add_argument('--out', type=Path, default=Path('runs/bench/recipe'))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if row.name in wanted and row.name not in done:
             print(f'[bench recipe {time.strftime("%H:%M:%S")}] {row.name}: {row.change}', flush=True)
             done[row.name] = run_row(row, train_images=args.train_images, test_images=args.test_images,
-                                     out=args.out, seed=args.seed, fused_quantizer=False if args.eager_quantizer else None)
+                                     out=args.out, seed=args.seed, fused_quantizer=False if args.eager_quantizer else None,
+                                     device=args.device)
             with log.open('a') as f:
                 f.write(json.dumps(done[row.name]) + '\n')
             print(json.dumps(done[row.name]), flush=True)

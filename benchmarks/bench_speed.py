@@ -27,13 +27,12 @@ import copy
 import dataclasses
 import json
 import random
-import sys
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from timing import median_times, nothing_absorbed  # benchmarks/timing.py (this folder is on sys.path)
+from timing import median_times, nothing_absorbed, ofa_supernet  # benchmarks/timing.py (this folder is on sys.path)
 
 import oqatnets
 from oqatnets import OQATNet, OQATSupernet, SubnetSpec, get_space
@@ -152,7 +151,7 @@ def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int, chann
         fns['supernet_fused_apart'] = apart
     for i, net in enumerate(statics):
         fns[f'static_{i}'] = static_step(net)
-    ofa_net = _ofa_supernet()
+    ofa_net = ofa_supernet()
     if ofa_net is not None:
         def ofa_forward(spec):
             def fn():
@@ -178,17 +177,6 @@ def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int, chann
     if 'ofa_float' in t:
         result.update(ofa_float_s=t['ofa_float'], ratio_vs_ofa=t['supernet'] / t['ofa_float'])
     return result
-
-
-def _ofa_supernet():
-    try:
-        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
-    except ImportError:
-        print('note: `ofa` is not installed; skipping the Once-for-All float baseline', file=sys.stderr)
-        return None
-    torch.manual_seed(0)
-    return OFAMobileNetV3(dropout_rate=0, width_mult=1.0, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
-                          depth_list=[2, 3, 4]).train()
 
 
 def markdown(results: list[dict]) -> str:

@@ -1,15 +1,20 @@
-"""Timing shared by the benchmarks: interleaved rounds in one process, medians, ratios against a baseline."""
+"""Timing shared by the benchmarks: interleaved rounds in one process, medians, ratios against a baseline,
+and the float Once-for-All supernet that the training benchmarks time as their baseline."""
 from __future__ import annotations
 
 import contextlib
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from unittest import mock
 
+import torch
+from torch import nn
+
 import oqatnets.quant
 
-__all__ = ['median_times', 'nothing_absorbed']
+__all__ = ['median_times', 'nothing_absorbed', 'ofa_supernet']
 
 
 def median_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
@@ -31,3 +36,16 @@ def nothing_absorbed() -> Iterator[None]:
     apart, with the same values), to measure what absorbing saves."""
     with mock.patch.dict(oqatnets.quant._ACTIVATION_NAMES, clear=True):
         yield
+
+
+def ofa_supernet() -> nn.Module | None:
+    """The ``ofa`` package's float MobileNetV3 supernet (ks 3/5/7, expand 3/4/6, depth 2/3/4, width 1.0) in
+    train mode, seeded; None, with a note, when the package is not installed (it is optional)."""
+    try:
+        from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+    except ImportError:
+        print('note: `ofa` is not installed; skipping the Once-for-All float baseline', file=sys.stderr)
+        return None
+    torch.manual_seed(0)
+    return OFAMobileNetV3(dropout_rate=0, width_mult=1.0, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
+                          depth_list=[2, 3, 4]).train()

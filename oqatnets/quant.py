@@ -132,9 +132,12 @@ def _unbacked(*flats: torch.Tensor) -> None:
         torch._dynamo.decorators.mark_unbacked(f, 0)
 
 
-def _bounds(qn: int, qp: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Qn and Qp as 0-dim tensors, so the compiled kernels do not specialise on them."""
-    return torch.tensor(qn, dtype=like.dtype, device=like.device), torch.tensor(qp, dtype=like.dtype, device=like.device)
+@functools.cache
+def _bounds(qn: int, qp: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Qn and Qp as 0-dim tensors, so the compiled kernels do not specialise on them; made once per range,
+    dtype and device, since a new CUDA tensor is a host-to-device copy that waits for the whole stream."""
+    with torch.inference_mode(False):  # ordinary tensors, also when first asked for under inference mode
+        return torch.tensor(qn, dtype=dtype, device=device), torch.tensor(qp, dtype=dtype, device=device)
 
 
 @functools.cache
@@ -153,7 +156,7 @@ class _CompiledLSQ:
     def forward(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, *, act: None = None) -> torch.Tensor:
         _unbacked(x)
         s = step.detach().abs()
-        return _fused_kernels()[0](x, s, *_bounds(qn, qp, s))
+        return _fused_kernels()[0](x, s, *_bounds(qn, qp, s.dtype, s.device))
 
     @staticmethod
     def backward(grad: torch.Tensor, x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float, *,
@@ -161,7 +164,7 @@ class _CompiledLSQ:
         _unbacked(grad, x)
         step = step.detach()
         s = step.abs()
-        grad_x, d_step = _fused_kernels()[1](grad, x, s, *_bounds(qn, qp, s))
+        grad_x, d_step = _fused_kernels()[1](grad, x, s, *_bounds(qn, qp, s.dtype, s.device))
         return grad_x, (d_step * (grad_scale * torch.sign(step))).reshape(step.shape)
 
 

@@ -218,6 +218,24 @@ def test_the_compiled_backend_used_off_the_cpu_matches_eager(monkeypatch):
     assert torch.allclose(gs, e_gs, rtol=1e-5, atol=1e-7)
 
 
+def test_the_compiled_backend_makes_its_range_tensors_once_and_trains_after_inference(monkeypatch):
+    """A new CUDA tensor per call is a host-to-device copy that waits for the stream (four per quantized conv
+    and step); Qn and Qp are made once per range, dtype and device, as ordinary tensors under inference mode too."""
+    monkeypatch.setattr(quant, '_fused_backend', lambda t: quant._CompiledLSQ)
+    quant._bounds.cache_clear()
+    torch.manual_seed(0)
+    x, s = torch.randn(2, 3, 4, 4) * 2, torch.tensor([0.25])
+    with torch.inference_mode():
+        quant.lsq_quantize(x, s, 3, signed=True, fused=True)
+    made = quant._bounds(-4, 3, torch.float32, torch.device('cpu'))
+    assert not any(t.is_inference() for t in made)
+    g = torch.randn(x.shape)
+    out, gx, _ = _grads(x, s, 3, True, g, fused=True)
+    assert quant._bounds.cache_info().currsize == 1 and quant._bounds(-4, 3, torch.float32, torch.device('cpu')) is made
+    e_out, e_gx, _ = _grads(x, s, 3, True, g, fused=False)
+    assert torch.equal(out, e_out) and torch.equal(gx, e_gx)
+
+
 def test_the_cpu_kernel_gives_the_same_values_on_any_number_of_threads():
     """Above 65 536 elements the kernel splits over torch's threads: outputs and input gradients equal eager's,
     and the step gradient is the same on 1, 2 and 3 threads."""
