@@ -40,16 +40,23 @@ def check_output(path: 'str | os.PathLike', *, folder: bool = False, overwrite: 
         mode = os.lstat(path).st_mode
         ok = stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)
         if not ok:
-            kind = 'a folder' if stat.S_ISDIR(mode) else 'a file' if stat.S_ISREG(mode) else 'not a regular file'
             want = 'a folder' if folder else 'a regular file'
-            raise UnsafeOutputError(f'{path} is {kind}; the output must be {want} path that may be replaced')
+            raise UnsafeOutputError(f'{path} is {_kind(path)}; the output must be {want} path that may be replaced')
         if not overwrite and occupied(path, folder=folder):
             raise UnsafeOutputError(f'{path} already exists; choose another path or allow overwriting')
     else:
         parent = next(p for p in path.absolute().parents if os.path.lexists(p))
         if not parent.is_dir():
-            raise UnsafeOutputError(f'{path}: {parent} is a file, not a folder; choose another output path')
+            raise UnsafeOutputError(f'{path}: {parent} is {_kind(parent)}, not a folder; choose another output path')
     return path
+
+
+def _kind(path: Path) -> str:
+    """What ``path`` (which exists, perhaps as a dangling link) is, for a message: a folder, a file, a link …"""
+    if path.is_symlink():
+        return f'a symlink to {os.readlink(path)}' + ('' if path.exists() else ', which does not exist')
+    mode = os.lstat(path).st_mode
+    return 'a folder' if stat.S_ISDIR(mode) else 'a file' if stat.S_ISREG(mode) else 'not a regular file'
 
 
 def occupied(path: Path, *, folder: bool = False) -> bool:

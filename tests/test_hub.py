@@ -305,8 +305,11 @@ def test_empty_sources_and_outputs_under_a_file_are_refused_in_one_line(saved, t
         with pytest.raises(InvalidArgumentError, match='names no'):
             oqatnets.create_model(name)
     (tmp_path / 'img.png').write_bytes(b'x')
+    (tmp_path / 'gone').symlink_to(tmp_path / 'missing')
     for path, words in ((tmp_path / 'img.png' / 'sub', 'img.png is a file, not a folder'),
-                        (tmp_path / 'img.png', 'img.png is a file; the output must be a folder')):
+                        (tmp_path / 'img.png', 'img.png is a file; the output must be a folder'),
+                        (tmp_path / 'gone' / 'sub', f"gone is a symlink to {tmp_path / 'missing'}, which does not exist, "
+                                                    'not a folder')):
         with pytest.raises(oqatnets.errors.UnsafeOutputError, match=re.escape(words)):
             oqatnets.save_pretrained(model, path)
 
