@@ -241,7 +241,7 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
 
     from oqatnets.quant import FLOAT_BITS, get_bits, set_bits, validate_bits
     from oqatnets.supernet import OQATSupernet
-    from oqatnets.training.artifacts import SUPERNET_DIR, load_supernet, save_trained_supernet, write_run_file
+    from oqatnets.training.artifacts import SUPERNET_DIR, load_supernet, read_run_file, save_trained_supernet, write_run_file
     from oqatnets.training.datasets import check_channels, prepare_data
     from oqatnets.training.joint import train_supernet
     from oqatnets.training.loop import LoopSettings, resolve_fused_quantizer
@@ -272,6 +272,8 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
         raise BadUsage(f'nothing to train: --epochs {epochs} and --float-epochs {recipe.float_epochs}; '
                        'give at least one epoch')
     resume, adopt = _prepare_out(out, resume_from, final=SUPERNET_DIR)  # validate everything before run.json is written
+    if resume:  # search and calibrate read it later: a missing or broken one is refused now, not after training
+        read_run_file(adopt or Path(out))
     ctx = _ctx(device)
     _console_logging(ctx)
     prepared = prepare_data(data_source, holdout_images=recipe.holdout_images, calib_images=recipe.calib_images,

@@ -811,6 +811,19 @@ def case_train_resume_corrupt_checkpoint(env, tmp_path, monkeypatch):
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.parametrize('damage', ['garbage', 'missing'])
+def test_train_resume_with_a_broken_run_json_is_refused_before_training(env, tmp_path, damage):
+    """search and calibrate read run.json after the run; it had trained on and left the folder unusable to them."""
+    run_dir = copy_of(env.run, tmp_path)
+    if damage == 'garbage':
+        (run_dir / 'run.json').write_text('{not json')
+    else:
+        (run_dir / 'run.json').unlink()
+    before = snapshot(run_dir)
+    refused(run('train', 'supernet', *TRAIN_ARGS, '--bits', '4', '--out', run_dir, '--resume'), 1, 'run.json')
+    assert snapshot(run_dir) == before
+
+
 @case('clear')
 def case_train_nothing_to_train(env, tmp_path, monkeypatch):
     args = [a for a in TRAIN_ARGS]

@@ -31,8 +31,10 @@ SUPERNET_DIR = 'supernet'
 
 
 def read_run_file(folder: 'str | Path') -> dict[str, Any]:
-    """The ``run.json`` of a training run folder, or :class:`CheckpointError` naming it when unreadable."""
+    """The ``run.json`` of a training run folder, or :class:`CheckpointError` naming it when missing or unreadable."""
     path = Path(folder) / RUN_FILE
+    if not path.is_file():
+        raise CheckpointError(f'{path} is missing; restore it or start a new run in another --out')
     try:
         run = json.loads(path.read_text(encoding='utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
