@@ -75,6 +75,15 @@ def test_a_checkpoint_from_before_a_recipe_field_existed_resumes_at_its_default(
         load_checkpoint(tmp_path / CHECKPOINT_NAME, expected_fingerprint={'bits': 4, 'recipe': changed})
 
 
+def test_a_changed_setting_is_named_by_its_path_not_by_whole_recipes():
+    from oqatnets.training.checkpoint import fingerprint_diff
+    saved = {'bits': 4, 'recipe': {'lr': 0.1, 'epochs': 3, 'kd': {'ratio': 1.0}}, 'data': 'a'}
+    assert fingerprint_diff(saved, {'bits': 4, 'recipe': {'lr': 0.2, 'epochs': 3, 'kd': {'ratio': 0.5}}, 'data': 'a'}) == [
+        'recipe.kd.ratio: 1.0 != 0.5', 'recipe.lr: 0.1 != 0.2']
+    assert fingerprint_diff(saved, {'bits': 2, 'recipe': None}) == [
+        'bits: 4 != 2', "data: 'a' != None", f"recipe: {saved['recipe']!r} != None"]
+
+
 def test_resume_requires_flag_when_a_checkpoint_exists(tmp_path):
     from training_helpers import TINY_SPACE, synthetic_dataset
 

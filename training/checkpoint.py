@@ -115,10 +115,17 @@ def _with_recipe_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     return {**saved, 'recipe': {**defaults, **recipe}}
 
 
-def fingerprint_diff(saved: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-    """``key: saved != expected`` for every setting that differs."""
-    keys = sorted(set(saved) | set(expected))
-    return [f'{k}: {saved.get(k)!r} != {expected.get(k)!r}' for k in keys if saved.get(k) != expected.get(k)]
+def fingerprint_diff(saved: dict[str, Any], expected: dict[str, Any], *, prefix: str = '') -> list[str]:
+    """``key: saved != expected`` for every setting that differs; a nested one is named by its path
+    (``recipe.lr: 0.1 != 0.2``), so a message names the setting rather than printing whole recipes."""
+    diff = []
+    for key in sorted(set(saved) | set(expected)):
+        a, b = saved.get(key), expected.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diff += fingerprint_diff(a, b, prefix=f'{prefix}{key}.')
+        elif a != b:
+            diff.append(f'{prefix}{key}: {a!r} != {b!r}')
+    return diff
 
 
 def load_checkpoint(path: 'str | Path', *, expected_fingerprint: dict[str, Any] | None = None) -> TrainState:
