@@ -18,9 +18,10 @@ import click
 from .errors import BadUsage
 from .options import calibration_mode_option, given, output_path, overwrite_option
 
-# oqatnets.training.recipes' FLOAT_SAMPLINGS and RESOLUTION_SAMPLINGS, spelled out so that `oqat --help`
+# oqatnets.training.recipes' FLOAT_SAMPLINGS and RESOLUTION_SAMPLINGS and the spaces, spelled out so that `oqat --help`
 # imports no torch (tests/test_training_recipe.py checks they agree).
 FLOAT_SAMPLINGS = ('sandwich', 'largest')
+SPACE_NAMES = ('imagenet', 'small', 'small_signed', 'small_signed_28')  # oqatnets.spec.list_spaces()
 RESOLUTION_SAMPLINGS = ('per_subnet', 'per_step')
 
 
@@ -194,9 +195,9 @@ def train_group() -> None:
 
 @click.command('supernet')
 @_data
-@click.option('--space', type=click.Choice(['small', 'small_signed', 'imagenet']), default='small', show_default=True,
-              help="Search space of the supernet (small: 32 px data sets; small_signed: the same with signed block "
-                   "inputs, the demo's; imagenet: the paper's).")
+@click.option('--space', type=click.Choice(SPACE_NAMES), default='small', show_default=True,
+              help="Search space of the supernet (small: 24-32 px data sets; small_signed: the same with signed "
+                   "block inputs; small_signed_28: that at 20-28 px, the demo's; imagenet: the paper's).")
 @click.option('--recipe', 'recipe_name', default=None, help='Recipe preset (default: the space name).')
 @click.option('--bits', type=int, default=4, show_default=True, help='Bit-width (32 = float).')
 @click.option('--epochs', type=click.IntRange(min=0), default=None,

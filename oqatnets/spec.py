@@ -246,8 +246,12 @@ SPACES: dict[str, SearchSpace] = {
 # training from scratch at chance (benchmarks/bench_quant_gap.py, docs/TRAINING.md).
 SPACES['small_signed'] = replace(
     SPACES['small'], name='small_signed', signed_inputs=True,
-    description='The small space with signed quantization of the block inputs (not the authors\' quantizer): '
-                'the default of the Fashion-MNIST demo.')
+    description='The small space with signed quantization of the block inputs (not the authors\' quantizer).')
+# The same at the built-in sets' own 28 px and below: the largest subnet sees every pixel once instead of
+# an upsampling to 32, for 0.84x the step time and no accuracy cost over 3 seeds (docs/TRAINING.md).
+SPACES['small_signed_28'] = replace(
+    SPACES['small_signed'], name='small_signed_28', resolutions=(20, 24, 28),
+    description='small_signed at 20-28 px, the size of the built-in data sets: the default of the Fashion-MNIST demo.')
 
 
 def list_spaces() -> list[str]:

@@ -8,6 +8,7 @@ import torch
 from training_helpers import TINY_SPACE, synthetic_dataset
 
 from oqatnets.cli import training as cli_training
+from oqatnets.spec import list_spaces
 from oqatnets.supernet import OQATSupernet
 from oqatnets.training import init_distributed, joint
 from oqatnets.training.demo import DEMO_PRESETS, demo_recipe
@@ -138,6 +139,8 @@ def test_step_lr_factor_gives_the_lsq_steps_their_own_learning_rate():
         get_recipe('small').override(step_lr_factor=0.0)
 
 
-def test_the_cli_offers_every_sampling_choice_of_the_recipe():
+def test_the_cli_offers_every_sampling_choice_of_the_recipe_and_every_space_with_its_recipe():
     assert cli_training.FLOAT_SAMPLINGS == FLOAT_SAMPLINGS
     assert cli_training.RESOLUTION_SAMPLINGS == RESOLUTION_SAMPLINGS
+    assert list(cli_training.SPACE_NAMES) == list_spaces()
+    assert all(get_recipe(name).space == name for name in list_spaces())

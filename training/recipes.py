@@ -124,8 +124,9 @@ RECIPES: dict[str, Recipe] = {
                     inherit_epochs=2, num_random_subnets=1, holdout_images=5000, calib_images=1000,
                     calib_batch_size=250, population=16, generations=6, finetune_lr=0.02, finetune_epochs=3),
 }
-# The same recipe for the small space with signed block inputs (the demo's space).
+# The same recipe for the small space with signed block inputs, and for it at 28 px (the demo's space).
 RECIPES['small_signed'] = replace(RECIPES['small'], space='small_signed')
+RECIPES['small_signed_28'] = replace(RECIPES['small'], space='small_signed_28')
 
 
 def list_recipes() -> list[str]:
