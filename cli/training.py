@@ -273,14 +273,14 @@ def train_supernet_cmd(data_source: str, space: str, recipe_name: str | None, bi
         raise BadUsage(f'nothing to train: --epochs {epochs} and --float-epochs {recipe.float_epochs}; '
                        'give at least one epoch')
     resume, adopt = _prepare_out(out, resume_from, final=SUPERNET_DIR)  # validate everything before run.json is written
-    if resume:  # search and calibrate read it later: a missing or broken one is refused now, not after training
-        read_run_file(adopt or Path(out))
     ctx = _ctx(device)
     _console_logging(ctx)
     prepared = prepare_data(data_source, holdout_images=recipe.holdout_images, calib_images=recipe.calib_images,
                             calib_batch_size=recipe.calib_batch_size, train_images=train_images,
                             num_workers=default_workers() if workers is None else workers)
     data = prepared.data
+    if resume:  # search and calibrate read it later: a missing or broken one is refused now, not after training
+        read_run_file(adopt or Path(out))
     if init_source and init_source.startswith('ofa:'):
         from oqatnets.training.ofa_init import load_ofa_supernet
         supernet = load_ofa_supernet(init_source[len('ofa:'):], bits=bits, num_classes=data.num_classes)
