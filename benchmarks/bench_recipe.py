@@ -74,6 +74,9 @@ ROWS: list[Row] = [
 # the space at the images' own 28 px and below instead of 24-32 (28 px upsampled to 32 for the largest)
 ROWS.append(replace(ROWS[-1], name='demo_pipe_r28', resolutions=(20, 24, 28),
                     change='demo_float_first_noaug_signed with the space at 20/24/28 px instead of 24/28/32'))
+# twice the steps for the same images: batch 64 at the same peak LR (each stage is ~190 steps at batch 128)
+ROWS.append(replace(ROWS[-1], name='demo_pipe_r28_b64', overrides={'batch_size': 64},
+                    change='demo_pipe_r28 at batch 64 (same lr 0.1, twice the steps)'))
 # the current demo's 4-bit stage (small_signed, no augmentation), then one knob at a time
 DEMO4 = Row('demo4', "the demo's 4-bit stage now: 1 float epoch, then 1 at 4 bits (small_signed, no augmentation)",
             float_epochs=1, epochs=(1,), augment=False, space='small_signed')
