@@ -89,7 +89,8 @@ DEMO_PRESETS: dict[str, DemoPreset] = {
                        test_images=512, batch_size=64, epochs=(1, 1, 1), population=4, generations=1,
                        eval_images=0),
     # 4 epochs in all (was 6 quantized, 15 min): a float epoch, then 1 each at 4, 3 and 2 bits, aiming at
-    # 12 min on 2 CPU cores; measured 19.7 and 29.8 min on two such machines (docs/TRAINING.md, recipe ablation)
+    # 12 min on 2 CPU cores; measured 19.7 and 29.8 min on two such machines (docs/TRAINING.md, recipe ablation),
+    # 20.0 min at batch 64 (+1.2 min, +1.8 to +5.3 points on the entries; docs/TRAINING.md, *Batch 64*)
     'default': DemoPreset('default', float_epochs=1, epochs=(1, 1, 1)),
     # the default run, then each entry finetuned alone for two epochs (not in the paper; docs/TRAINING.md)
     'finetuned': DemoPreset('finetuned', float_epochs=1, epochs=(1, 1, 1), finetune_epochs=2),
@@ -357,6 +358,8 @@ def _pipeline(out: Path, *, preset: DemoPreset, seed: int, device: str | None,
     fused = resolve_fused_quantizer(fused_quantizer, ctx.device)
     recipe = demo_recipe(preset)
     _log(f'preset {preset.name}: {preset}')
+    _log(f'recipe: batch {recipe.batch_size}, lr {recipe.lr}, {recipe.num_random_subnets} random subnet(s) per step, '
+         f'BN calibration {recipe.bn_calibration}')
     with timer.stage('data'):
         demo_data = prepare_demo_data(preset, recipe)
     prepared, data, test_set = demo_data.prepared, demo_data.prepared.data, demo_data.test_set
