@@ -77,6 +77,8 @@ ROWS.append(replace(ROWS[-1], name='demo_pipe_r28', resolutions=(20, 24, 28),
 # twice the steps for the same images: batch 64 at the same peak LR (each stage is ~190 steps at batch 128)
 ROWS.append(replace(ROWS[-1], name='demo_pipe_r28_b64', overrides={'batch_size': 64},
                     change='demo_pipe_r28 at batch 64 (same lr 0.1, twice the steps)'))
+ROWS.append(replace(ROWS[-1], name='demo_pipe_r28_b32', overrides={'batch_size': 32},
+                    change='demo_pipe_r28 at batch 32 (same lr 0.1, four times the steps)'))
 # the current demo's 4-bit stage (small_signed, no augmentation), then one knob at a time
 DEMO4 = Row('demo4', "the demo's 4-bit stage now: 1 float epoch, then 1 at 4 bits (small_signed, no augmentation)",
             float_epochs=1, epochs=(1,), augment=False, space='small_signed')

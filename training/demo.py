@@ -6,7 +6,7 @@ train → search three BitOPs budgets per bit-width → export the nine subnets 
 Face cache → load each back offline with ``oqatnets.create_model('<entry>', pretrained=True)`` →
 evaluate on the test split → a table, ``report.json`` and the Pareto plot. ``oqat demo`` runs it;
 presets size it for a test (``tiny``), two CPU cores (``default``, 20–30 minutes; ``finetuned``,
-about 13 more at batch 64) or a GPU (``full``).
+about 14 more at batch 64) or a GPU (``full``).
 """
 from __future__ import annotations
 
