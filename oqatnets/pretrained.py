@@ -15,7 +15,7 @@ from typing import Any
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ['PretrainedCfg', 'WEIGHTS_FILE', 'PACKED_FILE', 'CONFIG_FILE', 'MODEL_CARD_FILE', 'TIMM_FIELDS',
-           'DATA_FIELDS', 'data_config_problems']
+           'DATA_FIELDS', 'channel_stats', 'data_config_problems']
 
 WEIGHTS_FILE = 'model.safetensors'
 PACKED_FILE = 'model.packed.safetensors'
@@ -97,7 +97,8 @@ class PretrainedCfg:
                 spec: str | None, space: 'str | dict') -> 'PretrainedCfg':
         """The cfg of a model derived from this one (a subnet, other bits, another head or input).
 
-        The data config (interpolation, crop, mean/std, license, parent supernet) is kept; the
+        The data config (interpolation, crop, mean/std, license, parent supernet) is kept, mean/std
+        per input channel (:func:`channel_stats`); the
         source's identity (hub id, file, tag, accuracy, aliases, description, hashes, profile) is
         dropped; architecture, input size, classes, bits, spec and space describe the new model.
         Label names and the data set stay only while the classes are the same.
@@ -107,6 +108,7 @@ class PretrainedCfg:
         if not same_head:
             kept.pop('label_names', None)
             kept.pop('dataset', None)
+        kept.update(mean=channel_stats(self.mean, input_size[0]), std=channel_stats(self.std, input_size[0]))
         return PretrainedCfg(**kept, architecture=architecture, input_size=tuple(input_size),
                              num_classes=num_classes, bits=bits, spec=spec, space=space)
 
@@ -161,6 +163,17 @@ _INTERPOLATIONS = ('nearest', 'nearest-exact', 'bilinear', 'bicubic', 'box', 'ha
 _CROP_MODES = ('center', 'squash', 'border')  # timm's
 
 
+def channel_stats(values: tuple[float, ...], chans: int) -> tuple[float, ...]:
+    """A mean or std for ``chans`` input channels from one for ``len(values)``: one channel takes their
+    average (a grey image is R = G = B), more repeat them as timm's ``adapt_input_conv`` repeats the stem."""
+    values = tuple(values)
+    if len(values) in (1, chans):
+        return values
+    if chans == 1:
+        return (round(sum(values) / len(values), 6),)
+    return tuple(values[i % len(values)] for i in range(chans))
+
+
 def _is_number(value: Any, *, positive: bool = False) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or not positive)
 
@@ -183,6 +196,9 @@ def data_config_problems(cfg: PretrainedCfg, *, num_classes: int | None = None) 
         value = getattr(cfg, name)
         if not (isinstance(value, (list, tuple)) and value and all(_is_number(v, positive=positive) for v in value)):
             problems.append(f'{name} {value!r} is not a list of {"positive " if positive else ""}numbers')
+        elif isinstance(size, (list, tuple)) and size and len(value) not in (1, size[0]):
+            problems.append(f'{name} has {len(value)} values for {size[0]} input channels; give '
+                            + ('1' if size[0] == 1 else f'1 or {size[0]}'))
     for name in ('top1', 'top5'):
         value = getattr(cfg, name)
         if value is not None and not (_is_number(value) and 0 <= value <= 100):

@@ -15,8 +15,8 @@ A row has ``name`` (``arch.tag``; the tag defaults to ``in1k``), ``aliases`` (ot
 the arch), either ``spec`` (a subnet, :class:`~oqatnets.spec.SubnetSpec` string form) or
 ``bits`` (a supernet), and any :class:`~oqatnets.pretrained.PretrainedCfg` field: ``space``
 (a preset name or a SearchSpace dict), ``num_classes``, ``in_chans``, ``input_size`` (default
-``[in_chans, r, r]``), ``crop_pct``, ``interpolation``, ``mean``, ``std``, ``label_names``,
-``license``, ``dataset``, ``top1``/``top5`` and ``metrics_source`` (what the source reported
+``[in_chans, r, r]``), ``crop_pct``, ``interpolation``, ``mean``, ``std`` (default ImageNet's, per
+input channel), ``label_names``, ``license``, ``dataset``, ``top1``/``top5`` and ``metrics_source`` (what the source reported
 and where), ``supernet`` (the parent), ``sha256`` (``{file name: hex or null}``) and
 ``hf_hub_id`` (null: ``$OQATNETS_HUB_ORG/<arch>.<tag>``, org ``oqatnets`` by default).
 Keys starting with ``reported_`` are kept with the row for reference (e.g. the source's MACs).
@@ -37,7 +37,7 @@ from typing import Any
 
 from .costs import profile
 from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, UnknownModelError
-from .pretrained import PretrainedCfg, data_config_problems
+from .pretrained import PretrainedCfg, channel_stats, data_config_problems
 from .spec import SearchSpace, SubnetSpec, get_space
 
 __all__ = ['ZooEntry', 'register_zoo_table', 'list_models', 'list_pretrained', 'is_model', 'get_pretrained_cfg',
@@ -156,8 +156,9 @@ def _entry_from_row(row: dict[str, Any], where: str) -> ZooEntry:
     if unknown:
         raise InvalidArgumentError(f'{where}: row {row["name"]!r} has unknown fields {sorted(unknown)}; '
                          'see oqatnets.registry for the schema')
+    default_stats = {name: channel_stats(getattr(cfg, name), in_chans) for name in ('mean', 'std') if name not in fields}
     cfg = cfg.replace(architecture=arch, tag=tag, bits=bits, spec=str(spec) if spec else None,
-                      space=fields.get('space', 'imagenet'), aliases=tuple(row.get('aliases', ())))
+                      space=fields.get('space', 'imagenet'), aliases=tuple(row.get('aliases', ())), **default_stats)
     problems = data_config_problems(cfg, num_classes=cfg.num_classes)
     if spec is not None and list(cfg.input_size) != [in_chans, spec.resolution, spec.resolution]:
         problems.append(f'input_size {list(cfg.input_size)} is not [in_chans, resolution, resolution] of its spec '

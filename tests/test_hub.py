@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import ModelCard, hf_hub_download
+from PIL import Image
+from timm.data import create_transform, resolve_data_config
 from zoo_helpers import inputs, small_net, small_table
 
 import oqatnets
@@ -155,6 +157,23 @@ def test_changing_classes_and_channels_keeps_every_step_size(saved):
     assert torch.equal(head.classifier.weight, model.classifier.weight)
 
 
+def test_other_input_channels_get_a_mean_and_std_per_channel(saved, tmp_path):
+    """timm's own transform of the derived cfg feeds a grey image to a 1-channel model; saved, the cfg loads back."""
+    _, folder = saved
+    rgb = oqatnets.create_model(f'local-dir:{folder}', pretrained=True).pretrained_cfg
+    grey = oqatnets.create_model(f'local-dir:{folder}', pretrained=True, in_chans=1)
+    assert grey.pretrained_cfg['mean'] == [pytest.approx(sum(rgb['mean']) / 3)]
+    assert grey.pretrained_cfg['std'] == [pytest.approx(sum(rgb['std']) / 3)]
+    transform = create_transform(**resolve_data_config(model=grey))
+    with torch.no_grad():
+        out = grey.eval()(transform(Image.new('L', (40, 30), 128))[None])
+    assert out.shape == (1, 10)
+    again = oqatnets.create_model(f'local-dir:{oqatnets.save_pretrained(grey, tmp_path / "grey")}', pretrained=True)
+    assert again.pretrained_cfg['mean'] == grey.pretrained_cfg['mean']
+    five = oqatnets.create_model(f'local-dir:{folder}', pretrained=True, in_chans=5).pretrained_cfg
+    assert five['mean'] == [*rgb['mean'], *rgb['mean'][:2]] and five['input_size'][0] == 5
+
+
 def test_overlay_file_and_checkpoint_path(saved, tmp_path):
     model, folder = saved
     oqatnets.register_zoo_table(small_table('oqat_overlay_3bit', model.spec))
@@ -285,7 +304,8 @@ def test_a_hub_id_that_cannot_be_fetched_is_named_in_one_line(name, error, words
 
 
 @pytest.mark.parametrize('field,value', [('input_size', 'big'), ('input_size', [3, 0, 0]), ('crop_pct', 'x'),
-                                         ('interpolation', 'zzz'), ('label_names', 5), ('std', [0.2, 0, 0.2])])
+                                         ('interpolation', 'zzz'), ('label_names', 5), ('std', [0.2, 0, 0.2]),
+                                         ('mean', [0.2, 0.3])])
 def test_a_data_config_preprocessing_cannot_use_is_refused_on_load(field, value, saved, tmp_path):
     _, folder = saved
     bad = tmp_path / 'bad'
