@@ -200,6 +200,45 @@ class _FusedLSQ(torch.autograd.Function):
                 grad_step if ctx.needs_input_grad[1] else None, None, None, None, None)
 
 
+# oneDNN's own weight gradient of a 3×3 depthwise conv is as fast as the C kernel's (docs/BENCHMARKS.md §1)
+_DEPTHWISE_MIN_KERNEL = 5
+
+
+class _DepthwiseConv2d(torch.autograd.Function):
+    """A depthwise ``F.conv2d`` whose weight gradient is :meth:`~oqatnets._lsq_kernel.LSQKernel.depthwise_weight_grad`;
+    the output and the input gradient are oneDNN's, as without it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int):
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = (stride, padding)
+        return F.conv2d(x, weight, None, stride, padding, 1, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.geometry
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(grad_out, x, weight, None, [stride, stride], [padding, padding],
+                                                         [1, 1], False, [0, 0], x.shape[1], [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = load_kernel().depthwise_weight_grad(x, grad_out, weight.shape[-1], stride=stride, padding=padding)
+        return grad_x, grad_w, None, None
+
+
+def _conv2d(x: torch.Tensor, weight: torch.Tensor, stride: 'int | tuple[int, int]', padding: int, groups: int, *,
+            fused: bool) -> torch.Tensor:
+    """``F.conv2d`` without bias or dilation; with ``fused``, a CPU depthwise conv whose k×k weight (k ≥ 5) needs a
+    gradient gets the C kernel's, 3–10× faster than oneDNN's (the same output and input gradient)."""
+    s = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    if (fused and groups == x.shape[1] == weight.shape[0] and weight.shape[1] == 1 and s[0] == s[1]
+            and weight.shape[-1] == weight.shape[-2] >= _DEPTHWISE_MIN_KERNEL and weight.requires_grad
+            and torch.is_grad_enabled() and LSQKernel.supports(x) and x.dtype == weight.dtype):
+        return _DepthwiseConv2d.apply(x, weight, s[0], padding)
+    return F.conv2d(x, weight, None, stride, padding, 1, groups)
+
+
 def _binary_quantize(x: torch.Tensor, step: torch.Tensor, grad_scale: float) -> torch.Tensor:
     """The authors' 1-bit signed quantizer: sign() instead of round, straight-through."""
     scaled = step * grad_scale
@@ -368,14 +407,14 @@ class QuantConv2d(nn.Conv2d):
         groups = self.groups if groups is None else groups
         padding = weight.shape[-1] // 2
         if not self.quantized:
-            return F.conv2d(x, weight, None, stride, padding, 1, groups)
+            return _conv2d(x, weight, stride, padding, groups, fused=self.fused)
         if weight is self.weight and not self.training and not torch.is_grad_enabled():
             if name is not None and not self.clamps_away(act):
                 x = act(x)
             codes = quant_codes(x, self.act_step, self.bits, signed=self.signed_input, inplace=self.inplace)
             return F.conv2d(codes, self._inference_weight(), None, stride, padding, 1, groups)
         x = self.quantize_input(x, act=name)
-        return F.conv2d(x, self.quantize_weight(weight), None, stride, padding, 1, groups)
+        return _conv2d(x, self.quantize_weight(weight), stride, padding, groups, fused=self.fused)
 
     def forward(self, x: torch.Tensor, *, act: nn.Module | None = None) -> torch.Tensor:
         return self.conv(x, self.weight, act=act)
@@ -424,8 +463,9 @@ def set_fused_quantizer(model: nn.Module, enabled: bool = True) -> nn.Module:
     the step gradient summed in another order. On the CPU they are ``csrc/lsq.c``, built with the
     C compiler on first use (:class:`~oqatnets.errors.KernelUnavailableError` here, before any
     training, when it cannot be), and they also compute a hard-swish handed to the conv (``act``)
-    in their pass; elsewhere ``torch.compile``. The training commands turn them on by default on
-    the CPU, where a sandwich step measured 1.04–1.21× faster (docs/BENCHMARKS.md §1). Without
+    in their pass and the weight gradient of 5×5 and 7×7 depthwise convs (:func:`_conv2d`); elsewhere
+    ``torch.compile``. The training commands turn them on by default on the CPU, where a sandwich
+    step measured 1.04–1.21× faster (docs/BENCHMARKS.md §1). Without
     gradients (evaluation, BN calibration, the search) the CPU kernel's forward runs too, with the
     same values; off the CPU inference stays eager rather than compile.
     """

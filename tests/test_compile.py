@@ -352,3 +352,54 @@ def test_compile_option_fuses_the_trained_models_quantizers(command, compile_fla
                                       *([compile_flag] if compile_flag else [])])
     assert isinstance(result.exception, _Captured), result.output
     assert result.exception.args[0] is fused
+
+
+def _depthwise_grads(x, w, g, stride, *, fused):
+    x, w = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    out = quant._conv2d(x, w, stride, w.shape[-1] // 2, x.shape[1], fused=fused)
+    return (out, *torch.autograd.grad(out, (x, w), g))
+
+
+@pytest.mark.parametrize('k,stride,size', [(5, 1, (9, 9)), (7, 1, (4, 4)), (7, 2, (13, 10)), (5, 2, (6, 11))])
+def test_the_depthwise_weight_gradient_kernel_matches_autograd(k, stride, size):
+    """Output and input gradient are oneDNN's, bit for bit; the weight gradient equals autograd's in float64 and
+    is as close to the exact one as oneDNN's in float32, the same on 1, 2 and 3 threads."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 24, *size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(24, 1, k, k, dtype=torch.float64)
+    g = torch.randn(F.conv2d(x, w, None, stride, k // 2, 1, 24).shape, dtype=torch.float64)
+    exact = _depthwise_grads(x, w, g, stride, fused=False)
+    fused64 = _depthwise_grads(x, w, g, stride, fused=True)
+    assert torch.equal(fused64[0], exact[0]) and torch.equal(fused64[1], exact[1])
+    assert torch.allclose(fused64[2], exact[2], rtol=1e-12, atol=1e-12)
+    x32, w32, g32 = x.float(), w.float(), g.float().contiguous(memory_format=torch.channels_last)
+    eager = _depthwise_grads(x32, w32, g32, stride, fused=False)
+    before, weight_grads = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out, gx, gw = _depthwise_grads(x32, w32, g32, stride, fused=True)
+            assert torch.equal(out, eager[0]) and torch.equal(gx, eager[1])
+            weight_grads.append(gw)
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(gw, weight_grads[0]) for gw in weight_grads)
+    error, onednn_error = ((gw.double() - exact[2]).abs().max() for gw in (weight_grads[0], eager[2]))
+    assert error <= 2 * onednn_error + 1e-6
+
+
+def test_a_fused_training_step_takes_the_weight_gradient_of_large_depthwise_kernels_from_the_c_kernel(monkeypatch):
+    """5×5 and 7×7 depthwise convs of a fused net that trains; not 3×3 ones, not an eager net, not without gradients."""
+    kernel_sizes = []
+    original = type(load_kernel()).depthwise_weight_grad
+    monkeypatch.setattr(type(load_kernel()), 'depthwise_weight_grad',
+                        lambda self, x, g, k, **kw: kernel_sizes.append(k) or original(self, x, g, k, **kw))
+    x, y = inputs(4).contiguous(memory_format=torch.channels_last), torch.arange(4)
+    for fused in (False, True):
+        model = set_fused_quantizer(small_net(4, seed=1).train().to(memory_format=torch.channels_last), fused)
+        F.cross_entropy(model(x), y).backward()
+        with torch.no_grad():
+            model(x)
+        assert bool(kernel_sizes) == fused
+    depthwise = [m.weight.shape[-1] for _, m in quant.iter_quant_convs(model) if m.groups > 1]
+    assert 3 in depthwise and sorted(kernel_sizes) == sorted(k for k in depthwise if k >= 5)
