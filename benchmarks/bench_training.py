@@ -5,7 +5,9 @@ The same supernet trains through the eager LSQ quantizer, through the fused kern
 (``set_fused_quantizer``; training's default on the CPU), and through the fused kernels with every
 activation applied apart instead of absorbed by the next conv's quantizer (``fused_apart``). The
 baselines take the same subnets through the same ``sandwich_step``: the supernet with quantization
-off (``float``) and, in the ImageNet space when the ``ofa`` package is installed, the authors'
+off (``float``; on the CPU also ``float_fused``, quantization off with the fused model's C kernel for
+the weight gradient of 5×5 and 7×7 depthwise convs, so that ``ratio_fused_vs_float_fused`` is the
+quantizer's own cost) and, in the ImageNet space when the ``ofa`` package is installed, the authors'
 float Once-for-All supernet (``ofa_float``). Steps are interleaved so machine noise hits all alike;
 on CUDA an untimed float step first meets each step's new conv shapes, whose cuDNN plans take seconds.
 Prints one JSON object; ``--steps`` timed steps follow ``--warmup`` untimed ones.
@@ -73,6 +75,8 @@ def main() -> None:
     nets: dict[str, nn.Module] = {'eager': net, 'fused': set_fused_quantizer(copy.deepcopy(net))}
     nets['fused_apart'] = copy.deepcopy(nets['fused'])
     nets['float'] = set_bits(copy.deepcopy(net), 32)
+    if not cuda:  # quantization off with the fused model's own depthwise weight gradient (the C kernel)
+        nets['float_fused'] = set_fused_quantizer(set_bits(copy.deepcopy(net), 32))
     ofa = ofa_supernet() if args.space == 'imagenet' else None
     if ofa is not None:
         nets['ofa_float'] = OFAAdapter(ofa).to(device, memory_format=torch.channels_last)
@@ -91,7 +95,7 @@ def main() -> None:
             start = time.perf_counter()
             optimizers[name].zero_grad(set_to_none=True)
             with nothing_absorbed() if name == 'fused_apart' else nullcontext():
-                sandwich_step(model, images, target, specs=float_specs if name == 'float' else specs,
+                sandwich_step(model, images, target, specs=float_specs if name.startswith('float') else specs,
                               amp=amp, label_smoothing=0.1, kd_ratio=1.0)
             amp.step(optimizers[name])
             if cuda:
@@ -109,6 +113,9 @@ def main() -> None:
         'fused_speedup': round(per_step['eager'] / per_step['fused'], 3),
         'ratio_eager_vs_float': round(per_step['eager'] / per_step['float'], 3),
         'ratio_fused_vs_float': round(per_step['fused'] / per_step['float'], 3),
+        **({'ratio_fused_vs_float_fused': round(per_step['fused'] / per_step['float_fused'], 3),
+            'depthwise_kernel_speedup_float': round(per_step['float'] / per_step['float_fused'], 3)}
+           if 'float_fused' in per_step else {}),
         **({'ratio_fused_vs_ofa_float': round(per_step['fused'] / per_step['ofa_float'], 3),
             'ratio_eager_vs_ofa_float': round(per_step['eager'] / per_step['ofa_float'], 3)} if 'ofa_float' in per_step else {}),
         'absorb_speedup': round(per_step['fused_apart'] / per_step['fused'], 3),

