@@ -17,10 +17,13 @@
    - the float Once-for-All supernet (`ofa` package, when installed) on the same specs
      (the authors' quantized step was 1.26× that one).
 
+3. The weight gradient of a depthwise conv (channels-last): oneDNN's against the C kernel of
+   ``oqatnets/csrc/depthwise.c`` that fused training uses for 5×5 and 7×7 kernels, per shape.
+
 Every configuration runs in interleaved rounds and the ratio of medians is reported, so a
 busy machine slows numerator and denominator alike.
 
-    python benchmarks/bench_speed.py [--quick] [--json OUT]
+    python benchmarks/bench_speed.py [--quick] [--sandwich-only | --depthwise-only] [--json OUT]
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from timing import median_times, nothing_absorbed, ofa_supernet  # benchmarks/ti
 
 import oqatnets
 from oqatnets import OQATNet, OQATSupernet, SubnetSpec, get_space
+from oqatnets._lsq_kernel import load_kernel
 
 EVAL_SPECS = {  # the 2-bit L and 4-bit L README subnets, both evaluated at 220 px
     2: 'r220_k55533735533557577533_e33346646634644336464_d33443_b2',
@@ -186,9 +190,40 @@ def bench_sandwich(*, bits: int, batch: int, resolution: int, rounds: int, chann
     return result
 
 
+# (batch, channels, size, kernel, stride): the demo's space at batch 32 (28 px largest) and the ImageNet space's
+DEPTHWISE_SHAPES = [(32, 384, 4, 7, 1), (32, 96, 14, 7, 1), (32, 144, 7, 7, 1), (32, 96, 28, 7, 2), (32, 384, 4, 5, 1),
+                    (32, 384, 4, 3, 1), (8, 144, 56, 7, 1), (8, 96, 112, 7, 2), (8, 960, 7, 7, 1)]
+
+
+def bench_depthwise(*, rounds: int) -> list[dict]:
+    """The weight gradient of a depthwise conv in channels-last: oneDNN's (what autograd runs) against the C
+    kernel the fused quantizer's training uses for 5×5 and 7×7 kernels."""
+    return [_depthwise_row(*shape, rounds=rounds) for shape in DEPTHWISE_SHAPES]
+
+
+def _depthwise_row(n: int, c: int, size: int, k: int, stride: int, *, rounds: int) -> dict:
+    kernel = load_kernel()
+    torch.manual_seed(0)
+    x = torch.randn(n, c, size, size).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(c, 1, k, k).contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(F.conv2d(x, w, None, stride, k // 2, 1, c))
+    t = median_times({
+        'onednn': lambda: torch.ops.aten.convolution_backward(g, x, w, None, [stride] * 2, [k // 2] * 2, [1, 1],
+                                                              False, [0, 0], c, [False, True, False]),
+        'kernel': lambda: kernel.depthwise_weight_grad(x, g, k, stride=stride, padding=k // 2),
+    }, rounds)
+    return {'bench': 'depthwise weight gradient', 'shape': [n, c, size, size], 'kernel': k, 'stride': stride,
+            'onednn_s': t['onednn'], 'kernel_s': t['kernel'], 'speedup': t['onednn'] / t['kernel']}
+
+
 def markdown(results: list[dict]) -> str:
     lines = ['| benchmark | setting | ours (s) | baseline (s) | ratio | target |', '|---|---|---|---|---|---|']
     for r in results:
+        if r['bench'] == 'depthwise weight gradient':
+            lines.append(f"| {r['bench']}, oneDNN / C kernel | {'×'.join(map(str, r['shape']))}, {r['kernel']}×{r['kernel']}, "
+                         f"stride {r['stride']} | {r['onednn_s']:.5f} | {r['kernel_s']:.5f} | {r['speedup']:.2f}× faster "
+                         "kernel | |")
+            continue
         setting = f"batch {r['batch']}, {r['resolution']} px"
         if r['bench'].startswith('subnet eval'):
             lines.append(f"| {r['bench']}, eager / fused quantizer | {setting} | {r['eager_s']:.3f} | {r['fused_s']:.3f} | "
@@ -227,9 +262,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument('--json', help='also write the results as JSON to this file')
     parser.add_argument('--no-fused', action='store_true', help='skip the fused-quantizer rows')
     parser.add_argument('--sandwich-only', action='store_true', help='only the sandwich-step benchmarks')
+    parser.add_argument('--depthwise-only', action='store_true', help='only the depthwise weight-gradient benchmark')
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 5
+    if args.depthwise_only:
+        results = bench_depthwise(rounds=4 * rounds)
+        print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, oqatnets {oqatnets.__version__}')
+        print(markdown(results))
+        return results
     results = [] if args.sandwich_only else [bench_eval(bits, batch=32, rounds=rounds) for bits in (4, 2)]
+    if not (args.sandwich_only or args.no_fused):
+        results += bench_depthwise(rounds=4 * rounds)
     if not (args.sandwich_only or args.no_fused):
         results.append(bench_subnet_eval(bits=2, batch=250, rounds=3 * rounds))
     for channels_last in ((True,) if args.quick else (True, False)):

@@ -3,7 +3,8 @@
 GPU: the paper's ImageNet space at 224 px (largest) with AMP; CPU: the small space at 32 px.
 The same supernet trains through the eager LSQ quantizer, through the fused kernels
 (``set_fused_quantizer``; training's default on the CPU), and through the fused kernels with every
-activation applied apart instead of absorbed by the next conv's quantizer (``fused_apart``). The
+activation applied apart instead of absorbed by the next conv's quantizer (``fused_apart``) and, on
+the CPU, with oneDNN's depthwise weight gradient instead of the C kernel's (``fused_onednn_depthwise``). The
 baselines take the same subnets through the same ``sandwich_step``: the supernet with quantization
 off (``float``; on the CPU also ``float_fused``, quantization off with the fused model's C kernel for
 the weight gradient of 5×5 and 7×7 depthwise convs, so that ``ratio_fused_vs_float_fused`` is the
@@ -25,7 +26,7 @@ import time
 from contextlib import nullcontext
 
 import torch
-from timing import nothing_absorbed, ofa_supernet  # benchmarks/timing.py (this folder is on sys.path)
+from timing import nothing_absorbed, ofa_supernet, onednn_depthwise  # benchmarks/timing.py (this folder is on sys.path)
 from torch import nn
 
 from oqatnets.quant import set_bits, set_fused_quantizer
@@ -74,6 +75,8 @@ def main() -> None:
     net(images[:4])  # LSQ step init, so that both copies start from the same weights
     nets: dict[str, nn.Module] = {'eager': net, 'fused': set_fused_quantizer(copy.deepcopy(net))}
     nets['fused_apart'] = copy.deepcopy(nets['fused'])
+    if not cuda:
+        nets['fused_onednn_depthwise'] = copy.deepcopy(nets['fused'])
     nets['float'] = set_bits(copy.deepcopy(net), 32)
     if not cuda:  # quantization off with the fused model's own depthwise weight gradient (the C kernel)
         nets['float_fused'] = set_fused_quantizer(set_bits(copy.deepcopy(net), 32))
@@ -94,7 +97,8 @@ def main() -> None:
                 torch.cuda.synchronize()
             start = time.perf_counter()
             optimizers[name].zero_grad(set_to_none=True)
-            with nothing_absorbed() if name == 'fused_apart' else nullcontext():
+            with (nothing_absorbed() if name == 'fused_apart' else
+                  onednn_depthwise() if name == 'fused_onednn_depthwise' else nullcontext()):
                 sandwich_step(model, images, target, specs=float_specs if name.startswith('float') else specs,
                               amp=amp, label_smoothing=0.1, kd_ratio=1.0)
             amp.step(optimizers[name])
@@ -114,6 +118,7 @@ def main() -> None:
         'ratio_eager_vs_float': round(per_step['eager'] / per_step['float'], 3),
         'ratio_fused_vs_float': round(per_step['fused'] / per_step['float'], 3),
         **({'ratio_fused_vs_float_fused': round(per_step['fused'] / per_step['float_fused'], 3),
+            'depthwise_kernel_speedup': round(per_step['fused_onednn_depthwise'] / per_step['fused'], 3),
             'depthwise_kernel_speedup_float': round(per_step['float'] / per_step['float_fused'], 3)}
            if 'float_fused' in per_step else {}),
         **({'ratio_fused_vs_ofa_float': round(per_step['fused'] / per_step['ofa_float'], 3),

@@ -14,7 +14,7 @@ from torch import nn
 
 import oqatnets.quant
 
-__all__ = ['median_times', 'nothing_absorbed', 'ofa_supernet']
+__all__ = ['median_times', 'nothing_absorbed', 'onednn_depthwise', 'ofa_supernet']
 
 
 def median_times(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
@@ -35,6 +35,14 @@ def nothing_absorbed() -> Iterator[None]:
     """Within it no quantized conv absorbs the activation before it (``QuantConv2d.conv``'s ``act`` is applied
     apart, with the same values), to measure what absorbing saves."""
     with mock.patch.dict(oqatnets.quant._ACTIVATION_NAMES, clear=True):
+        yield
+
+
+@contextlib.contextmanager
+def onednn_depthwise() -> Iterator[None]:
+    """Within it fused training takes every depthwise conv's weight gradient from oneDNN (autograd's own), not from
+    the C kernel, to measure what the kernel saves."""
+    with mock.patch.object(oqatnets.quant, '_DEPTHWISE_MIN_KERNEL', sys.maxsize):
         yield
 
 

@@ -46,12 +46,12 @@ def test_demo_preset_carries_its_augmentation_into_the_recipe():
 def test_demo_preset_trains_at_its_spaces_recipe_batch_unless_it_names_its_own():
     default = DEMO_PRESETS['default']
     assert default.batch_size is None
-    assert demo_recipe(default).batch_size == get_recipe(default.space).batch_size == 64
-    assert demo_recipe(DEMO_PRESETS['finetuned']).batch_size == 64  # its supernets are the default run's
+    assert demo_recipe(default).batch_size == get_recipe(default.space).batch_size == 32
+    assert demo_recipe(DEMO_PRESETS['finetuned']).batch_size == 32  # its supernets are the default run's
     assert demo_recipe(DEMO_PRESETS['tiny']).batch_size == DEMO_PRESETS['tiny'].batch_size == 64
     assert demo_recipe(DEMO_PRESETS['full']).batch_size == 256
-    explicit = type(default)(**{**default.__dict__, 'batch_size': 32})
-    assert demo_recipe(explicit).batch_size == 32
+    explicit = type(default)(**{**default.__dict__, 'batch_size': 48})
+    assert demo_recipe(explicit).batch_size == 48
 
 
 def test_training_set_without_augmentation_serves_the_evaluation_view():

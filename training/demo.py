@@ -66,7 +66,7 @@ class DemoPreset:
     search_images: int = 1000  # held-out images scored per candidate subnet
     calib_images: int = 500  # fixed training images for every BN recalibration
     test_images: int | None = None  # None = the whole test split
-    batch_size: int | None = None  # None: the space's recipe's (64 for small_signed_28)
+    batch_size: int | None = None  # None: the space's recipe's (32 for small_signed_28)
     lr: float = 0.1
     warmup_epochs: float = 0.2
     augment: bool = False  # random crop and flip: they cost 4-6 points at a few epochs (docs/TRAINING.md)
