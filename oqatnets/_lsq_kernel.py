@@ -6,7 +6,7 @@ round, multiply, the saved tensors, two dot products); these kernels read ``x`` 
 output once forward, and read ``x`` and the gradient once and write the input gradient once
 backward, with the same floating-point operations (docs/BENCHMARKS.md §1); the ``lsq_hardswish``
 variants also compute the hard-swish that produces ``x`` in that pass. oneDNN's weight gradient of
-a 5×5 or 7×7 depthwise conv runs 15–35× slower than its forward pass; the direct sum here is 3–10×
+a 5×5 or 7×7 depthwise conv runs 10–35× slower than its forward pass; the direct sum here is 3–16×
 faster than oneDNN's (:meth:`LSQKernel.depthwise_weight_grad`). The library is built
 into a temporary folder once per process (a fraction of a second), loaded with ``ctypes`` and its
 folder removed: nothing is left behind and no build cache can go stale. Its OpenMP calls resolve to

@@ -1,6 +1,6 @@
 /* The weight gradient of a depthwise convolution over channels-last tensors (oqatnets._lsq_kernel).
  *
- * oneDNN computes it for 5x5 and 7x7 kernels 15-35x slower than the forward pass on the same tensors
+ * oneDNN computes it for 5x5 and 7x7 kernels 10-35x slower than the forward pass on the same tensors
  * (docs/BENCHMARKS.md §1); this is the direct sum
  *     gw[dy][dx][c] = sum over n, oy, ox of x[n][oy*s + dy - p][ox*s + dx - p][c] * g[n][oy][ox][c]
  * (taps that fall on the zero padding add nothing), vectorised over the contiguous channels. Each
