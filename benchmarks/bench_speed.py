@@ -267,17 +267,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rounds = 3 if args.quick else 5
     if args.depthwise_only:
         results = bench_depthwise(rounds=4 * rounds)
-        print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, oqatnets {oqatnets.__version__}')
-        print(markdown(results))
-        return results
-    results = [] if args.sandwich_only else [bench_eval(bits, batch=32, rounds=rounds) for bits in (4, 2)]
-    if not (args.sandwich_only or args.no_fused):
-        results += bench_depthwise(rounds=4 * rounds)
-    if not (args.sandwich_only or args.no_fused):
-        results.append(bench_subnet_eval(bits=2, batch=250, rounds=3 * rounds))
-    for channels_last in ((True,) if args.quick else (True, False)):
-        results.append(bench_sandwich(bits=4, batch=8 if args.quick else 16, resolution=160, rounds=rounds,
-                                      channels_last=channels_last, fused=not args.no_fused))
+    else:
+        results = [] if args.sandwich_only else [bench_eval(bits, batch=32, rounds=rounds) for bits in (4, 2)]
+        if not (args.sandwich_only or args.no_fused):
+            results += bench_depthwise(rounds=4 * rounds)
+            results.append(bench_subnet_eval(bits=2, batch=250, rounds=3 * rounds))
+        for channels_last in ((True,) if args.quick else (True, False)):
+            results.append(bench_sandwich(bits=4, batch=8 if args.quick else 16, resolution=160, rounds=rounds,
+                                          channels_last=channels_last, fused=not args.no_fused))
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, oqatnets {oqatnets.__version__}')
     print(markdown(results))
     if args.json:

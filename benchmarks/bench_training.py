@@ -75,10 +75,9 @@ def main() -> None:
     net(images[:4])  # LSQ step init, so that both copies start from the same weights
     nets: dict[str, nn.Module] = {'eager': net, 'fused': set_fused_quantizer(copy.deepcopy(net))}
     nets['fused_apart'] = copy.deepcopy(nets['fused'])
-    if not cuda:
-        nets['fused_onednn_depthwise'] = copy.deepcopy(nets['fused'])
     nets['float'] = set_bits(copy.deepcopy(net), 32)
-    if not cuda:  # quantization off with the fused model's own depthwise weight gradient (the C kernel)
+    if not cuda:  # the C depthwise weight gradient left out, and quantization off through it
+        nets['fused_onednn_depthwise'] = copy.deepcopy(nets['fused'])
         nets['float_fused'] = set_fused_quantizer(set_bits(copy.deepcopy(net), 32))
     ofa = ofa_supernet() if args.space == 'imagenet' else None
     if ofa is not None:
