@@ -35,6 +35,7 @@ import torch
 
 from oqatnets import OQATNet, OQATSupernet, SubnetSpec, profile
 from oqatnets.evaluation import CALIBRATION_MODES, CalibrationMode, evaluate, recalibrate_bn
+from oqatnets.spec import SearchSpace
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import evaluate_subnet
 from oqatnets.training.checkpoint import load_checkpoint
@@ -46,14 +47,22 @@ from oqatnets.training.joint import train_supernet
 from oqatnets.training.metrics import write_json
 from oqatnets.training.search import search_supernet
 
-# MobileNetV3-Large's stages mapped onto the space's choices (its 2.5/2.3 expansions → 3).
-MBV3_LARGE_LIKE = SubnetSpec(
-    32,
-    ks=[3, 3, 3, 3, 5, 5, 5, 5, 3, 3, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5],
-    e=[4, 3, 3, 3, 3, 3, 3, 3, 6, 3, 3, 3, 6, 6, 6, 6, 6, 6, 6, 6],
-    d=[2, 3, 4, 2, 3], bits=2)
-MIDDLE = SubnetSpec(28, [5] * 20, [4] * 20, [3] * 5, bits=2)
 ALL_CLAIMS = frozenset({1, 2, 3})
+
+
+def mbv3_large_like(space: SearchSpace) -> SubnetSpec:
+    """MobileNetV3-Large's stages mapped onto the space's choices (its 2.5/2.3 expansions → 3), at the space's
+    largest resolution, as MobileNetV3 runs at the ImageNet space's 224 px (the 20-28 px space's is 28, not 32)."""
+    return SubnetSpec(max(space.resolutions),
+                      ks=[3, 3, 3, 3, 5, 5, 5, 5, 3, 3, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5],
+                      e=[4, 3, 3, 3, 3, 3, 3, 3, 6, 3, 3, 3, 6, 6, 6, 6, 6, 6, 6, 6],
+                      d=[2, 3, 4, 2, 3], bits=2)
+
+
+def middle_subnet(space: SearchSpace) -> SubnetSpec:
+    """Every choice in the middle: kernel 5, expansion 4, depth 3, the middle resolution."""
+    resolutions = sorted(space.resolutions)
+    return SubnetSpec(resolutions[len(resolutions) // 2], [5] * 20, [4] * 20, [3] * 5, bits=2)
 
 
 def _log(message: str) -> None:
@@ -63,19 +72,21 @@ def _log(message: str) -> None:
 def _supernets(preset: DemoPreset, demo_dirs: list[Path], out: Path, *, seed: int,
                train_missing: bool = True) -> dict[int, OQATSupernet]:
     """The demo pipeline's 4/3/2-bit supernets: those of the first of ``demo_dirs`` (or of an earlier
-    run's ``out/pipeline``) whose report says it ran this preset with this seed, else trained here."""
+    run's ``out/pipeline``) whose report says it trained them as this preset does with this seed (a
+    ``finetuned`` run's serve the ``default`` preset), else trained here."""
     for folder in [*demo_dirs, out / 'pipeline']:
         report_path = folder / 'report.json'
         if not report_path.is_file():
             continue
         report = json.loads(report_path.read_text())
-        if ran_preset(report, preset) and report.get('seed', 0) == seed:
+        if ran_preset(report, preset, training_only=True) and report.get('seed', 0) == seed:
             _log(f'seed {seed}: reusing the supernets of {folder}')
             break
-        _log(f'{folder} ran another preset or seed')
+        _log(f'{folder} trained its supernets otherwise or with another seed')
     else:
         if not train_missing:
-            raise SystemExit(f'no --demo-dir ran the {preset.name} preset with seed {seed}; pass the one the claims used')
+            raise SystemExit(f'no --demo-dir trained the {preset.name} preset\'s supernets with seed {seed}; '
+                             'pass the one the claims used')
         folder = out / 'pipeline'
         report = run_demo(folder, preset=preset, seed=seed, stop_after_training=True, overwrite=True)
     return {bits: load_supernet(str(path)) for bits, path in report_supernet_dirs(folder, report).items()}
@@ -148,7 +159,8 @@ def run_seed(*, preset: DemoPreset, seed: int, demo_dirs: list[Path], out: Path,
 
 def _claim_subnets(supernet: OQATSupernet) -> dict[str, SubnetSpec]:
     """The three subnets claims 2 and 3 compare."""
-    return {'smallest': supernet.space.smallest(2), 'middle': MIDDLE, 'largest': supernet.space.largest(2)}
+    space = supernet.space
+    return {'smallest': space.smallest(2), 'middle': middle_subnet(space), 'largest': space.largest(2)}
 
 
 def reevaluate(out: Path, *, demo_dirs: list[Path], seeds: list[int]) -> list[dict[str, Any]]:
@@ -183,7 +195,8 @@ def _claim1(inherited: OQATSupernet, *, seed: int, prepared, recipe, ctx, out: P
             evaluate_on_test, test_batches) -> dict[str, Any]:
     """The best 2-bit subnet searched within the MobileNetV3-Large-like spec's BitOPs vs that spec alone."""
     holdout_batches = prepared.holdout_batches(batch_size=250)
-    budget = profile(MBV3_LARGE_LIKE, space=recipe.space, num_classes=10).bitops
+    mbv3 = mbv3_large_like(inherited.space)
+    budget = profile(mbv3, space=recipe.space, num_classes=10).bitops
     _log(f'seed {seed}, claim 1: searching the 2-bit supernet under {budget:.4f} GBitOPs')
     # all held-out images as fitness (not the demo's 1 000): at 1 000 the std of a difference between
     # two candidates is ~1.6 points, at 5 000 ~0.7 (search_fitness_noise)
@@ -193,9 +206,9 @@ def _claim1(inherited: OQATSupernet, *, seed: int, prepared, recipe, ctx, out: P
     claim1 = {
         'searched_spec': str(searched), 'searched_bitops_g': profile(searched, space=recipe.space, num_classes=10).bitops,
         'searched_holdout_top1': found['top1'], 'searched_top1': evaluate_on_test(inherited, searched),
-        'mbv3_spec': str(MBV3_LARGE_LIKE), 'mbv3_bitops_g': budget,
-        'mbv3_from_supernet_top1': evaluate_on_test(inherited, MBV3_LARGE_LIKE),
-        'mbv3_scratch_top1': _train_static(MBV3_LARGE_LIKE, name='mbv3_scratch', prepared=prepared, recipe=recipe,
+        'mbv3_spec': str(mbv3), 'mbv3_bitops_g': budget,
+        'mbv3_from_supernet_top1': evaluate_on_test(inherited, mbv3),
+        'mbv3_scratch_top1': _train_static(mbv3, name='mbv3_scratch', prepared=prepared, recipe=recipe,
                                            epochs=epochs, out=out, ctx=ctx, test_batches=test_batches,
                                            seed=seed),
     }
@@ -317,7 +330,7 @@ def noise_only(checkpoint: Path, *, candidates: int = 12) -> dict:
     supernet = OQATSupernet(space=recipe.space, bits=2, num_classes=10)
     supernet.load_state_dict(load_checkpoint(checkpoint).model)
     prepared = prepare_demo_data(preset, recipe).prepared
-    budget = profile(MBV3_LARGE_LIKE, space=recipe.space, num_classes=10).bitops
+    budget = profile(mbv3_large_like(supernet.space), space=recipe.space, num_classes=10).bitops
     result = _noise(supernet.eval(), budget=budget, prepared=prepared, candidates=candidates, seed=0,
                     mode=recipe.bn_calibration)
     print(json.dumps(result))

@@ -112,6 +112,19 @@ def _benchmark(name: str):
     return module
 
 
+@pytest.mark.parametrize('space', ['small_signed', 'small_signed_28', 'imagenet'])
+def test_the_claims_compare_subnets_of_the_supernets_own_space(space):
+    """The hand-designed spec of claim 1 and the middle subnet of claims 2-3 run at resolutions the supernet
+    trained at: MobileNetV3's at the largest (it once stayed at 32 px in the 20-28 px space)."""
+    from oqatnets.spec import get_space
+    bench, search_space = _benchmark('bench_claims'), get_space(space)
+    mbv3, middle = bench.mbv3_large_like(search_space), bench.middle_subnet(search_space)
+    assert mbv3.resolution == max(search_space.resolutions)
+    assert min(search_space.resolutions) < middle.resolution < max(search_space.resolutions)
+    for spec in (mbv3, middle):
+        assert search_space.check(spec) is spec and spec.resolution in search_space.resolutions
+
+
 @pytest.mark.slow
 def test_bench_ceiling_trains_each_entry_alone_and_finetunes_it(demo_run, tmp_path):
     out, report = demo_run
@@ -210,6 +223,19 @@ def test_ran_preset_reads_records_written_before_a_field_existed():
     assert ran_preset({'preset': earlier}, default)  # the added fields' defaults are the earlier behaviour
     assert not ran_preset({'preset': earlier}, replace(default, finetune_epochs=1))
     assert not ran_preset({'preset': {**earlier, 'finetune_epochs': 1}}, default)
+
+
+def test_a_finetuned_run_trained_the_default_presets_supernets():
+    from dataclasses import asdict, replace
+
+    from oqatnets.training.demo import DEMO_PRESETS, ran_preset
+    default, finetuned = DEMO_PRESETS['default'], DEMO_PRESETS['finetuned']
+    record = {'preset': json.loads(json.dumps(asdict(finetuned)))}
+    assert not ran_preset(record, default)
+    assert ran_preset(record, default, training_only=True)
+    assert ran_preset({'preset': {**record['preset'], 'budgets': 'auto:5', 'population': 4}}, default, training_only=True)
+    assert not ran_preset(record, replace(default, epochs=(2, 1, 1)), training_only=True)
+    assert not ran_preset(record, replace(default, batch_size=64), training_only=True)
 
 
 def test_demo_cli_offers_every_preset():

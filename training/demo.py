@@ -228,13 +228,25 @@ def run_demo(out: 'str | os.PathLike', *, preset: 'str | DemoPreset' = 'default'
                          fused_quantizer=fused_quantizer)
 
 
-def ran_preset(report: dict[str, Any], preset: DemoPreset) -> bool:
-    """Whether a demo ``report.json`` records ``preset`` (:func:`run_demo` writes it as ``asdict``).
+# what a run does with its supernets once they are trained: runs that differ only here trained the same ones
+_AFTER_TRAINING = ('name', 'search_images', 'test_images', 'population', 'generations', 'budgets',
+                   'finetune_epochs', 'finetune_lr')
+
+
+def ran_preset(report: dict[str, Any], preset: DemoPreset, *, training_only: bool = False) -> bool:
+    """Whether a demo ``report.json`` records ``preset`` (:func:`run_demo` writes it as ``asdict``); with
+    ``training_only``, whether its supernets were trained as ``preset`` trains them (the ``finetuned``
+    preset's are the ``default`` one's).
 
     A field the record lacks was added after that run, with a default that keeps the earlier behaviour.
     """
     recorded = {**asdict(DemoPreset(report['preset']['name'])), **report['preset']}
-    return json.loads(json.dumps(recorded)) == json.loads(json.dumps(asdict(preset)))
+    wanted = asdict(preset)
+    if training_only:
+        for key in _AFTER_TRAINING:
+            recorded.pop(key, None)
+            wanted.pop(key)
+    return json.loads(json.dumps(recorded)) == json.loads(json.dumps(wanted))
 
 
 def load_finished_run(run_dir: 'str | os.PathLike') -> tuple[dict[str, Any], DemoPreset]:
