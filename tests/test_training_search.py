@@ -167,3 +167,28 @@ def test_each_chosen_subnet_gets_one_folder_that_names_every_budget_it_was_chose
     config = json.loads((tmp_path / 'entries' / chosen[0]['entry'] / 'config.json').read_text())
     assert config['model_args']['spec'] == a and 'under 1, 2 bitops' in config['pretrained_cfg']['description']
     assert json.loads((tmp_path / 'entries' / chosen[2]['entry'] / 'config.json').read_text())['model_args']['spec'] == b
+
+
+def test_a_card_gives_no_top5_for_five_classes_or_fewer(tmp_path):
+    import json
+    from dataclasses import replace
+
+    import torch
+    from training_helpers import synthetic_dataset
+
+    from oqatnets.data import ImageData
+    from oqatnets.supernet import OQATSupernet
+    from oqatnets.training.artifacts import measured_metrics, save_model_folder
+
+    data = ImageData(name='blobs', train=synthetic_dataset(16), val=synthetic_dataset(16, train=False), num_classes=4,
+                     resolution=24, mean=(0.3,) * 3, std=(0.3,) * 3, val_split='test')
+    result = {'top1': 62.5, 'top5': 100.0, 'images': 16}
+    assert 'top5' not in measured_metrics(result, data, source='unit test')
+    assert measured_metrics(result, replace(data, num_classes=6), source='unit test')['top5'] == 100.0
+    net = OQATSupernet(space=TINY_SPACE, bits=2, num_classes=4).get_subnet(TINY_SPACE.smallest(2))
+    with torch.no_grad():
+        net.train()(torch.randn(2, 3, 24, 24))  # the step sizes' initialisation
+    save_model_folder(net, tmp_path / 'net', data=data, metrics=measured_metrics(result, data, source='unit test'))
+    cfg = json.loads((tmp_path / 'net' / 'config.json').read_text())['pretrained_cfg']
+    assert cfg['top1'] == 62.5 and 'top5' not in cfg
+    assert 'Top-5' not in (tmp_path / 'net' / 'README.md').read_text()

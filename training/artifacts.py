@@ -113,9 +113,10 @@ def folder_cfg(model: nn.Module, data: ImageData | None = None) -> dict[str, Any
 
 def measured_metrics(result: dict[str, Any], data: ImageData, *, source: str) -> dict[str, Any]:
     """What a card says of a figure measured on ``data.val`` (by :func:`~.datasets.evaluate_as_files`): top-1,
-    top-5, how many images of which split, and how (``source``, free text for the card's body)."""
-    return {'top1': result['top1'], 'top5': result['top5'], 'images': result['images'], 'split': data.val_split,
-            'source': source}
+    top-5, how many images of which split, and how (``source``, free text for the card's body). With five
+    classes or fewer every image is in its top 5, so the card gives no top-5 rather than a vacuous 100 %."""
+    top5 = {'top5': result['top5']} if data.num_classes > 5 else {}
+    return {'top1': result['top1'], **top5, 'images': result['images'], 'split': data.val_split, 'source': source}
 
 
 def save_model_folder(model: nn.Module, folder: 'str | Path', *, data: ImageData | None = None,
