@@ -4,8 +4,8 @@ One static network, no supernet, so each run takes ~2 minutes on 2 cores and iso
 bit-width, augmentation, training images, optimizer, batch, LR, label smoothing, a float epoch
 first, and the space: ``small`` (the authors' quantizer, unsigned everywhere) or ``small_signed``
 (the convs whose input can be negative, i.e. each block's expand conv, the first block's depthwise
-conv and the final 1×1 conv, quantize on a signed grid), and with ``--signed-input-grid`` that
-signed grid's 2-bit code range (an experiment patched in here: the package has LSQ's ``[-2, 1]``).
+conv and the final 1×1 conv, quantize on a signed grid; ``small_signed_28``, the demo's, at 20-28 px), and with
+``--signed-input-grid`` that signed grid's 2-bit code range (an experiment patched in here: the package has LSQ's ``[-2, 1]``).
 The recipes' optimizer and schedule (``build_optimizer``: SGD nesterov 0.9, wd 4e-5 on conv/linear
 weights only; ``build_scheduler``: linear warm-up then cosine per phase); test top-1 on all 10 000
 Fashion-MNIST test images after BN recalibration on 500 training images.
@@ -60,7 +60,7 @@ def _use_signed_input_grid(net: torch.nn.Module, qn: int, qp: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--bits', type=int, default=4)
-    p.add_argument('--space', choices=['small', 'small_signed'], default='small')
+    p.add_argument('--space', choices=['small', 'small_signed', 'small_signed_28'], default='small')
     p.add_argument('--epochs', type=int, default=1, help='epochs at --bits')
     p.add_argument('--float-epochs', type=int, default=0, help='float epochs first')
     p.add_argument('--images', type=int, default=24000, help='training images (the demo uses 24 000)')
@@ -78,8 +78,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     net = OQATNet(get_space(args.space).largest(args.bits), space=args.space, num_classes=10, in_chans=3)
     if args.signed_input_grid != 'lsq':
-        if args.space != 'small_signed':
-            p.error('--signed-input-grid needs --space small_signed')
+        if not get_space(args.space).signed_inputs:
+            p.error('--signed-input-grid needs a space with signed inputs (small_signed, small_signed_28)')
         _use_signed_input_grid(net, *SIGNED_GRIDS[args.signed_input_grid])
     if args.float_epochs:
         quant.set_bits(net, quant.FLOAT_BITS)
