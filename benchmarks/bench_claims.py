@@ -9,8 +9,8 @@
    same subnets trained alone (own weights, own step sizes) for the same total epochs.
 
 Every subnet is evaluated on the test split after BN recalibration on the same fixed training
-images. The OQAT supernets come from the demo pipeline (reused from a ``--demo-dir`` for the seed
-that run used with the same preset, trained here otherwise). Each comparison runs once per seed
+images. The OQAT supernets come from the demo pipeline (reused from a ``--demo-dir`` that trained them
+as the preset does with that seed, a ``finetuned`` run included; trained here otherwise). Each comparison runs once per seed
 (``--seeds``, default 3): the pipeline, the searches and every baseline use that seed; the table
 gives mean ± std over seeds. The search's fitness noise is measured on the first seed's 2-bit
 supernet (``fitness_noise``: candidates within the claim-1 budget, held-out images cut into
@@ -349,7 +349,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument('--quick', action='store_true', help='the tiny preset: a smoke run of the same code')
     parser.add_argument('--demo-dir', type=Path, action='append', default=None,
                         help='a finished `oqat demo` run (or a pipeline this benchmark trained) whose supernets to '
-                             'reuse for the seed it ran with the same preset; repeatable (default: runs/demo)')
+                             'reuse for the seed it ran, if it trained them as the default preset does (a finetuned '
+                             'run does); repeatable (default: runs/demo)')
     parser.add_argument('--seeds', default='0,1,2', help='comma-separated seeds, one full comparison each')
     parser.add_argument('--claims', default='1,2,3', type=_claims,
                         help='comma-separated claims to compare (1: searched vs MobileNetV3-like; 2: inheritance; '
