@@ -15,34 +15,30 @@ from torch.utils.data import DataLoader
 
 import oqatnets
 from oqatnets.export import export_onnx
-from oqatnets.training.demo import SIZES, ZOO_PREFIX
 from oqatnets.training.sources import load_image_data
 
 
 def agreement(run: Path, *, threads: int) -> list[dict]:
-    """Each entry of the run loaded back from its Hub cache, exported, and both run on the test split."""
-    oqatnets.register_zoo_table(run / 'zoo.json')
+    """Each entry of the run's zoo table loaded back from its Hub cache, exported, and both run on the test split."""
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for bits in (4, 3, 2):
-            for size in SIZES:
-                name = f'{ZOO_PREFIX}_{bits}bit_{size}'
-                model = oqatnets.create_model(name, pretrained=True, cache_dir=run / 'hub', local_files_only=True).eval()
-                path = export_onnx(model, Path(scratch) / f'{name}.onnx')
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = threads
-                session = ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
-                data = load_image_data('fashion-mnist', resolution=model.spec.resolution).val
-                agree = total = 0
-                for x, _ in DataLoader(data, batch_size=500):
-                    with torch.inference_mode():
-                        a = model(x).argmax(1).numpy()
-                    b = session.run(None, {'input': x.numpy()})[0].argmax(1)
-                    agree += int((a == b).sum())
-                    total += len(a)
-                rows.append({'entry': name, 'spec': str(model.spec), 'agree': agree, 'images': total,
-                             'percent': round(100 * agree / total, 2)})
-                print(f'{name}: {agree}/{total} = {100 * agree / total:.2f} %', flush=True)
+        for name in oqatnets.register_zoo_table(run / 'zoo.json'):
+            model = oqatnets.create_model(name, pretrained=True, cache_dir=run / 'hub', local_files_only=True).eval()
+            path = export_onnx(model, Path(scratch) / f'{name}.onnx')
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            session = ort.InferenceSession(str(path), opts, providers=['CPUExecutionProvider'])
+            data = load_image_data('fashion-mnist', resolution=model.spec.resolution).val
+            agree = total = 0
+            for x, _ in DataLoader(data, batch_size=500):
+                with torch.inference_mode():
+                    a = model(x).argmax(1).numpy()
+                b = session.run(None, {'input': x.numpy()})[0].argmax(1)
+                agree += int((a == b).sum())
+                total += len(a)
+            rows.append({'entry': name, 'spec': str(model.spec), 'agree': agree, 'images': total,
+                         'percent': round(100 * agree / total, 2)})
+            print(f'{name}: {agree}/{total} = {100 * agree / total:.2f} %', flush=True)
     return rows
 
 
