@@ -90,11 +90,11 @@ DEMO_PRESETS: dict[str, DemoPreset] = {
                        eval_images=0),
     # 4 epochs in all (was 6 quantized, 15 min): a float epoch, then 1 each at 4, 3 and 2 bits, aiming at
     # 12 min on 2 CPU cores; measured 19.7 and 29.8 min on two such machines (docs/TRAINING.md, recipe ablation),
-    # 20.0 min at batch 64 (+1.2 min, +1.8 to +5.3 points on the entries; docs/TRAINING.md, *Batch 64*), 23.4 min
+    # 20.0 min at batch 64 (+1.2 min, +1.8 to +5.3 points on the entries; docs/TRAINING.md, *Batch 64*), 19.5-23.4 min
     # at batch 32 with the C depthwise kernel (+0.9 to +3.6 points over batch 64; *Batch 32*)
     'default': DemoPreset('default', float_epochs=1, epochs=(1, 1, 1)),
     # the default run, then each entry finetuned alone for two epochs (not in the paper; docs/TRAINING.md): at
-    # batch 32, 39.7 min with every 4-bit entry over 85 % and every 2-bit over 82 % (one seed; *Batch 32*)
+    # batch 32, 39.1-39.7 min with every 4-bit entry over 85 % and every 2-bit over 82 % (two seeds; *Batch 32*)
     'finetuned': DemoPreset('finetuned', float_epochs=1, epochs=(1, 1, 1), finetune_epochs=2),
     'full': DemoPreset('full', train_images=None, search_images=5000, calib_images=2000, batch_size=256,
                        float_epochs=10, epochs=(30, 20, 20), warmup_epochs=2.0, augment=True, population=32, generations=10,
