@@ -40,7 +40,6 @@ from oqatnets.quant import FLOAT_BITS, set_bits
 from oqatnets.training.artifacts import load_supernet
 from oqatnets.training.calibrate import calibrated_subnet
 from oqatnets.training.demo import (
-    SIZES,
     demo_recipe,
     finetune_entry,
     load_finished_run,
@@ -109,7 +108,6 @@ def run(demo_dir: Path, *, bits_list: list[int], seeds: list[int], alone: bool =
     demo_data = prepare_demo_data(preset, recipe)
     test = list(demo_data.test_batches())
     ctx = init_distributed(device='cpu')
-    entries = {e['entry']: e for e in report['entries']}
     supernet_dirs = report_supernet_dirs(demo_dir, report)
     rows, start = [], time.perf_counter()
     done: dict[tuple[str, str, int], float] = {}  # two budgets can choose the same subnet
@@ -125,8 +123,7 @@ def run(demo_dir: Path, *, bits_list: list[int], seeds: list[int], alone: bool =
     for bits in bits_list:
         phases = schedule(recipe.float_epochs, preset.epochs, bits)
         supernet = load_supernet(str(supernet_dirs[bits])) if finetune_epochs else None
-        for size in SIZES:
-            entry = entries[f'oqat_fmnist_{bits}bit_{size}']
+        for entry in (e for e in report['entries'] if e['bits'] == bits):  # S, M, L as the run wrote them
             spec = SubnetSpec.parse(entry['spec'])
             row: dict[str, Any] = {'bits': bits, 'entry': entry['entry'], 'spec': str(spec),
                                    'bitops_g': round(profile(spec, space=recipe.space, num_classes=10).bitops, 5),
@@ -139,7 +136,7 @@ def run(demo_dir: Path, *, bits_list: list[int], seeds: list[int], alone: bool =
                                                           epochs=finetune_epochs, lr=finetune_lr, teacher=teacher,
                                                           **common)
                 row.update({f'finetuned_{k}': v for k, v in _summary(row['finetuned_top1_per_seed']).items()})
-            _log(f'{bits}-bit {size.upper()}: {json.dumps(row)}')
+            _log(f"{entry['entry']}: {json.dumps(row)}")
             rows.append(row)
     return {'demo_dir': str(demo_dir), 'preset': preset.name, 'demo_seed': report.get('seed'), 'seeds': seeds,
             'finetune': {'epochs': finetune_epochs, 'lr': finetune_lr,

@@ -217,6 +217,11 @@ def _overlay(cfg: PretrainedCfg, overlay: dict[str, Any]) -> PretrainedCfg:
     if owned:
         raise InvalidArgumentError(f'pretrained_cfg_overlay cannot set {", ".join(owned)}: the model owns '
                                    f'{"them" if len(owned) > 1 else "it"}; pass {", ".join(_MODEL_FIELDS[k] for k in owned)} instead')
+    figures = [k for k in ACCURACY_FIELDS if k in overlay]
+    if figures:
+        raise InvalidArgumentError(f'pretrained_cfg_overlay cannot set {", ".join(figures)}: a cfg\'s accuracy is '
+                                   'measured, not given; measure it (`oqat eval`) and save it with '
+                                   "oqatnets.save_pretrained(model, DIR, metrics={..., 'source': ...})")
     try:
         out = cfg.replace(**overlay)
     except TypeError as exc:
@@ -224,7 +229,7 @@ def _overlay(cfg: PretrainedCfg, overlay: dict[str, Any]) -> PretrainedCfg:
     problems = data_config_problems(out, num_classes=out.num_classes)
     if problems:
         raise InvalidArgumentError(f'pretrained_cfg_overlay: {"; ".join(problems)}')
-    if changes_transform(cfg, overlay) and not set(overlay) & set(ACCURACY_FIELDS):
+    if changes_transform(cfg, overlay):
         out = out.replace(**{k: None for k in ACCURACY_FIELDS})  # measured through another transform
     return out
 
@@ -249,7 +254,7 @@ def create_model(model_name: str, pretrained: bool = False, *, num_classes: int 
     ``pretrained`` loads the weights (safetensors, plain or packed); ``num_classes``/``in_chans``
     different from them reset the classifier / adapt the stem and keep every step size;
     ``pretrained_cfg_overlay`` replaces cfg fields (``file=`` points at a local weights file; the
-    model's own facts — bits, spec, space, classes, input size — are refused there);
+    model's own facts — bits, spec, space, classes, input size — and its measured accuracy are refused there);
     ``checkpoint_path`` loads a safetensors state dict after building; ``cache_dir`` is the Hub
     cache and ``local_files_only`` reads only from it (no network request); ``device``/``dtype``
     are where the model ends up; ``features_only`` returns timm's feature wrapper (maps at

@@ -30,7 +30,15 @@ from ._io import atomic_dir, atomic_path, check_output, sha256_file, verify_sha2
 from .card import model_config, read_model_config, render_model_card
 from .errors import ChecksumError, FileMissingError, InvalidArgumentError, PretrainedWeightsError
 from .net import require_oqat_model
-from .pretrained import CONFIG_FILE, MODEL_CARD_FILE, PACKED_FILE, WEIGHTS_FILE, PretrainedCfg
+from .pretrained import (
+    ACCURACY_FIELDS,
+    CONFIG_FILE,
+    IDENTITY_FIELDS,
+    MODEL_CARD_FILE,
+    PACKED_FILE,
+    WEIGHTS_FILE,
+    PretrainedCfg,
+)
 from .quant import FLOAT_BITS
 from .supernet import OQATSupernet
 from .version import __version__
@@ -62,14 +70,24 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
     """Write ``config.json``, ``model.safetensors``, ``model.packed.safetensors`` (quantized OQATNet of 2
     to 8 bits only) and a model card ``README.md`` into ``save_directory``, all or nothing; returns the folder.
 
-    ``metrics`` (e.g. ``{'top1': 61.2, 'top5': 83.0, 'source': 'oqat zoo build on ImageNet val'}``)
-    goes into the pretrained cfg and the card; ``dataset`` names the data the weights were trained
-    or evaluated on; ``pretrained_cfg`` overrides data fields of the model's own cfg (the model's
-    identity — architecture, bits, spec, space, classes, input size — always comes from the model).
+    ``metrics`` (e.g. ``{'top1': 61.2, 'top5': 83.0, 'source': 'oqat zoo build on ImageNet val'}``, the
+    ``source`` saying how they were measured) goes into the pretrained cfg and the card; ``dataset`` names
+    the data the weights were trained or evaluated on; ``pretrained_cfg`` overrides data fields of the
+    model's own cfg. The model's facts (architecture, bits, spec, space, classes, input size) always come
+    from the model, and its name, hub id and hashes from its own cfg while that vouches for the weights
+    (:func:`oqatnets.weights.cfg_of_weights`): ``pretrained_cfg`` naming those or the accuracy is refused.
     """
     require_oqat_model(model, action='save_pretrained')
     folder = check_output(save_directory, folder=True)
     overrides = pretrained_cfg.to_dict() if isinstance(pretrained_cfg, PretrainedCfg) else dict(pretrained_cfg or {})
+    given = [k for k in (*IDENTITY_FIELDS, *ACCURACY_FIELDS) if overrides.get(k)]
+    if given:
+        raise InvalidArgumentError(
+            f'save_pretrained(pretrained_cfg=...) cannot set {", ".join(given)}: the weights\' name and hashes come '
+            "from the cfg they were loaded with, and a figure goes in through metrics={..., 'source': ...}")
+    if metrics and not metrics.get('source') and any(metrics.get(k) is not None for k in ('top1', 'top5')):
+        raise InvalidArgumentError("metrics need a 'source' saying how they were measured, e.g. "
+                                   "{'top1': 71.2, 'source': 'oqat eval on ImageNet val'}")
     if metrics and metrics.get('dataset') and dataset and metrics['dataset'] != dataset:
         raise InvalidArgumentError(f'metrics were measured on {metrics["dataset"]!r} but dataset={dataset!r}; '
                                    'give one data set')
@@ -97,7 +115,7 @@ def save_pretrained(model: nn.Module, save_directory: 'str | os.PathLike', *, mo
 def metrics_source(metrics: dict[str, Any]) -> str:
     """The cfg's ``metrics_source``: how the figures were measured, with the split and image count when known,
     so that a cfg read without its card still says what its top-1 is a top-1 of."""
-    source = metrics.get('source') or 'measured with oqatnets.evaluation.evaluate'
+    source = metrics.get('source') or 'not given'
     where = [f'{metrics["split"]} split' if metrics.get('split') else '',
              f'{metrics["images"]} images' if metrics.get('images') else '']
     return f'{source} ({", ".join(w for w in where if w)})' if any(where) else source

@@ -285,7 +285,8 @@ def test_model_card_license_and_base_model_rules(tmp_path):
     assert (data.license, data.license_name) == ('other', 'oqa-authors-no-license') and data.license_link
     parent = {'supernet': 'oqat_supernet_mbv3_w2a2'}
     unpublished = oqatnets.save_pretrained(model, tmp_path / 'b', pretrained_cfg=parent,
-                                           metrics={'top1': 12.0, 'images': 64, 'split': 'test'}, dataset='cifar10')
+                                           metrics={'top1': 12.0, 'images': 64, 'split': 'test', 'source': 'a test'},
+                                           dataset='cifar10')
     data = ModelCard.load(unpublished / 'README.md').data
     assert data.base_model is None
     (result,) = data.eval_results

@@ -214,24 +214,57 @@ def test_a_cfg_that_records_no_hash_vouches_only_for_the_weights_loaded_from_it(
 def test_new_metrics_replace_every_old_figure(published, tmp_path):
     """Metrics passed to save_pretrained replace top-1, top-5 and their source together, and a transform change
     drops the old figures even when the overrides name a new source."""
-    _, _, hub = published
-    entry = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub,
-                                  pretrained_cfg_overlay=dict(top5=99.0))
-    cfg = json.loads((oqatnets.save_pretrained(entry, tmp_path / 'a', metrics={'top1': 10.0, 'split': 'test', 'images': 3})
+    folder, _, hub = published
+    sha = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['sha256']
+    oqatnets.register_zoo_table(small_table('oqat_idtest_2bit', oqatnets.get_pretrained_cfg('oqat_idtest_2bit').spec,
+                                            hf_hub_id='org/idtest', top1=71.5, top5=99.0, sha256=sha))
+    entry = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub)
+    assert entry.pretrained_cfg['top5'] == 99.0
+    cfg = json.loads((oqatnets.save_pretrained(entry, tmp_path / 'a', metrics={'top1': 10.0, 'split': 'test', 'images': 3,
+                                                                                'source': 'a run'})
                       / 'config.json').read_text())['pretrained_cfg']
-    assert cfg['top1'] == 10.0 and 'top5' not in cfg and cfg['metrics_source'].endswith('(test split, 3 images)')
-    cfg = json.loads((oqatnets.save_pretrained(entry, tmp_path / 'b', pretrained_cfg={'interpolation': 'nearest',
-                                                                                       'metrics_source': 'a note'})
+    assert cfg['top1'] == 10.0 and 'top5' not in cfg and cfg['metrics_source'] == 'a run (test split, 3 images)'
+    cfg = json.loads((oqatnets.save_pretrained(entry, tmp_path / 'b', pretrained_cfg={'interpolation': 'nearest'})
                       / 'config.json').read_text())['pretrained_cfg']
-    assert 'top1' not in cfg and 'top5' not in cfg
+    assert 'top1' not in cfg and 'top5' not in cfg and 'metrics_source' not in cfg
     with pytest.raises(InvalidArgumentError, match="measured on 'other' but dataset='fashion-mnist'"):
-        oqatnets.save_pretrained(entry, tmp_path / 'c', dataset='fashion-mnist', metrics={'top1': 1.0, 'dataset': 'other'})
+        oqatnets.save_pretrained(entry, tmp_path / 'c', dataset='fashion-mnist',
+                                 metrics={'top1': 1.0, 'dataset': 'other', 'source': 'x'})
     assert not (tmp_path / 'c').exists()
+
+
+@pytest.mark.parametrize('overlay', [dict(top1=99.9), dict(top5=100.0), dict(metrics_source='measured on the test split')])
+def test_an_overlay_cannot_give_a_measured_figure(published, overlay):
+    """A figure on a cfg was measured by the code; an overlay typing one in (timm's path too) is refused."""
+    _, _, hub = published
+    with pytest.raises(InvalidArgumentError, match=f'cannot set {next(iter(overlay))}: .* measured, not given'):
+        oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub, pretrained_cfg_overlay=overlay)
+    with pytest.raises(InvalidArgumentError, match='measured, not given'):
+        timm.create_model('oqat_idtest_2bit', pretrained=True, pretrained_cfg_overlay=overlay)
+
+
+@pytest.mark.parametrize('cfg', [{'top1': 88.0}, {'metrics_source': 'measured'}, {'hf_hub_id': 'org/idtest'},
+                                 {'tag': 'fmnist'}, {'sha256': {'model.safetensors': '0' * 64}}, {'aliases': ['x']}])
+def test_save_pretrained_takes_no_name_hashes_or_figures_from_the_caller(published, tmp_path, cfg):
+    """``pretrained_cfg=`` sets data fields only, so a derived
+    model cannot be saved under its source's hub id, nor with a figure nobody measured."""
+    _, _, hub = published
+    entry = oqatnets.create_model('oqat_idtest_2bit', pretrained=True, cache_dir=hub)
+    with pytest.raises(InvalidArgumentError, match=f'cannot set {next(iter(cfg))}'):
+        oqatnets.save_pretrained(entry, tmp_path / 'out', pretrained_cfg=cfg)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_metrics_without_a_source_are_refused(tmp_path):
+    """A figure saved without saying how it was measured would be labelled as measured by oqatnets."""
+    with pytest.raises(InvalidArgumentError, match="metrics need a 'source'"):
+        oqatnets.save_pretrained(small_net(2), tmp_path / 'm', metrics={'top1': 70.0})
+    assert not (tmp_path / 'm').exists()
 
 
 @pytest.mark.parametrize('value', ['high', -1, 100.5, True])
 def test_a_config_whose_figure_is_not_a_percentage_is_refused(value, tmp_path):
-    folder = oqatnets.save_pretrained(small_net(2), tmp_path / 'm', metrics={'top1': 50.0})
+    folder = oqatnets.save_pretrained(small_net(2), tmp_path / 'm', metrics={'top1': 50.0, 'source': 'a test'})
     config = json.loads((folder / 'config.json').read_text())
     config['pretrained_cfg']['top1'] = value
     (folder / 'config.json').write_text(json.dumps(config))

@@ -39,6 +39,8 @@ def test_zoo_build_extracts_recalibrates_evaluates_and_saves(tmp_path):
         folder = out / f'{name}.in1k'
         config = json.loads((folder / 'config.json').read_text())
         assert config['model_args']['spec'] == str(spec)
+        entry_cfg = oqatnets.get_pretrained_cfg(name)  # the build makes the entry's weights: its name is theirs
+        assert (config['pretrained_cfg']['hf_hub_id'], config['pretrained_cfg']['tag']) == (entry_cfg.hf_hub_id, 'in1k')
         assert config['pretrained_cfg']['top1'] == rows[f'{name}.in1k']['top1']
         assert 'measured by oqat zoo build' in config['pretrained_cfg']['metrics_source']
         assert '(population mode)' in config['pretrained_cfg']['metrics_source']  # the small recipe's calibration

@@ -30,6 +30,7 @@ from oqatnets.training.artifacts import measured_metrics, recorded_source
 from oqatnets.training.datasets import calibration_batches, cfg_view, evaluate_as_files
 from oqatnets.training.recipes import recipe_for_space
 from oqatnets.training.sources import load_image_data
+from oqatnets.weights import vouch_for_weights
 
 __all__ = ['BuildResult', 'zoo_entries_for', 'build_zoo']
 
@@ -94,7 +95,9 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
     if progress:
         iterator = tqdm(entries, desc='zoo build', unit='model')
     for entry in iterator:
-        cfg = registry.get_pretrained_cfg(entry.name).replace(supernet=parent)
+        # the entry's cfg without the figures and hashes of whatever weights it named before: this build makes its weights
+        cfg = registry.get_pretrained_cfg(entry.name).replace(supernet=parent, sha256={}, top1=None, top5=None,
+                                                              metrics_source=None)
         subnet = supernet.get_subnet(entry.spec)
         subnet.pretrained_cfg = cfg.to_dict()
         # every image, for calibration and test alike, goes through the transform the entry's cfg describes
@@ -105,7 +108,8 @@ def build_zoo(supernet_name: str, *, data: 'str | os.PathLike', out: 'str | os.P
                                     desc=entry.arch)
         source = (f'measured by oqat zoo build on {images.name} after BN recalibration ({mode} mode) on {used} '
                   'training images')
-        folder = save_pretrained(subnet, out / entry.name, dataset=images.name, pretrained_cfg=cfg,
+        vouch_for_weights(subnet)  # the entry's name, hub id and data config are these weights' own
+        folder = save_pretrained(subnet, out / entry.name, dataset=images.name,
                                  metrics=measured_metrics(metrics, images, source=source))
         sha256 = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['sha256']
         results.append(BuildResult(entry.name, folder, metrics['top1'], metrics['top5'], metrics['images'], sha256,
