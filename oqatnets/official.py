@@ -67,13 +67,20 @@ def official_to_oqat_key(key: str) -> str:
     raise InvalidArgumentError(f'unrecognised key {key!r} in an OQA checkpoint')
 
 
-def bits_from_official_name(path: 'str | os.PathLike') -> int:
-    """The bit-width encoded in an authors' file name (``..._b2`` → 2)."""
+def bits_from_official_name(path: 'str | os.PathLike', bits: int | None = None) -> int:
+    """The bit-width encoded in an authors' file name (``..._b2`` → 2), the only record of it: ``bits`` is
+    honoured for a file whose name has none and refused when it contradicts the name."""
     match = re.search(r'_b(\d+)(?:\.[A-Za-z.]+)?$', Path(path).name)
     if not match:
-        raise OfficialCheckpointError(
-            f'cannot read the bit-width from the file name {Path(path).name!r} (expected ..._b2, _b3 or _b4); '
-            'pass bits= explicitly')
+        if bits is None:
+            raise InvalidArgumentError(
+                f'cannot read the bit-width from the file name {Path(path).name!r} (expected ..._b2, _b3 or _b4); '
+                'pass bits= (--bits on the command line)')
+        return bits
+    if bits is not None and bits != int(match[1]):
+        raise InvalidArgumentError(
+            f'{Path(path).name} holds a {match[1]}-bit supernet (its _b{match[1]}) but bits={bits}: its step sizes were '
+            f'trained at {match[1]} bits; leave bits out (or pass {match[1]}) and change the bit-width after converting')
     return int(match[1])
 
 
@@ -112,11 +119,11 @@ def read_checkpoint_state(path: Path, *, kind: str = 'OQA',
 def load_official_supernet(path: 'str | os.PathLike', bits: int | None = None) -> OQATSupernet:
     """An :class:`OQATSupernet` holding the weights of an authors' checkpoint.
 
-    ``bits`` is read from the file name when not given. The pickle is read with
-    ``weights_only=True``; every key must map and every shape must match.
+    ``bits`` is read from the file name (a ``bits`` that contradicts it is refused; it is needed only for a
+    renamed file). The pickle is read with ``weights_only=True``; every key must map and every shape must match.
     """
     path = Path(path)
-    bits = bits_from_official_name(path) if bits is None else bits
+    bits = bits_from_official_name(path, bits)
     state = read_checkpoint_state(path)
     classifier = state.get('classifier.linear.weight')
     first = state.get('first_conv.conv.weight')

@@ -68,7 +68,8 @@ def test_info_and_profile_of_a_folder(folder):
     (('export', 'oqat_2bit_m', '--format', 'packed', '--check', 'x.safetensors'), 'goes with --format onnx', 2),
     (('export', 'oqat_2bit_m', 'x.bin'), "cannot tell the format from 'x.bin'", 2),
     (('export', 'oqat_2bit_m', '-'), 'not standard output', 2),
-    (('convert-official', __file__, 'out'), 'cannot read the bit-width', 1),
+    (('convert-official', __file__, 'out'), 'cannot read the bit-width', 2),
+    (('convert-official', __file__, 'out'), '--bits', 2),
 ])
 def test_bad_input_exits_with_one_line(args, message, code):
     """Usage errors (bad names, specs, combinations) exit 2; known errors (files, weights) exit 1."""
@@ -185,6 +186,16 @@ def test_convert_official_writes_a_loadable_folder(tmp_path):
     supernet = oqatnets.create_model(f'local-dir:{tmp_path / "b2"}', pretrained=True)
     reference = oqatnets.load_official_supernet(OFFICIAL_B2)
     assert all(torch.equal(a, b) for a, b in zip(supernet.state_dict().values(), reference.state_dict().values()))
+
+
+@pytest.mark.skipif(not OFFICIAL_B2.is_file(), reason='authors\' reference checkpoint not found (set OQAT_REFERENCE_DIR)')
+@pytest.mark.parametrize('bits', ['4', '32'])
+def test_convert_official_refuses_bits_its_file_name_contradicts(tmp_path, bits):
+    """The file name is the only record of the bit-width: 2-bit step sizes are never labelled another width."""
+    result = run('convert-official', OFFICIAL_B2, tmp_path / 'b', '--bits', bits)
+    assert result.exit_code == 2 and f'holds a 2-bit supernet (its _b2) but bits={bits}' in result.output, result.output
+    assert not (tmp_path / 'b').exists()
+    assert run('convert-official', OFFICIAL_B2, tmp_path / 'b', '--bits', '2').exit_code == 0
 
 
 def test_export_push_and_inherit_speak_json(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import torch
 
 import oqatnets
 from oqatnets import SubnetSpec
+from oqatnets.errors import InvalidArgumentError
 from oqatnets.official import OfficialCheckpointError, bits_from_official_name, official_to_oqat_key
 
 
@@ -51,8 +52,11 @@ def test_lsq_backward_matches_official_step_gradients(official_b2, reference_dir
 
 def test_bits_come_from_the_file_name(tmp_path):
     assert bits_from_official_name('oqa_mbv3_d234_e346_k357_w1.0_b3') == 3
-    with pytest.raises(OfficialCheckpointError, match='bits='):
+    with pytest.raises(InvalidArgumentError, match='bits='):
         bits_from_official_name(tmp_path / 'weights.pth')
+    assert bits_from_official_name(tmp_path / 'weights.pth', 3) == 3  # a renamed file: the caller says
+    with pytest.raises(InvalidArgumentError, match='holds a 3-bit supernet'):
+        bits_from_official_name('oqa_mbv3_d234_e346_k357_w1.0_b3', 4)
 
 
 def test_not_a_checkpoint_gets_a_clear_error(tmp_path):
