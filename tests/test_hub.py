@@ -294,6 +294,17 @@ def test_model_card_license_and_base_model_rules(tmp_path):
         ('cifar10', 'test', {'num_images': 64}, 12.0)
 
 
+def test_the_model_index_gives_only_the_accuracy_of_its_split(tmp_path):
+    """A search's held-out top-1 was measured on training images, not on the split the card's results name:
+    it stays in the body's table and out of the model-index."""
+    folder = oqatnets.save_pretrained(small_net(2), tmp_path / 'm', dataset='fashion-mnist', metrics={
+        'top1': 80.0, 'images': 100, 'split': 'test', 'source': 'a test', 'holdout_top1': 82.5})
+    card = ModelCard.load(folder / 'README.md')
+    assert [(r.metric_name, r.dataset_split, r.metric_value) for r in card.data.eval_results] == [
+        ('Top-1 accuracy (%)', 'test', 80.0)]
+    assert '| holdout_top1 | 82.500 |' in card.text
+
+
 @pytest.mark.parametrize('name,error,words', [
     ('hf-hub:bad name!!', InvalidArgumentError, 'is not a Hub repo id'),
     ('hf-hub:someone/not-there', PretrainedWeightsError, 'could not fetch config.json of hf-hub:someone/not-there'),
