@@ -42,6 +42,8 @@ def check_output(path: 'str | os.PathLike', *, folder: bool = False, overwrite: 
         if not ok:
             want = 'a folder' if folder else 'a regular file'
             raise UnsafeOutputError(f'{path} is {_kind(path)}; the output must be {want} path that may be replaced')
+        if folder:
+            _check_replaceable_folder(path)
         if not overwrite and occupied(path, folder=folder):
             raise UnsafeOutputError(f'{path} already exists; choose another path or allow overwriting')
     else:
@@ -49,6 +51,17 @@ def check_output(path: 'str | os.PathLike', *, folder: bool = False, overwrite: 
         if not parent.is_dir():
             raise UnsafeOutputError(f'{path}: {parent} is {_kind(parent)}, not a folder; choose another output path')
     return path
+
+
+def _check_replaceable_folder(path: Path) -> None:
+    """Refuse a folder that cannot be swapped out whole: the working folder or one holding it, a mount point."""
+    resolved, cwd = path.resolve(), Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise UnsafeOutputError(f'{path} is the current folder{"" if resolved == cwd else " or holds it"}; an output '
+                                'folder is replaced whole, so name a folder of its own, e.g. ./out')
+    if os.path.ismount(resolved):
+        raise UnsafeOutputError(f'{path} is a mount point; an output folder is replaced whole, so name a folder '
+                                'inside it')
 
 
 def _kind(path: Path) -> str:

@@ -371,6 +371,19 @@ def case_export_through_symlink(env, tmp_path, monkeypatch):
 
 
 @case('clear')
+def case_inherit_into_the_current_folder(env, tmp_path, monkeypatch):
+    """An output folder is swapped out whole: the folder the command runs in (or one holding it) cannot be."""
+    work = tmp_path / 'work'
+    (work / 'sub').mkdir(parents=True)
+    (work / 'keep.txt').write_text('mine')
+    monkeypatch.chdir(work / 'sub')
+    before = snapshot(tmp_path)
+    for out in ('.', '..'):
+        refused(run('inherit', f'local-dir:{env.net4}', out, '--bits', '2', '--overwrite'), 1, out, 'current folder')
+    assert snapshot(tmp_path) == before  # no half-swapped '..name.old' folder either
+
+
+@case('clear')
 def case_save_pretrained_onto_file(env, tmp_path, monkeypatch):
     path = tmp_path / 'file'
     path.write_bytes(b'keep me')
