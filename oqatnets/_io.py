@@ -119,6 +119,17 @@ def atomic_path(path: 'str | os.PathLike') -> Iterator[Path]:
                 os.unlink(tmp)
 
 
+def _set_aside(path: Path) -> Path:
+    """Move the folder ``path`` into a new hidden folder beside it (returned); if it cannot move, nothing is left."""
+    old = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.old', dir=path.parent))
+    try:
+        os.replace(path, old / path.name)
+    except BaseException:
+        old.rmdir()
+        raise
+    return old
+
+
 @contextlib.contextmanager
 def atomic_dir(path: 'str | os.PathLike') -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` whole.
@@ -133,8 +144,7 @@ def atomic_dir(path: 'str | os.PathLike') -> Iterator[Path]:
             yield tmp
             os.chmod(tmp, 0o755)
             if path.exists():
-                old = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.old', dir=path.parent))
-                os.replace(path, old / path.name)
+                old = _set_aside(path)
                 try:
                     os.replace(tmp, path)
                 except BaseException:
@@ -160,8 +170,7 @@ def replacing_dir(path: 'str | os.PathLike') -> Iterator[Path]:
     with _made_parents(path.parent):
         old = None
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', suffix='.old', dir=path.parent))
-            os.replace(path, old / path.name)
+            old = _set_aside(path)
         try:
             path.mkdir()
             yield path

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -350,3 +351,22 @@ def test_empty_sources_and_outputs_under_a_file_are_refused_in_one_line(saved, t
 def test_feature_positions_the_model_does_not_have_are_refused(out_indices):
     with pytest.raises(InvalidArgumentError, match='feature maps'):
         oqatnets.create_model('oqat_2bit_m', features_only=True, out_indices=out_indices)
+
+
+def test_a_folder_that_cannot_be_set_aside_leaves_nothing_beside_it(saved, tmp_path, monkeypatch):
+    """Replacing a folder first moves it into a hidden one beside it; when that move fails (a busy or
+    protected folder) the error stands and no empty hidden folder is left."""
+    model, _ = saved
+    target = oqatnets.save_pretrained(model, tmp_path / 'net')
+    before = sorted(p.name for p in tmp_path.iterdir())
+    real_replace = os.replace
+
+    def refusing(src, dst):
+        if Path(src) == target:
+            raise OSError(16, 'Device or resource busy', str(src))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'replace', refusing)
+    with pytest.raises(OSError, match='busy'):
+        oqatnets.save_pretrained(model, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
