@@ -229,6 +229,8 @@ def _overlay(cfg: PretrainedCfg, overlay: dict[str, Any]) -> PretrainedCfg:
     problems = data_config_problems(out, num_classes=out.num_classes)
     if problems:
         raise InvalidArgumentError(f'pretrained_cfg_overlay: {"; ".join(problems)}')
+    if any(k in overlay and overlay[k] != getattr(cfg, k) for k in _WEIGHT_SOURCE_FIELDS) and 'sha256' not in overlay:
+        out = out.replace(sha256={})  # the hashes are of the cfg's own weights, not of the ones overlaid
     if changes_transform(cfg, overlay):
         out = out.replace(**{k: None for k in ACCURACY_FIELDS})  # measured through another transform
     return out

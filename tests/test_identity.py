@@ -114,6 +114,20 @@ def test_other_weights_than_the_entrys_get_a_derived_cfg(published):
         assert 'Top-1:' not in card and 'org/idtest' not in card
 
 
+def test_a_file_overlaid_on_a_folder_is_other_weights_not_a_corrupt_file(published):
+    """``file=`` over a ``local-dir:`` model: the folder's hashes are of its own weights; a good file of other
+    weights is not called corrupt, it loads with a derived cfg, and the folder's own file keeps the identity."""
+    folder, other, _ = published
+    for load in (lambda **kw: oqatnets.create_model(f'local-dir:{folder}', pretrained=True, **kw),
+                 lambda **kw: timm.create_model(f'local-dir:{folder}', pretrained=True, **kw)):
+        model = load(pretrained_cfg_overlay=dict(file=str(other / 'model.safetensors')))
+        assert not model.pretrained_cfg.get('top1') and not model.pretrained_cfg.get('sha256')
+        assert torch.equal(model.classifier.weight, oqatnets.create_model(f'local-dir:{other}', pretrained=True)
+                           .classifier.weight)
+        own = load(pretrained_cfg_overlay=dict(file=str(folder / 'model.safetensors')))
+        assert own.pretrained_cfg['sha256'], 'the very file the folder hashes: still the folder\'s weights'
+
+
 def test_timm_checkpoint_path_and_load_state_dict_drop_the_identity(published):
     """timm's ``checkpoint_path`` is timm's own tensor loader, which cannot read the file's record: the model
     cannot refuse other bits there, but its cfg no longer names the entry (oqatnets' own loaders refuse, above)."""
