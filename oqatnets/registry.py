@@ -244,8 +244,14 @@ def _ensure_loaded() -> None:
     _loaded = True
     try:
         _register(zoo_data_file('models.json'), override=True, builtin=True)
+        defined_by: dict[str, tuple[str, dict[str, Any]]] = {}
         for path in filter(None, os.environ.get(ZOO_TABLE_ENV, '').split(os.pathsep)):
-            _register(path, override=True)
+            for name in _register(path, override=True):
+                row = get_entry(name).row
+                first, first_row = defined_by.setdefault(name, (path, row))
+                if first_row != row:  # the tables are peers: neither may silently replace the other's weights
+                    raise InvalidArgumentError(f'{ZOO_TABLE_ENV}: {first} and {path} both define {name}, differently; '
+                                               'list only one of them')
     except Exception:
         _loaded = False
         _entries.clear()

@@ -165,6 +165,27 @@ def test_zoo_table_env_var_is_read_on_first_use(tmp_path):
     assert out.strip() == "['oqat_env_a', 'oqat_env_b']"
 
 
+def test_two_env_tables_may_not_define_one_name_differently(tmp_path):
+    """Tables listed in OQATNETS_ZOO_TABLE are peers: one silently replacing the other's hashes would make
+    the first's good weights fail as corrupt. The same row twice is fine; a different one names both files."""
+    a, b, same = tmp_path / 'a.json', tmp_path / 'b.json', tmp_path / 'same.json'
+    a.write_text(json.dumps(small_table('oqat_env_dup', small_spec(2), sha256={'model.safetensors': '1' * 64})))
+    same.write_text(a.read_text())
+    b.write_text(json.dumps(small_table('oqat_env_dup', small_spec(2), sha256={'model.safetensors': '2' * 64})))
+    code = 'import oqatnets; print(oqatnets.list_models("oqat_env_*"))'
+    for tables, ok in (([a, same], True), ([a, b], False)):
+        env = {**os.environ, 'OQATNETS_ZOO_TABLE': os.pathsep.join(map(str, tables))}
+        result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+        assert (result.returncode == 0) == ok, result.stderr
+        if not ok:
+            assert f'{a} and {b} both define oqat_env_dup.in1k, differently' in result.stderr
+    env = {**os.environ, 'OQATNETS_ZOO_TABLE': os.pathsep.join([str(a), str(b)])}
+    result = subprocess.run([sys.executable, '-c', 'from oqatnets.cli.main import cli; cli()', 'list'], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and 'both define oqat_env_dup.in1k' in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_timm_builds_the_same_model_with_the_entry_transform():
     timm = pytest.importorskip('timm')
     model = timm.create_model('oqat_2bit_m')
