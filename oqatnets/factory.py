@@ -183,7 +183,9 @@ def fetch_weights(cfg: PretrainedCfg, *, name: str, cache_dir: 'str | os.PathLik
             except Exception as exc:  # offline, not cached, no such repo/file, network: all mean "not here"
                 reasons.append(f'{filename}: {type(exc).__name__}')
                 continue
-            verify_sha256(path, cfg.sha256.get(filename))
+            verify_sha256(path, cfg.sha256.get(filename), recorded_by=f'the registry ({name}\'s zoo table row)',
+                          remedy='if that table is the one the weights were published with, delete the file from the '
+                                 'Hub cache and download it again; else register the right table')
             return read_weights(path)
         reasons = [f'hf_hub_download from {repo_id}{offline_note()} failed: {", ".join(reasons)}']
     raise PretrainedWeightsError(_no_weights_message(cfg, name, reasons))

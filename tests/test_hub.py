@@ -125,7 +125,7 @@ def test_registered_entry_loads_through_hf_hub_download_and_checks_sha256(saved,
     assert torch.equal(_outputs(loaded), _outputs(model))
     assert loaded.pretrained_cfg['hf_hub_id'] == 'testorg/oqat_hubtest_3bit.in1k'
     oqatnets.register_zoo_table(small_table('oqat_hubtest_3bit', model.spec, sha256={'model.safetensors': '0' * 64}))
-    with pytest.raises(ChecksumError, match='the registry expects 0000'):
+    with pytest.raises(ChecksumError, match=r"the registry \(oqat_hubtest_3bit.in1k's zoo table row\) expects 0000"):
         oqatnets.create_model('oqat_hubtest_3bit', pretrained=True, cache_dir=tmp_path)
 
 
