@@ -28,7 +28,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from ._io import atomic_dir, atomic_path, check_output, sha256_file, verify_sha256, write_text
 from .card import model_config, read_model_config, render_model_card
-from .errors import ChecksumError, FileMissingError, InvalidArgumentError, PretrainedWeightsError
+from .errors import ChecksumError, FileMissingError, InvalidArgumentError, InvalidFileError, PretrainedWeightsError
 from .net import require_oqat_model
 from .pretrained import (
     ACCURACY_FIELDS,
@@ -42,7 +42,7 @@ from .pretrained import (
 from .quant import FLOAT_BITS
 from .supernet import OQATSupernet
 from .version import __version__
-from .weights import cfg_of_weights, save_packed, save_weights
+from .weights import cfg_of_weights, check_record, read_weights, save_packed, save_weights
 
 __all__ = ['save_pretrained', 'push_to_hub', 'publish_to_cache', 'download', 'load_model_config_from_hf',
            'load_model_config_from_path', 'split_revision', 'sha256_file', 'verify_sha256', 'ChecksumError',
@@ -182,16 +182,25 @@ def _loading_from(folder: Path, load_name: str, scratch: Path) -> Path:
 
 
 def _check_folder(folder: Path) -> Path:
-    """``folder`` if it is a saved model folder whose weights files are the ones its config.json hashes."""
+    """``folder`` if it is a saved model folder that loading would accept: its config.json hashes each weights
+    file, and each file records the model the config describes (what :func:`oqatnets.create_model` checks)."""
     if not (folder / CONFIG_FILE).is_file():
         raise FileMissingError(f'{folder} has no {CONFIG_FILE}; write the folder with oqatnets.save_pretrained first')
     if not any((folder / f).is_file() for f in (WEIGHTS_FILE, PACKED_FILE)):
         raise FileMissingError(f'{folder} has neither {WEIGHTS_FILE} nor {PACKED_FILE}')
-    cfg, _ = read_model_config(folder / CONFIG_FILE)
+    cfg, args = read_model_config(folder / CONFIG_FILE)
+    again = 'save the folder again with oqatnets.save_pretrained before publishing it'
     for name in (WEIGHTS_FILE, PACKED_FILE):
-        if (folder / name).is_file():
-            verify_sha256(folder / name, cfg.sha256.get(name), recorded_by=str(folder / CONFIG_FILE),
-                          remedy='save the folder again before publishing it')
+        path = folder / name
+        if not path.is_file():
+            continue
+        if not cfg.sha256.get(name):
+            raise InvalidFileError(f'{folder / CONFIG_FILE} records no sha256 of {name}; {again}')
+        verify_sha256(path, cfg.sha256[name], recorded_by=str(folder / CONFIG_FILE), remedy=again)
+        record = read_weights(path).record
+        if record is None:
+            raise InvalidFileError(f'{path} does not record the model it holds; {again}')
+        check_record(record, args, where=path)
     return folder
 
 

@@ -538,6 +538,36 @@ def case_push_into_a_cache_dir_that_is_a_file(env, tmp_path, monkeypatch):
 
 
 @case('clear')
+def case_push_a_folder_whose_config_lies_about_its_weights(env, tmp_path, monkeypatch):
+    """A config edited to another bit-width over the same 4-bit files (hashes intact): loading refuses it, so
+    publishing does too, before writing anything."""
+    folder = copy_of(env.net4, tmp_path, 'lie')
+    config = json.loads((folder / 'config.json').read_text())
+    config['model_args']['spec'] = config['model_args']['spec'].replace('_b4', '_b2')
+    config['pretrained_cfg'].update(spec=config['model_args']['spec'], bits=2)
+    config['quantization'] = json.loads((env.net / 'config.json').read_text())['quantization']  # a 2-bit net's
+    (folder / 'config.json').write_text(json.dumps(config))
+    refused(run('push', folder, 'org/lie', '--cache-dir', tmp_path / 'cache'), 1, 'holds weights of another model')
+    assert not (tmp_path / 'cache').exists()
+
+
+@case('clear')
+def case_push_foreign_weights_with_no_hashes(env, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+    folder = copy_of(env.net, tmp_path, 'foreign')
+    (folder / 'model.packed.safetensors').unlink()
+    save_file({'a': torch.zeros(3)}, str(folder / 'model.safetensors'))
+    config = json.loads((folder / 'config.json').read_text())
+    config['pretrained_cfg']['sha256'] = {}
+    (folder / 'config.json').write_text(json.dumps(config))
+    refused(run('push', folder, 'org/foreign', '--cache-dir', tmp_path / 'cache'), 1, 'records no sha256')
+    config['pretrained_cfg']['sha256'] = {'model.safetensors': oqatnets._io.sha256_file(folder / 'model.safetensors')}
+    (folder / 'config.json').write_text(json.dumps(config))
+    refused(run('push', folder, 'org/foreign', '--cache-dir', tmp_path / 'cache'), 1, 'does not record the model')
+    assert not (tmp_path / 'cache').exists()
+
+
+@case('clear')
 def case_push_bad_repo_id(env, tmp_path, monkeypatch):
     refused(run('push', env.net, 'no-slash', '--cache-dir', tmp_path), 2, 'repo_id')
     assert not list(tmp_path.iterdir())
