@@ -166,14 +166,19 @@ def push_to_hub(model_or_dir: 'nn.Module | str | os.PathLike', repo_id: str, *, 
 
 _REVISION = re.compile(r'[A-Za-z0-9][A-Za-z0-9._/-]*', re.ASCII)  # a git ref name, conservatively
 _CARD_LOAD = re.compile(r"create_model\('(?:local-dir|hf-hub):[^']*'")
+# the name render_model_card gives a model without a zoo name (``{architecture}.custom``), in the title and model-index
+_CARD_UNNAMED = re.compile(r'^(\s*(?:# Model card for |- name: |model_name: ))\S+\.custom$', re.MULTILINE)
 
 
 def _loading_from(folder: Path, load_name: str, scratch: Path) -> Path:
     """``folder``, or a copy in ``scratch`` whose card's usage line loads from ``load_name`` (where the folder is
-    being published) instead of the folder itself or the repo it was saved for."""
+    being published) instead of the folder itself or the repo it was saved for; a card saved without a
+    name is named after the repo, as a model pushed directly is."""
     card = folder / MODEL_CARD_FILE
     text = card.read_text(encoding='utf-8') if card.is_file() else ''
     rewritten = _CARD_LOAD.sub(f"create_model('{load_name}'", text)
+    repo_name = load_name.removeprefix('hf-hub:').partition('@')[0].rpartition('/')[2]
+    rewritten = _CARD_UNNAMED.sub(lambda m: m[1] + repo_name, rewritten)
     if rewritten == text:
         return folder
     shutil.copytree(folder, scratch)

@@ -268,6 +268,20 @@ def test_a_card_saved_for_one_repo_is_published_loading_from_the_one_it_goes_to(
     assert "create_model('hf-hub:me/copy@v1', pretrained=True)" in card and 'org/entry' not in card
 
 
+def test_a_card_saved_without_a_name_is_published_under_the_repos(saved, tmp_path):
+    """A folder saved without a zoo name gets the generic ``oqatnet.custom`` title; published, its card is named
+    after the repo (title and model-index), as a model pushed directly is; a name the user gave stays."""
+    model, _ = saved
+    unnamed = oqatnets.save_pretrained(model, tmp_path / 'a', metrics={'top1': 50.0, 'source': 'a test'})
+    assert '# Model card for oqatnet.custom' in (unnamed / 'README.md').read_text()
+    card = ModelCard.load(oqatnets.publish_to_cache(unnamed, 'me/my_net.fmnist', cache_dir=tmp_path / 'c') / 'README.md')
+    assert '# Model card for my_net.fmnist' in card.text and 'custom' not in card.content
+    assert card.data.model_name == 'my_net.fmnist' and card.data.eval_results[0].metric_value == 50.0
+    named = oqatnets.save_pretrained(model, tmp_path / 'b', model_card={'name': 'my own name'})
+    card = (oqatnets.publish_to_cache(named, 'me/other', cache_dir=tmp_path / 'c') / 'README.md').read_text()
+    assert '# Model card for my own name' in card
+
+
 def test_label_names_must_name_every_class(saved, tmp_path):
     model, _ = saved
     with pytest.raises(InvalidArgumentError, match='label_names has 2 names for 10 classes'):
