@@ -59,6 +59,9 @@ def parse_model_name(model_name: str) -> tuple[str | None, str]:
                                        'write local-dir:PATH or hf-hub:org/name[@revision]')
         return source, match['rest']
     if '/' in model_name or '\\' in model_name:
+        if Path(model_name).is_file():
+            raise InvalidArgumentError(f'{model_name!r} is a file; name the saved folder that holds it with its '
+                                       f'config.json: local-dir:{Path(model_name).parent}')
         raise InvalidArgumentError(f'{model_name!r} looks like a path or a Hub repo; write local-dir:{model_name} '
                          f'or hf-hub:{model_name}')
     return None, model_name

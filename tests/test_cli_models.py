@@ -69,6 +69,7 @@ def test_info_and_profile_of_a_folder(folder):
     (('export', 'oqat_2bit_m', 'x.bin'), "cannot tell the format from 'x.bin'", 2),
     (('export', 'oqat_2bit_m', '-'), 'not standard output', 2),
     (('convert-official', __file__, 'out'), 'cannot read the bit-width', 2),
+    (('info', __file__), f'is a file; name the saved folder that holds it with its config.json: local-dir:{Path(__file__).parent}', 2),
     (('convert-official', __file__, 'out'), '--bits', 2),
 ])
 def test_bad_input_exits_with_one_line(args, message, code):
