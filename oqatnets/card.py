@@ -169,6 +169,7 @@ _HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]+')
 # license: other with no name: the authors' checkpoints, published without a license
 _OQA_LICENSE = {'license_name': 'oqa-authors-no-license', 'license_link': 'https://github.com/LaVieEnRoseSMZ/OQA'}
 _MEASURE_NAMES = {'top1': 'Top-1 accuracy (%)', 'top5': 'Top-5 accuracy (%)'}
+_NOT_MEASURES = {'source', 'images', 'split', 'dataset'}
 
 
 def _hub_id_of(arch: str) -> str:
@@ -187,21 +188,23 @@ def base_model_id(parent: str | None) -> str | None:
 
 
 def eval_results(metrics: dict[str, Any] | None, *, dataset: str | None) -> list[EvalResult]:
-    """One model-index result per accuracy (top-1, top-5), with the data set, split and image count they were
-    measured on (the free-text source is in the card's body). Other figures (a search's held-out top-1) were
-    measured on other images than that split and stay in the body's table."""
+    """One model-index result per measured number (top-1, top-5, any other numeric metric), with the data
+    set, split and image count they were measured on (the free-text source is in the card's body). A
+    ``holdout_`` figure (a search's fitness on held-out training images) was measured on other images than
+    that split: it stays in the body's table only."""
     if not metrics:
         return []
     dataset = metrics.get('dataset') or dataset or 'unknown'
     args = {'num_images': int(metrics['images'])} if metrics.get('images') else None
     out = []
-    for key, name in _MEASURE_NAMES.items():
-        value = metrics.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+    for key, value in metrics.items():
+        if key in _NOT_MEASURES or key.startswith('holdout_') or isinstance(value, bool) \
+                or not isinstance(value, (int, float)):
             continue
         out.append(EvalResult(task_type='image-classification', dataset_type=dataset, dataset_name=dataset,
-                              dataset_split=metrics.get('split'), dataset_args=args, metric_type='accuracy',
-                              metric_name=name, metric_value=round(float(value), 4)))
+                              dataset_split=metrics.get('split'), dataset_args=args,
+                              metric_type='accuracy' if key in _MEASURE_NAMES else key,
+                              metric_name=_MEASURE_NAMES.get(key, key), metric_value=round(float(value), 4)))
     return out
 
 
