@@ -28,7 +28,7 @@ from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, In
 from .features import features_model
 from .hub import download, load_model_config_from_hf, load_model_config_from_path, offline_note
 from .net import OQATNet, check_count
-from .pretrained import ACCURACY_FIELDS, PretrainedCfg, changes_transform, data_config_problems
+from .pretrained import ACCURACY_FIELDS, WEIGHT_SOURCE_FIELDS, PretrainedCfg, changes_transform, data_config_problems
 from .spec import SubnetSpec
 from .supernet import OQATSupernet
 from .weights import WeightsFile, canonical_args, check_record, read_weights, vouch_for_weights
@@ -212,8 +212,6 @@ def _resolve(model_name: str, cache_dir: 'str | os.PathLike | None',
 # cfg fields the model owns (one owner per fact): an overlay naming them is refused, with the argument that sets them
 _MODEL_FIELDS = {'architecture': 'the model name', 'bits': 'bits=', 'spec': 'spec=', 'space': 'space=',
                  'num_classes': 'num_classes=', 'input_size': "spec= (its resolution) or model.set_resolution()"}
-# cfg fields that say where the weights come from: an overlay naming them loads other weights than the cfg's
-_WEIGHT_SOURCE_FIELDS = ('file', 'url', 'hf_hub_id', 'hf_hub_filename', 'source')
 
 
 def _overlay(cfg: PretrainedCfg, overlay: dict[str, Any]) -> PretrainedCfg:
@@ -234,7 +232,7 @@ def _overlay(cfg: PretrainedCfg, overlay: dict[str, Any]) -> PretrainedCfg:
     problems = data_config_problems(out, num_classes=out.num_classes)
     if problems:
         raise InvalidArgumentError(f'pretrained_cfg_overlay: {"; ".join(problems)}')
-    if any(k in overlay and overlay[k] != getattr(cfg, k) for k in _WEIGHT_SOURCE_FIELDS) and 'sha256' not in overlay:
+    if any(k in overlay and overlay[k] != getattr(cfg, k) for k in WEIGHT_SOURCE_FIELDS) and 'sha256' not in overlay:
         out = out.replace(sha256={})  # the hashes are of the cfg's own weights, not of the ones overlaid
     if changes_transform(cfg, overlay):
         out = out.replace(**{k: None for k in ACCURACY_FIELDS})  # measured through another transform
@@ -244,7 +242,7 @@ def _overlay(cfg: PretrainedCfg, overlay: dict[str, Any]) -> PretrainedCfg:
 def _are_the_cfgs_weights(weights: WeightsFile, cfg: PretrainedCfg, overlay: dict[str, Any] | None) -> bool:
     """Whether ``weights``, fetched through ``overlay``, are the ones ``cfg`` names: no overlay of their source,
     or a file whose sha256 is one ``cfg`` records."""
-    if not overlay or not set(overlay) & set(_WEIGHT_SOURCE_FIELDS):
+    if not overlay or not set(overlay) & set(WEIGHT_SOURCE_FIELDS):
         return True
     known = {h for h in (cfg.sha256 or {}).values() if h}
     return bool(known) and sha256_file(weights.path) in known

@@ -137,9 +137,11 @@ class PretrainedCfg:
 # A measured figure of a cfg, and the fields of the transform it was measured through: change one of these
 # and the figures no longer say what a user feeding image files through the cfg gets.
 ACCURACY_FIELDS = ('top1', 'top5', 'metrics_source')
-# Where the weights are published and which bytes they are: a model's own cfg says it while it vouches for the
-# weights (see ``oqatnets.weights.cfg_of_weights``); no caller may write it onto other weights.
-IDENTITY_FIELDS = ('url', 'file', 'hf_hub_id', 'hf_hub_filename', 'source', 'tag', 'aliases', 'sha256')
+# Where the weights come from: an overlay naming one of these loads other weights than the cfg's.
+WEIGHT_SOURCE_FIELDS = ('file', 'url', 'hf_hub_id', 'hf_hub_filename', 'source')
+# That, plus the name and the bytes: a model's own cfg says them while it vouches for the weights (see
+# ``oqatnets.weights.cfg_of_weights``); no caller may write them onto other weights.
+IDENTITY_FIELDS = (*WEIGHT_SOURCE_FIELDS, 'tag', 'aliases', 'sha256')
 TRANSFORM_FIELDS = ('crop_pct', 'crop_mode', 'interpolation', 'mean', 'std')
 
 
