@@ -168,6 +168,7 @@ def read_model_config(path: 'str | Path') -> tuple[PretrainedCfg, dict[str, Any]
 _HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]+')
 # license: other with no name: the authors' checkpoints, published without a license
 _OQA_LICENSE = {'license_name': 'oqa-authors-no-license', 'license_link': 'https://github.com/LaVieEnRoseSMZ/OQA'}
+UNNAMED_TAG = 'custom'  # a card's name for a model without a zoo tag: ``{architecture}.custom``
 _MEASURE_NAMES = {'top1': 'Top-1 accuracy (%)', 'top5': 'Top-5 accuracy (%)'}
 _NOT_MEASURES = {'source', 'images', 'split', 'dataset'}
 
@@ -246,7 +247,7 @@ def render_model_card(model: nn.Module, config: dict[str, Any], *, metrics: dict
     ``description``, ``details``, ``load_name``, ``license_name`` and ``license_link``."""
     cfg = config['pretrained_cfg']
     card = dict(model_card or {})
-    name = card.pop('name', None) or f'{cfg["architecture"]}.{cfg.get("tag") or "custom"}'
+    name = card.pop('name', None) or f'{cfg["architecture"]}.{cfg.get("tag") or UNNAMED_TAG}'
     details = {'Architecture': cfg['architecture'], 'Bits (W/A)': f'{model.bits}/{model.bits}',
                'Spec': f'`{cfg["spec"]}`' if cfg.get('spec') else 'elastic supernet',
                'Search space': cfg['space'] if isinstance(cfg['space'], str) else 'custom (see config.json)',

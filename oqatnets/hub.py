@@ -27,7 +27,7 @@ from huggingface_hub.errors import EntryNotFoundError, HFValidationError, Reposi
 from huggingface_hub.utils import validate_repo_id
 
 from ._io import atomic_dir, atomic_path, check_output, sha256_file, verify_sha256, write_text
-from .card import model_config, read_model_config, render_model_card
+from .card import UNNAMED_TAG, model_config, read_model_config, render_model_card
 from .errors import ChecksumError, FileMissingError, InvalidArgumentError, InvalidFileError, PretrainedWeightsError
 from .net import require_oqat_model
 from .pretrained import (
@@ -167,7 +167,7 @@ def push_to_hub(model_or_dir: 'nn.Module | str | os.PathLike', repo_id: str, *, 
 _REVISION = re.compile(r'[A-Za-z0-9][A-Za-z0-9._/-]*', re.ASCII)  # a git ref name, conservatively
 _CARD_LOAD = re.compile(r"create_model\('(?:local-dir|hf-hub):[^']*'")
 # the name render_model_card gives a model without a zoo name (``{architecture}.custom``), in the title and model-index
-_CARD_UNNAMED = re.compile(r'^(\s*(?:# Model card for |- name: |model_name: ))\S+\.custom$', re.MULTILINE)
+_CARD_UNNAMED = re.compile(rf'^(\s*(?:# Model card for |- name: |model_name: ))\S+\.{UNNAMED_TAG}$', re.MULTILINE)
 
 
 def _loading_from(folder: Path, load_name: str, scratch: Path) -> Path:
