@@ -11,7 +11,7 @@ from timm.models._features import feature_take_indices
 from .errors import InvalidArgumentError, InvalidTypeError
 from .layers import DepthwiseSeparable, InvertedResidual, batch_norm, create_act, drop_path_rates
 from .pretrained import PretrainedCfg
-from .quant import QuantConv2d, get_bits, set_bits, validate_bits
+from .quant import QuantConv2d, check_step_bits, get_bits, iter_quant_convs, set_bits, validate_bits
 from .spec import MAX_DEPTH, NUM_STAGES, SearchSpace, SubnetSpec, get_space
 
 __all__ = ['OQATBase', 'OQATNet', 'check_count', 'check_feature_indices', 'require_oqat_model']
@@ -49,6 +49,7 @@ class OQATBase(nn.Module):
         self.num_features = self.space.final_expand_channels
         self.head_hidden_size = self.space.head_channels
         self._pretrained_cfg: tuple[dict[str, Any], dict[str, Any] | None] = ({}, None)
+        self.register_load_state_dict_pre_hook(_check_all_step_bits)
         self.register_load_state_dict_post_hook(_weights_replaced)
         s = self.space
         self.conv_stem = nn.Conv2d(in_chans, s.stem_channels, 3, s.stem_stride, 1, bias=False)
@@ -272,6 +273,13 @@ def check_feature_indices(indices: Any, n: int, *, name: str) -> None:
     if not fits:
         raise InvalidArgumentError(f'{name}={indices!r}: this model has {n} feature maps; pass positions 0 to '
                                    f'{n - 1} (or -{n} to -1), or an int N for the last N')
+
+
+def _check_all_step_bits(model: OQATBase, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Every conv's step bits checked before any tensor is copied, so a refused load leaves the model as it was
+    (each conv checks its own again, for a load into one submodule)."""
+    for name, conv in iter_quant_convs(model):
+        check_step_bits(conv, state_dict, f'{prefix}{name}.')
 
 
 def _weights_replaced(model: OQATBase, incompatible_keys: Any) -> None:

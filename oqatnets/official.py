@@ -14,6 +14,7 @@ import torch
 
 from . import registry
 from .errors import FileMissingError, InvalidArgumentError, InvalidFileError, OfficialCheckpointError
+from .quant import STEP_BITS_DTYPE
 from .spec import MAX_DEPTH
 from .supernet import OQATSupernet
 from .weights import vouch_for_weights
@@ -137,7 +138,7 @@ def load_official_supernet(path: 'str | os.PathLike', bits: int | None = None) -
     own = supernet.state_dict()
     for name, _ in supernet.named_buffers():
         if name.endswith('step_initialized'):
-            converted[name] = torch.ones((), dtype=torch.bool)
+            converted[name] = torch.tensor(bits, dtype=STEP_BITS_DTYPE)
     missing = sorted(set(own) - set(converted))
     unexpected = sorted(set(converted) - set(own))
     if missing or unexpected:

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from .errors import InvalidArgumentError, InvalidFileError, QuantizationError
-from .quant import QuantConv2d, iter_quant_convs, quant_range
+from .quant import STEP_BITS_DTYPE, QuantConv2d, iter_quant_convs, quant_range
 
 __all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'pack_bits', 'unpack_bits', 'packed_state_dict', 'unpack_state_dict',
            'is_packed_metadata']
@@ -142,5 +142,5 @@ def unpack_state_dict(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
         codes = unpack_bits(state.pop(codes_key), bits, math.prod(shape), where=where) + offset
         step = state[step_key]
         state[f'{name}.weight'] = codes.to(step.dtype).reshape(shape) * step.abs()
-        state[f'{name}.step_initialized'] = torch.ones((), dtype=torch.bool)
+        state[f'{name}.step_initialized'] = torch.tensor(bits, dtype=STEP_BITS_DTYPE)
     return state

@@ -18,11 +18,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._lsq_kernel import LSQKernel, load_kernel
-from .errors import InvalidArgumentError, InvalidTypeError, QuantizationError
+from .errors import IncompatibleWeightsError, InvalidArgumentError, InvalidTypeError, QuantizationError
 
 __all__ = [
     'SUPPORTED_BITS', 'FLOAT_BITS', 'quant_range', 'validate_bits', 'lsq_quantize', 'quant_codes', 'QuantConv2d',
     'iter_quant_convs', 'set_bits', 'get_bits', 'init_step', 'set_fused_quantizer', 'fused_quantizer_enabled',
+    'check_step_bits', 'STEP_BITS_DTYPE',
 ]
 
 FLOAT_BITS = 32
@@ -30,6 +31,8 @@ SUPPORTED_BITS = (1, 2, 3, 4, 8, FLOAT_BITS)
 # The activations a quantized conv's input quantizer can take over (QuantConv2d.conv's ``act``).
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {'relu': F.relu, 'hardswish': F.hardswish}
 _ACTIVATION_NAMES: dict[type[nn.Module], str] = {nn.ReLU: 'relu', nn.Hardswish: 'hardswish'}
+# ``step_initialized`` holds the bit-width the steps were set for (0: not yet), so that a state dict says it.
+STEP_BITS_DTYPE = torch.int8
 
 
 def validate_bits(bits: int) -> int:
@@ -313,6 +316,11 @@ class QuantConv2d(nn.Conv2d):
     without autograd the quantized weight, with the activation step folded in, is cached until
     the weight, a step or the bits change. ``inplace=True`` (as in ``nn.ReLU``) lets inference
     overwrite the input with its quantization codes, for inputs nothing else reads.
+
+    The buffer ``step_initialized`` is 0 until the steps are set, then the bit-width they were set for
+    (:attr:`step_bits`), so a state dict says what its steps are: loading one of other bits is refused
+    (:func:`check_step_bits`), through ``load_state_dict`` and timm's ``checkpoint_path=`` alike. The key
+    keeps its name so older files load; their ``True`` is taken as this conv's bits, unchecked.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
@@ -325,8 +333,15 @@ class QuantConv2d(nn.Conv2d):
         self.fused = False  # training through the fused kernels: set_fused_quantizer()
         self.act_step = nn.Parameter(torch.zeros(1))
         self.weight_step = nn.Parameter(torch.zeros(1))
-        self.register_buffer('step_initialized', torch.zeros((), dtype=torch.bool))
+        self.register_buffer('step_initialized', torch.zeros((), dtype=STEP_BITS_DTYPE))
         self._weight_cache: tuple[tuple, torch.Tensor] | None = None
+
+    @property
+    def step_bits(self) -> int | None:
+        """The bit-width the step sizes were set for (initialised, loaded or inherited); None before."""
+        if self.step_initialized.is_meta:
+            return None
+        return int(self.step_initialized) or None
 
     @property
     def quantized(self) -> bool:
@@ -359,7 +374,7 @@ class QuantConv2d(nn.Conv2d):
                                         'step size cannot be initialised; nothing was stored')
             self.act_step.copy_(act)
             self.weight_step.copy_(w)
-            self.step_initialized.fill_(True)
+            self.step_initialized.fill_(self.bits)
 
     def quantize_input(self, x: torch.Tensor, *, act: str | None = None) -> torch.Tensor:
         """Fake-quantized ``act(x)`` (see :func:`lsq_quantize` for the activations it absorbs)."""
@@ -420,11 +435,32 @@ class QuantConv2d(nn.Conv2d):
         return self.conv(x, self.weight, act=act)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        check_step_bits(self, state_dict, prefix)
         self._weight_cache = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f', bits={self.bits}' + (', signed_input=True' if self.signed_input else '')
+
+
+def check_step_bits(conv: QuantConv2d, state_dict: dict[str, Any], prefix: str) -> None:
+    """Refuse (:class:`IncompatibleWeightsError`) a state dict whose steps for ``conv`` (keys under ``prefix``)
+    were set for other bits than ``conv``'s: a 4-bit file loaded into a 2-bit model. A value written before
+    the steps recorded their bits (a bool) is replaced in ``state_dict`` by ``conv``'s bits, unchecked."""
+    key = prefix + 'step_initialized'
+    value = state_dict.get(key)
+    if not isinstance(value, torch.Tensor) or value.numel() != 1 or value.is_meta:
+        return  # missing or misshapen: load_state_dict's own report
+    expected = conv.step_bits or conv.bits
+    if value.dtype == torch.bool:
+        state_dict[key] = torch.tensor(expected if bool(value) else 0, dtype=STEP_BITS_DTYPE).reshape(value.shape)
+        return
+    found = int(value)
+    if found and found != expected:
+        raise IncompatibleWeightsError(
+            f'{key} says these step sizes are {found}-bit, and this model is {expected}-bit: the state dict is a '
+            f'{found}-bit model\'s; build the model at {found} bits, or derive a {expected}-bit one from it with '
+            'oqatnets.training.inherit_bits')
 
 
 def iter_quant_convs(model: nn.Module) -> Iterator[tuple[str, QuantConv2d]]:
@@ -444,6 +480,8 @@ def set_bits(model: nn.Module, bits: int) -> nn.Module:
     """Set the bit-width of every quantized conv of ``model`` (32 turns quantization off).
 
     The convs own the bit-width: an OQATNet's ``bits``, ``spec`` and ``pretrained_cfg`` read it from them.
+    Steps already set are the new bit-width's from then on (:attr:`QuantConv2d.step_bits`), as they are
+    used; 32 leaves them what they were, to be quantized with again.
     """
     validate_bits(bits)
     convs = [module for _, module in iter_quant_convs(_module(model, action='set_bits'))]
@@ -452,6 +490,8 @@ def set_bits(model: nn.Module, bits: int) -> nn.Module:
     for module in convs:
         module.bits = bits
         module._weight_cache = None
+        if bits < FLOAT_BITS and module.step_bits is not None:
+            module.step_initialized.fill_(bits)
     return model
 
 

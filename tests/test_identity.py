@@ -10,6 +10,7 @@ import json
 import re
 
 import pytest
+import safetensors.torch
 import timm
 import torch
 from zoo_helpers import RESOLUTION, image_folder, inputs, small_net, small_table
@@ -129,8 +130,8 @@ def test_a_file_overlaid_on_a_folder_is_other_weights_not_a_corrupt_file(publish
 
 
 def test_timm_checkpoint_path_and_load_state_dict_drop_the_identity(published):
-    """timm's ``checkpoint_path`` is timm's own tensor loader, which cannot read the file's record: the model
-    cannot refuse other bits there, but its cfg no longer names the entry (oqatnets' own loaders refuse, above)."""
+    """timm's ``checkpoint_path`` is timm's own tensor loader, which cannot read the file's record: its cfg no
+    longer names the entry (other bits are refused there by the tensors themselves: below)."""
     _, other, hub = published
     model = timm.create_model('oqat_idtest_2bit', checkpoint_path=str(other / 'model.safetensors'))
     _no_identity(model.pretrained_cfg)
@@ -423,6 +424,61 @@ def test_weights_of_other_bits_are_refused(tmp_path, packed):
     with torch.no_grad():
         assert torch.equal(same(inputs()), m4(inputs()))
 
+
+
+def _small(bits: int) -> torch.nn.Module:
+    return oqatnets.create_model('oqatnet', spec=S.format(bits), space='small', num_classes=3)
+
+
+def test_a_state_dict_of_other_bits_is_refused_by_load_state_dict_and_timm(tmp_path):
+    """The tensors say what their steps are, so torch's own ``load_state_dict`` and timm's ``checkpoint_path=``,
+    which read no file record, refuse a 4-bit model's weights in a 2-bit model, before copying anything."""
+    m4 = _initialised(_small(4))
+    path = oqatnets.save_pretrained(m4, tmp_path / 'm4') / 'model.safetensors'
+    state = safetensors.torch.load_file(path)
+    two = _initialised(_small(2))
+    before = {k: v.clone() for k, v in two.state_dict().items()}
+    with pytest.raises(IncompatibleWeightsError, match=r'step_initialized says these step sizes are 4-bit.*is 2-bit'):
+        two.load_state_dict(state)
+    assert all(torch.equal(v, before[k]) for k, v in two.state_dict().items()), 'a refused load copies nothing'
+    with pytest.raises(IncompatibleWeightsError):  # one submodule alone
+        two.final_conv.load_state_dict({k[len('final_conv.'):]: v for k, v in state.items()
+                                        if k.startswith('final_conv.')})
+    with pytest.raises(IncompatibleWeightsError):
+        timm.create_model('oqatnet', spec=S.format(2), space='small', num_classes=3, checkpoint_path=str(path))
+    with pytest.raises(IncompatibleWeightsError, match='is 32-bit'):  # nor into the float network
+        _small(32).load_state_dict(state)
+    four = timm.create_model('oqatnet', spec=S.format(4), space='small', num_classes=3, checkpoint_path=str(path))
+    m4.set_bits(32)  # quantization off for a float check: its steps are still the 4-bit ones, and load back
+    m4.load_state_dict(state)
+    m4.set_bits(4)
+    with torch.no_grad():
+        assert torch.equal(four.eval()(inputs()), m4(inputs()))
+    assert {int(c.step_initialized) for _, c in iter_quant_convs(four)} == {4}
+
+
+def test_a_state_dict_from_before_the_steps_recorded_their_bits_loads_as_the_models():
+    """Older files hold ``step_initialized`` as a bool: they load unchecked, and the model then records its bits."""
+    m2 = _initialised(_small(2))
+    old = {k: v.bool() if k.endswith('step_initialized') else v for k, v in m2.state_dict().items()}
+    fresh = _small(2)
+    fresh.load_state_dict(old)
+    assert {int(c.step_initialized) for _, c in iter_quant_convs(fresh)} == {2}
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(inputs()), m2(inputs()))
+    untrained = _small(4)
+    untrained.load_state_dict({k: v.bool() if k.endswith('step_initialized') else v
+                               for k, v in _small(4).state_dict().items()})
+    assert all(c.step_bits is None for _, c in iter_quant_convs(untrained))
+
+
+def test_inherited_weights_load_into_the_childs_bits_only():
+    parent = small_net(4)
+    child_state = inherit_bits(parent, 2).state_dict()
+    child = small_net(2)
+    child.load_state_dict(child_state)
+    with pytest.raises(IncompatibleWeightsError, match='2-bit'):
+        small_net(4).load_state_dict(child_state)
 
 def test_saving_the_same_model_again_writes_the_same_bytes(tmp_path):
     """Weights files and the folder's config (which records their sha256) are byte-stable: the
