@@ -201,9 +201,12 @@ def save_weights(model: nn.Module, path: 'str | os.PathLike') -> Path:
     return write_safetensors(state, path, metadata=metadata)
 
 
-def state_sha256(model: nn.Module) -> str:
-    """The sha256 of the ``model.safetensors`` that :func:`save_weights` would write for ``model`` now."""
+def state_sha256(model: nn.Module, *, legacy: bool = False) -> str:
+    """The sha256 of the ``model.safetensors`` that :func:`save_weights` would write for ``model`` now;
+    ``legacy``: as written before the steps recorded their bits (``step_initialized`` a bool)."""
     state, metadata = _weights_state(model)
+    if legacy:
+        state = {k: v.bool() if k.endswith('.step_initialized') else v for k, v in state.items()}
     return hashlib.sha256(safetensors_bytes(state, metadata=metadata)).hexdigest()
 
 
@@ -226,9 +229,10 @@ def cfg_of_weights(model: nn.Module, weights_sha256: str | None = None) -> dict[
     ``weights_sha256``: that file's hash, if already known."""
     cfg = model.pretrained_cfg
     recorded = (cfg.get('sha256') or {}).get(WEIGHTS_FILE)
-    if not recorded:
-        return model.derived_pretrained_cfg()
-    return cfg if recorded == (weights_sha256 or state_sha256(model)) else model.derived_pretrained_cfg()
+    if recorded and (recorded == (weights_sha256 or state_sha256(model))
+                     or recorded == state_sha256(model, legacy=True)):  # that file, written before the steps' bits
+        return cfg
+    return model.derived_pretrained_cfg()
 
 
 def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: dict[str, Any] | None = None) -> Path:

@@ -10,17 +10,20 @@ import json
 import re
 
 import pytest
+import safetensors
 import safetensors.torch
 import timm
 import torch
 from zoo_helpers import RESOLUTION, image_folder, inputs, small_net, small_table
 
 import oqatnets
+from oqatnets._io import sha256_file
 from oqatnets.errors import IncompatibleWeightsError, InvalidArgumentError, OQATNetsError
 from oqatnets.factory import build_model
 from oqatnets.features import features_model
 from oqatnets.quant import iter_quant_convs
 from oqatnets.training import inherit_bits
+from oqatnets.weights import write_safetensors
 
 S = 'r32_k' + '3' * 20 + '_e' + '3' * 20 + '_d22222_b{}'
 IDENTITY = ('hf_hub_id', 'top1', 'top5', 'metrics_source', 'aliases', 'description', 'tag', 'file', 'source')
@@ -471,6 +474,30 @@ def test_a_state_dict_from_before_the_steps_recorded_their_bits_loads_as_the_mod
                                for k, v in _small(4).state_dict().items()})
     assert all(c.step_bits is None for _, c in iter_quant_convs(untrained))
 
+
+
+def test_a_folder_written_before_the_steps_recorded_their_bits_keeps_its_figures(tmp_path):
+    """An older folder's model.safetensors (bool ``step_initialized``, its sha256 in config.json) loads, and a
+    model loaded from it, plain or packed, is still those weights: saved again it keeps the folder's top-1."""
+    folder = oqatnets.save_pretrained(_initialised(_small(2)), tmp_path / 'old',
+                                      metrics={'top1': 61.5, 'source': 'a test'})
+    path = folder / 'model.safetensors'
+    with safetensors.safe_open(path, 'pt') as f:
+        metadata = f.metadata()
+    old = {k: v.bool() if k.endswith('step_initialized') else v for k, v in safetensors.torch.load_file(path).items()}
+    write_safetensors(old, path, metadata=metadata)
+    config = json.loads((folder / 'config.json').read_text())
+    config['pretrained_cfg']['sha256']['model.safetensors'] = sha256_file(path)
+    (folder / 'config.json').write_text(json.dumps(config))
+
+    def saved_again(model: torch.nn.Module, name: str) -> dict:
+        return json.loads((oqatnets.save_pretrained(model, tmp_path / name) / 'config.json').read_text())['pretrained_cfg']
+
+    for overlay in (None, dict(file=str(folder / 'model.packed.safetensors'))):
+        loaded = oqatnets.create_model(f'local-dir:{folder}', pretrained=True, pretrained_cfg_overlay=overlay)
+        assert saved_again(loaded, f'again{overlay is None}')['top1'] == 61.5
+    loaded.classifier.weight.data.add_(1.0)  # weights changed after loading are still not the folder's
+    _no_identity(saved_again(loaded, 'changed'))
 
 def test_inherited_weights_load_into_the_childs_bits_only():
     parent = small_net(4)
