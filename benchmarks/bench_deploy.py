@@ -8,6 +8,11 @@ in one process (ratio of medians, so a busy machine slows numerator and denomina
   same network with quantization off, exported by the same code: Conv with BN folded,
   HardSwish, float SE, Gemm) vs our fast exact export (``--format onnx``; INT8 and INT4 weight codes) and
   the QCDQ export (``--format qcdq``);
+- two bounds, not exports: the fast export with the second of its two rounding passes per quantizer
+  removed (``one_pass``: a depthwise conv and a fused Clip, what any graph that rounds outside the
+  convolutions must at least run: onnxruntime has no rounding it fuses into a conv) and with both removed
+  (``no_pass``: the convolutions alone). Their values are wrong; their times bound what a graph of
+  standard onnxruntime operators can reach;
 - PyTorch eval (``torch.inference_mode``, one thread): quantized vs ``set_bits(32)``;
 
 and reports the ONNX file sizes and the top-1 agreement of each ONNX file with the PyTorch
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -37,6 +43,8 @@ from oqatnets.export import export_onnx
 
 ENTRIES = {2: 'oqat_2bit_m', 3: 'oqat_3bit_m', 4: 'oqat_4bit_m'}
 FORMS = ('float', 'onnx', 'onnx_int4', 'qcdq')
+# Bounds: the fast export without some of its nodes (names as oqatnets.export._round_clip_dw gives them).
+BOUNDS = {'one_pass': r'_unround_\d+$', 'no_pass': r'_(un)?round_\d+$|_clip_\d+$'}
 
 
 def _model(name: str) -> oqatnets.OQATNet:
@@ -61,6 +69,24 @@ def _random_images(n: int, r: int) -> torch.Tensor:
     return torch.randn(n, 3, r, r, generator=g) * torch.rand(n, 1, 1, 1, generator=g) * 2 + torch.randn(n, 3, 1, 1, generator=g)
 
 
+def _without_nodes(path: Path, out: Path, pattern: str) -> Path:
+    """The ONNX file ``path`` without the nodes whose names match ``pattern``, each one's output replaced by
+    its first input: a graph that runs fewer passes than ``path``, not one that computes its values."""
+    import onnx
+    model = onnx.load(str(path))
+    dropped = {n.output[0]: n.input[0] for n in model.graph.node if re.search(pattern, n.name)}
+    kept = [n for n in model.graph.node if n.output[0] not in dropped]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            while name in dropped:
+                name = dropped[name]
+            node.input[i] = name
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    onnx.save(model, str(out))
+    return out
+
+
 def bench_bits(bits: int, *, out: Path, rounds: dict[int, int], agreement_images: int) -> dict:
     import onnxruntime as ort
     model = _model(ENTRIES[bits])
@@ -71,6 +97,7 @@ def bench_bits(bits: int, *, out: Path, rounds: dict[int, int], agreement_images
              'onnx': export_onnx(model, out / f'{bits}_onnx.onnx'),
              'onnx_int4': export_onnx(model, out / f'{bits}_onnx_int4.onnx', int4=True),
              'qcdq': export_onnx(model, out / f'{bits}_qcdq.onnx', format='qcdq')}
+    paths.update({k: _without_nodes(paths['onnx'], out / f'{bits}_{k}.onnx', pattern) for k, pattern in BOUNDS.items()})
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -99,7 +126,7 @@ def bench_bits(bits: int, *, out: Path, rounds: dict[int, int], agreement_images
         fns.update(torch_quant=torch_run(model), torch_float=torch_run(fp))
         t = median_times(fns, n)
         result[f'batch{batch}'] = {'seconds': t, 'ratio': {
-            **{k: t[f'ort_{k}'] / t['ort_float'] for k in FORMS if k != 'float'},
+            **{k: t[f'ort_{k}'] / t['ort_float'] for k in (*FORMS, *BOUNDS) if k != 'float'},
             'torch': t['torch_quant'] / t['torch_float'], 'torch_float_vs_ort_float': t['torch_float'] / t['ort_float']}}
     return result
 
@@ -148,7 +175,8 @@ def fmnist_agreement(bits: int, *, steps: int, out: Path) -> dict:
 
 def markdown(results: list[dict]) -> str:
     lines = ['| bits (entry, px) | batch | ORT float (ms) | ORT onnx int8 | ORT onnx int4 | ORT qcdq | '
-             'PyTorch quant / float | PyTorch float / ORT float |', '|---|---|---|---|---|---|---|---|']
+             'bound: one pass / none | PyTorch quant / float | PyTorch float / ORT float |',
+             '|---|---|---|---|---|---|---|---|---|']
     for res in results:
         for batch in (1, 32):
             b = res.get(f'batch{batch}')
@@ -157,7 +185,8 @@ def markdown(results: list[dict]) -> str:
             q = b['ratio']
             lines.append(f"| {res['bits']} ({res['entry']}, {res['resolution']}) | {batch} | "
                          f"{b['seconds']['ort_float'] * 1e3:.1f} | **{q['onnx']:.2f}×** | {q['onnx_int4']:.2f}× | "
-                         f"{q['qcdq']:.2f}× | {q['torch']:.2f}× | {q['torch_float_vs_ort_float']:.2f}× |")
+                         f"{q['qcdq']:.2f}× | {q['one_pass']:.2f}× / {q['no_pass']:.2f}× | {q['torch']:.2f}× | "
+                         f"{q['torch_float_vs_ort_float']:.2f}× |")
     lines += ['', '| bits | float .onnx (MB) | onnx int8 (MB) | onnx int4 (MB) | qcdq (MB) | '
               'top-1 agreement with PyTorch, random inputs: onnx / int4 / qcdq |', '|---|---|---|---|---|---|']
     for res in results:
