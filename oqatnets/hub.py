@@ -38,6 +38,7 @@ from .pretrained import (
     PACKED_FILE,
     WEIGHTS_FILE,
     PretrainedCfg,
+    is_local_path,
 )
 from .quant import FLOAT_BITS
 from .supernet import OQATSupernet
@@ -149,7 +150,8 @@ def push_to_hub(model_or_dir: 'nn.Module | str | os.PathLike', repo_id: str, *, 
     api = _api(token)
     load_name = f'hf-hub:{repo_id}' + (f'@{revision}' if revision else '')
     with tempfile.TemporaryDirectory() as tmp:
-        if isinstance(model_or_dir, nn.Module):
+        saved = isinstance(model_or_dir, nn.Module)
+        if saved:
             card = {'name': repo_id.rpartition('/')[2], 'load_name': load_name,
                     **(save_kwargs.pop('model_card', None) or {})}
             folder = save_pretrained(model_or_dir, Path(tmp) / 'model', model_card=card, **save_kwargs)
@@ -157,8 +159,7 @@ def push_to_hub(model_or_dir: 'nn.Module | str | os.PathLike', repo_id: str, *, 
             folder = _check_folder(Path(model_or_dir))  # before the repo is created: a refused push writes nothing
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
         has_card = api.file_exists(repo_id, MODEL_CARD_FILE, revision=revision)
-        if not has_card and not isinstance(model_or_dir, nn.Module):
-            folder = _loading_from(folder, load_name, Path(tmp) / 'model')
+        folder = _as_published(folder, load_name, Path(tmp) / 'published', card=not (has_card or saved))
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
                                  commit_message=commit_message, ignore_patterns=[MODEL_CARD_FILE] if has_card else None)
     return str(getattr(info, 'commit_url', info))
@@ -170,19 +171,35 @@ _CARD_LOAD = re.compile(r"create_model\('(?:local-dir|hf-hub):[^']*'")
 _CARD_UNNAMED = re.compile(rf'^(\s*(?:# Model card for |- name: |model_name: ))\S+\.{UNNAMED_TAG}$', re.MULTILINE)
 
 
-def _loading_from(folder: Path, load_name: str, scratch: Path) -> Path:
-    """``folder``, or a copy in ``scratch`` whose card's usage line loads from ``load_name`` (where the folder is
-    being published) instead of the folder itself or the repo it was saved for; a card saved without a
-    name is named after the repo, as a model pushed directly is."""
-    card = folder / MODEL_CARD_FILE
-    text = card.read_text(encoding='utf-8') if card.is_file() else ''
-    rewritten = _CARD_LOAD.sub(f"create_model('{load_name}'", text)
-    repo_name = load_name.removeprefix('hf-hub:').partition('@')[0].rpartition('/')[2]
-    rewritten = _CARD_UNNAMED.sub(lambda m: m[1] + repo_name, rewritten)
-    if rewritten == text:
+LOCAL_PARENT = 'a local folder, not published'  # how a published card names a parent recorded by its local path
+
+
+def _as_published(folder: Path, load_name: str, scratch: Path, *, card: bool = True) -> Path:
+    """``folder``, or a copy in ``scratch`` as it is published to ``load_name``.
+
+    A parent supernet recorded by its path on this machine (meaningless elsewhere, and private) leaves
+    config.json, and the card calls it a local folder. With ``card``, the card's usage line loads from
+    ``load_name`` instead of the folder itself or the repo it was saved for, and a card saved without a name is
+    named after the repo, as a model pushed directly is.
+    """
+    card_path, config_path = folder / MODEL_CARD_FILE, folder / CONFIG_FILE
+    text = card_path.read_text(encoding='utf-8') if card_path.is_file() else ''
+    rewritten = text
+    if card:
+        rewritten = _CARD_LOAD.sub(f"create_model('{load_name}'", rewritten)
+        repo_name = load_name.removeprefix('hf-hub:').partition('@')[0].rpartition('/')[2]
+        rewritten = _CARD_UNNAMED.sub(lambda m: m[1] + repo_name, rewritten)
+    config = json.loads(config_path.read_text(encoding='utf-8'))
+    parent = config.get('pretrained_cfg', {}).get('supernet')
+    if is_local_path(parent):
+        del config['pretrained_cfg']['supernet']
+        rewritten = rewritten.replace(parent, LOCAL_PARENT)
+    elif rewritten == text:
         return folder
     shutil.copytree(folder, scratch)
-    write_text(scratch / MODEL_CARD_FILE, rewritten)
+    write_text(scratch / CONFIG_FILE, json.dumps(config, indent=2, default=str) + '\n')
+    if card_path.is_file():
+        write_text(scratch / MODEL_CARD_FILE, rewritten)
     return scratch
 
 
@@ -237,7 +254,7 @@ def publish_to_cache(folder: 'str | os.PathLike', repo_id: str, *, cache_dir: 's
                                    'no "..", empty or absolute parts)')
     load_name = f'hf-hub:{repo_id}' + ('' if revision == 'main' else f'@{revision}')
     with tempfile.TemporaryDirectory() as scratch:
-        folder = _loading_from(folder, load_name, Path(scratch) / 'model')  # the card loads from the repo
+        folder = _as_published(folder, load_name, Path(scratch) / 'model')  # the card loads from the repo
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith('.'))
         hashes = {p.name: sha256_file(p) for p in files}
         commit = hashlib.sha1(json.dumps(hashes, sort_keys=True).encode()).hexdigest()

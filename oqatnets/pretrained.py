@@ -9,13 +9,14 @@ model's ``pretrained_cfg`` attribute holds and what ``config.json`` stores.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ['PretrainedCfg', 'WEIGHTS_FILE', 'PACKED_FILE', 'CONFIG_FILE', 'MODEL_CARD_FILE', 'TIMM_FIELDS',
-           'DATA_FIELDS', 'channel_stats', 'data_config_problems']
+           'DATA_FIELDS', 'channel_stats', 'data_config_problems', 'is_local_path']
 
 WEIGHTS_FILE = 'model.safetensors'
 PACKED_FILE = 'model.packed.safetensors'
@@ -132,6 +133,12 @@ class PretrainedCfg:
         if 'sha256' in kwargs:
             kwargs['sha256'] = dict(kwargs['sha256'] or {})
         return cls(**kwargs)
+
+
+def is_local_path(value: Any) -> bool:
+    """Whether a recorded source (a cfg's ``supernet``) is a folder on this machine (``local-dir:`` or an absolute
+    path, as training records its parents), not a zoo name or Hub id that means the same thing elsewhere."""
+    return isinstance(value, str) and (value.startswith('local-dir:') or os.path.isabs(value))
 
 
 # A measured figure of a cfg, and the fields of the transform it was measured through: change one of these

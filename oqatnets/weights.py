@@ -26,7 +26,7 @@ from ._io import atomic_path
 from .errors import FileMissingError, IncompatibleWeightsError, InvalidFileError
 from .net import require_oqat_model
 from .packing import is_packed_metadata, packed_state_dict, unpack_state_dict
-from .pretrained import WEIGHTS_FILE, PretrainedCfg
+from .pretrained import WEIGHTS_FILE, PretrainedCfg, is_local_path
 from .spec import SubnetSpec, get_space
 
 __all__ = ['WeightsFile', 'read_weights', 'load_state_dict', 'save_weights', 'save_packed', 'write_safetensors',
@@ -242,6 +242,10 @@ def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: 
     state, metadata = packed_state_dict(model)
     metadata[_PACKED_RECORD_KEY] = json.dumps(model.model_args())
     cfg = pretrained_cfg if pretrained_cfg is not None else cfg_of_weights(model)
-    # where the model was loaded from is no fact of this file: the same weights give the same bytes
-    metadata['pretrained_cfg'] = json.dumps(PretrainedCfg.from_dict(cfg).to_dict(remove_source=True), default=str)
+    # where the model was loaded from, or its parent's folder on this machine, is no fact of this file:
+    # the same weights give the same bytes
+    embedded = PretrainedCfg.from_dict(cfg).to_dict(remove_source=True)
+    if is_local_path(embedded.get('supernet')):
+        del embedded['supernet']
+    metadata['pretrained_cfg'] = json.dumps(embedded, default=str)
     return write_safetensors(state, path, metadata=metadata)

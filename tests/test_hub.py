@@ -282,6 +282,29 @@ def test_a_card_saved_without_a_name_is_published_under_the_repos(saved, tmp_pat
     assert '# Model card for my own name' in card
 
 
+
+def test_a_parent_recorded_by_its_local_path_is_not_published(saved, tmp_path, hub_calls):
+    """Training records a parent supernet by its folder on this machine; that path means nothing elsewhere and
+    names the user's files, so it stays in the local folder and leaves every published file and the packed one."""
+    model, _ = saved
+    parent = f'local-dir:{tmp_path / "home-of-alice" / "supernet_w2a2"}'
+    folder = oqatnets.save_pretrained(model, tmp_path / 'entry', pretrained_cfg={'supernet': parent})
+    assert json.loads((folder / 'config.json').read_text())['pretrained_cfg']['supernet'] == parent
+    assert b'home-of-alice' not in (folder / 'model.packed.safetensors').read_bytes()
+    snapshot = oqatnets.publish_to_cache(folder, 'me/entry', cache_dir=tmp_path / 'cache')
+    assert not any(b'home-of-alice' in p.read_bytes() for p in snapshot.iterdir())
+    assert 'supernet' not in json.loads((snapshot / 'config.json').read_text())['pretrained_cfg']
+    assert '| Parent supernet | a local folder, not published |' in (snapshot / 'README.md').read_text()
+    loaded = oqatnets.create_model('hf-hub:me/entry', pretrained=True, cache_dir=tmp_path / 'cache',
+                                   local_files_only=True)
+    assert torch.equal(_outputs(loaded), _outputs(model))
+    hub_calls.has_card = False
+    for source in (folder, loaded):  # a folder, and a model whose cfg still carries the parent
+        loaded.set_pretrained_cfg({**loaded.pretrained_cfg, 'supernet': parent})
+        oqatnets.push_to_hub(source, 'me/entry')
+        assert 'home-of-alice' not in hub_calls.card and 'a local folder, not published' in hub_calls.card
+    assert json.loads((folder / 'config.json').read_text())['pretrained_cfg']['supernet'] == parent  # untouched
+
 def test_label_names_must_name_every_class(saved, tmp_path):
     model, _ = saved
     with pytest.raises(InvalidArgumentError, match='label_names has 2 names for 10 classes'):
