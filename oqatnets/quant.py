@@ -457,10 +457,11 @@ def check_step_bits(conv: QuantConv2d, state_dict: dict[str, Any], prefix: str) 
         return
     found = int(value)
     if found and found != expected:
-        raise IncompatibleWeightsError(
-            f'{key} says these step sizes are {found}-bit, and this model is {expected}-bit: the state dict is a '
-            f'{found}-bit model\'s; build the model at {found} bits, or derive a {expected}-bit one from it with '
-            'oqatnets.training.inherit_bits')
+        inherit = (f', or derive a {expected}-bit one from it by bit inheritance (`oqat inherit`, '
+                   'oqatnets.training.inherit_bits)') if expected < found else ''
+        raise IncompatibleWeightsError(f'{key} says these step sizes are {found}-bit, and this model is {expected}-bit: '
+                                       f'the state dict is a {found}-bit model\'s; build the model at {found} bits'
+                                       + inherit)
 
 
 def iter_quant_convs(model: nn.Module) -> Iterator[tuple[str, QuantConv2d]]:

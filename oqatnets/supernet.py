@@ -222,8 +222,9 @@ class OQATSupernet(OQATBase):
     def _check(self, spec: 'SubnetSpec | str') -> SubnetSpec:
         spec = self.space.check(SubnetSpec.of(spec))
         if spec.bits != self.bits:
-            raise InvalidArgumentError(f'spec asks for {spec.bits} bits but this supernet is {self.bits}-bit; '
-                             f'use spec.replace(bits={self.bits}) or oqatnets.training.inherit_bits')
+            raise InvalidArgumentError(f'spec asks for {spec.bits} bits but this supernet is {self.bits}-bit; give '
+                                       f'a {self.bits}-bit spec (ending in _b{self.bits}), or derive a {spec.bits}-bit '
+                                       'supernet by bit inheritance (`oqat inherit`, oqatnets.training.inherit_bits)')
         return spec
 
     def set_active_subnet(self, spec: 'SubnetSpec | str') -> None:
