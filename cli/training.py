@@ -555,11 +555,14 @@ def finetune_cmd(model_source: str, data_source: str, out: str, epochs: int | No
                       run_info={'model': model_source, 'data': data_source, 'teacher': teacher},
                       loop_options=_loop_settings(ctx, prepared, workers=workers, clip_grad=clip_grad,
                                                   tensorboard=tensorboard, ema_decay=ema_decay, optimizer=optimizer))
+    saved: dict[str, Any] = {}
     if ctx.is_main:  # the folder's figure is measured through the transform its cfg will describe
         test = evaluate_as_files(model.eval(), data.val, cfg=folder_cfg(model, data), batch_size=recipe.calib_batch_size)
         metrics = measured_metrics(test, data, source=f'oqat finetune on {data.name}')
-        save_model_folder(model.cpu(), Path(out) / 'model', data=data, metrics=metrics)
-    _echo(ctx, result.summary)
+        folder = save_model_folder(model.cpu(), Path(out) / 'model', data=data, metrics=metrics)
+        # the card's figures beside the summary's per-epoch check (batches resized in memory, not image files)
+        saved = {'model': str(folder), **{k: metrics[k] for k in ('top1', 'top5', 'images', 'split') if k in metrics}}
+    _echo(ctx, {**result.summary, **saved})
     _finish(ctx)
 
 

@@ -71,6 +71,8 @@ def test_train_inherit_search_calibrate_finetune(tmp_path):
     cfg = json.loads((tmp_path / 'ft' / 'model' / 'config.json').read_text())['pretrained_cfg']
     assert cfg['metrics_source'] == 'oqat finetune on fashion-mnist (test split, 10000 images)'
     assert '      split: test\n' in (tmp_path / 'ft' / 'model' / 'README.md').read_text()
+    summary = json.loads(result.output[result.output.index('{\n'):])  # what the card says, printed too
+    assert (summary['top1'], summary['split'], summary['model']) == (cfg['top1'], 'test', str(tmp_path / 'ft' / 'model'))
 
 
 def test_errors_are_one_line(tmp_path):
