@@ -43,7 +43,7 @@ from .pretrained import (
 from .quant import FLOAT_BITS
 from .supernet import OQATSupernet
 from .version import __version__
-from .weights import cfg_of_weights, check_record, read_weights, save_packed, save_weights
+from .weights import cfg_of_weights, check_record, drop_local_parent, read_weights, save_packed, save_weights
 
 __all__ = ['save_pretrained', 'push_to_hub', 'publish_to_cache', 'download', 'load_model_config_from_hf',
            'load_model_config_from_path', 'split_revision', 'sha256_file', 'verify_sha256', 'ChecksumError',
@@ -178,9 +178,9 @@ def _as_published(folder: Path, load_name: str, scratch: Path, *, card: bool = T
     """``folder``, or a copy in ``scratch`` as it is published to ``load_name``.
 
     A parent supernet recorded by its path on this machine (meaningless elsewhere, and private) leaves
-    config.json, and the card calls it a local folder. With ``card``, the card's usage line loads from
-    ``load_name`` instead of the folder itself or the repo it was saved for, and a card saved without a name is
-    named after the repo, as a model pushed directly is.
+    config.json and an older packed file's embedded cfg, and the card calls it a local folder. With ``card``,
+    the card's usage line loads from ``load_name`` instead of the folder itself or the repo it was saved for,
+    and a card saved without a name is named after the repo, as a model pushed directly is.
     """
     card_path, config_path = folder / MODEL_CARD_FILE, folder / CONFIG_FILE
     text = card_path.read_text(encoding='utf-8') if card_path.is_file() else ''
@@ -194,9 +194,13 @@ def _as_published(folder: Path, load_name: str, scratch: Path, *, card: bool = T
     if is_local_path(parent):
         del config['pretrained_cfg']['supernet']
         rewritten = rewritten.replace(parent, LOCAL_PARENT)
-    elif rewritten == text:
+    embedded = read_weights(folder / PACKED_FILE).pretrained_cfg if (folder / PACKED_FILE).is_file() else {}
+    if not is_local_path(parent) and not is_local_path(embedded.get('supernet')) and rewritten == text:
         return folder
     shutil.copytree(folder, scratch)
+    if is_local_path(embedded.get('supernet')):  # an older packed file embeds it: rewritten, so its hash changes
+        drop_local_parent(scratch / PACKED_FILE)
+        config['pretrained_cfg']['sha256'][PACKED_FILE] = sha256_file(scratch / PACKED_FILE)
     write_text(scratch / CONFIG_FILE, json.dumps(config, indent=2, default=str) + '\n')
     if card_path.is_file():
         write_text(scratch / MODEL_CARD_FILE, rewritten)

@@ -30,7 +30,7 @@ from .pretrained import WEIGHTS_FILE, PretrainedCfg, is_local_path
 from .spec import SubnetSpec, get_space
 
 __all__ = ['WeightsFile', 'read_weights', 'load_state_dict', 'save_weights', 'save_packed', 'write_safetensors',
-           'safetensors_bytes', 'cfg_of_weights', 'state_sha256', 'vouch_for_weights',
+           'safetensors_bytes', 'cfg_of_weights', 'state_sha256', 'vouch_for_weights', 'drop_local_parent',
            'check_record', 'canonical_args', 'RECORD_KEY', 'IDENTITY_KEYS']
 
 RECORD_KEY = 'oqatnets.model_args'
@@ -233,6 +233,18 @@ def cfg_of_weights(model: nn.Module, weights_sha256: str | None = None) -> dict[
                      or recorded == state_sha256(model, legacy=True)):  # that file, written before the steps' bits
         return cfg
     return model.derived_pretrained_cfg()
+
+
+def drop_local_parent(path: Path) -> None:
+    """Rewrite the packed file ``path`` (atomically, tensors unchanged) without the parent supernet its embedded cfg
+    records by a local path, as packed files written before they left it out do."""
+    weights = read_weights(path)
+    cfg = weights.pretrained_cfg
+    if not weights.packed or not is_local_path(cfg.pop('supernet', None)):
+        return
+    with safe_open(str(path), framework='pt') as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    write_safetensors(tensors, path, metadata={**weights.metadata, 'pretrained_cfg': json.dumps(cfg, default=str)})
 
 
 def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: dict[str, Any] | None = None) -> Path:

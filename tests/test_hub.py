@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import safetensors
 import torch
 from huggingface_hub import ModelCard, hf_hub_download
 from PIL import Image
@@ -18,6 +19,7 @@ import oqatnets
 from oqatnets._io import sha256_file
 from oqatnets.errors import ChecksumError, InvalidArgumentError, PretrainedWeightsError
 from oqatnets.quant import iter_quant_convs
+from oqatnets.weights import write_safetensors
 
 
 @pytest.fixture(scope='module')
@@ -304,6 +306,28 @@ def test_a_parent_recorded_by_its_local_path_is_not_published(saved, tmp_path, h
         oqatnets.push_to_hub(source, 'me/entry')
         assert 'home-of-alice' not in hub_calls.card and 'a local folder, not published' in hub_calls.card
     assert json.loads((folder / 'config.json').read_text())['pretrained_cfg']['supernet'] == parent  # untouched
+
+
+def test_an_older_packed_file_is_published_without_its_local_parent(saved, tmp_path):
+    """Packed files written before they left a local parent out embed it in their cfg: the published copy is
+    rewritten without it (tensors unchanged), its new hash in the published config, and it loads."""
+    model, _ = saved
+    parent = str(tmp_path / 'home-of-bob' / 'supernet_w2a2')
+    folder = oqatnets.save_pretrained(model, tmp_path / 'entry', pretrained_cfg={'supernet': parent})
+    packed = folder / 'model.packed.safetensors'
+    with safetensors.safe_open(packed, 'pt') as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    cfg = json.loads(metadata['pretrained_cfg'])
+    write_safetensors(tensors, packed, metadata={**metadata, 'pretrained_cfg': json.dumps({**cfg, 'supernet': parent})})
+    config = json.loads((folder / 'config.json').read_text())
+    config['pretrained_cfg']['sha256']['model.packed.safetensors'] = sha256_file(packed)
+    (folder / 'config.json').write_text(json.dumps(config))
+    snapshot = oqatnets.publish_to_cache(folder, 'me/old', cache_dir=tmp_path / 'cache')
+    assert not any(b'home-of-bob' in p.read_bytes() for p in snapshot.iterdir())
+    assert b'home-of-bob' in packed.read_bytes()  # the local folder is left as it was
+    loaded = oqatnets.create_model('hf-hub:me/old', pretrained=True, cache_dir=tmp_path / 'cache', local_files_only=True,
+                                   pretrained_cfg_overlay=dict(file=str(snapshot / 'model.packed.safetensors')))
+    assert torch.equal(_outputs(loaded), _outputs(model))
 
 def test_label_names_must_name_every_class(saved, tmp_path):
     model, _ = saved
