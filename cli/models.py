@@ -144,7 +144,8 @@ def eval_cmd(name: str, data: str, recalibrate: int, calibration_mode: str | Non
                                                   batch_size=batch_size, in_memory=False, num_workers=workers), mode=mode)
     metrics = evaluate_as_files(model, images.val, batch_size=batch_size, num_workers=workers, progress=not as_json,
                                 desc=name)
-    row = {'model': name, 'top1': metrics['top1'], 'top5': metrics['top5'], 'loss': metrics['loss'],
+    top5 = metrics['top5'] if model.num_classes > 5 else None  # as on a card: with ≤ 5 classes it is always 100 %
+    row = {'model': name, 'top1': metrics['top1'], 'top5': top5, 'loss': metrics['loss'],
            'images': metrics['images'], 'split': images.val_split, 'recalibrated_on': recalibrate,
            'calibration_mode': mode if recalibrate else None}
     _emit([row], list(row), as_json)
