@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import safetensors.torch
+import timm
 import torch
 from click.testing import CliRunner
 from training_helpers import synthetic_dataset
@@ -241,6 +243,20 @@ def case_weights_of_another_bit_width(env, tmp_path, monkeypatch):
                 lambda: oqatnets.create_model(f'local-dir:{env.net}', checkpoint_path=env.net4 / 'model.safetensors'),
                 'model.safetensors', 'spec')
 
+
+@case('clear')
+def case_weights_of_another_bit_width_through_torch_and_timm(env, tmp_path, monkeypatch):
+    """torch's ``load_state_dict`` and timm's ``checkpoint_path=`` read no record: the step sizes' own bits refuse."""
+    four = oqatnets.create_model(f'local-dir:{env.net}', bits=4).train()
+    with torch.no_grad():
+        four(inputs())
+    path = tmp_path / 'four.safetensors'
+    safetensors.torch.save_file(four.state_dict(), str(path))
+    two = oqatnets.create_model(f'local-dir:{env.net}', pretrained=True)
+    raises_line(IncompatibleWeightsError, lambda: two.load_state_dict(safetensors.torch.load_file(str(path))),
+                'step_initialized', '4-bit', '2-bit')
+    raises_line(IncompatibleWeightsError,
+                lambda: timm.create_model(f'local-dir:{env.net}', checkpoint_path=str(path)), '4-bit')
 
 @case('clear')
 def case_weights_checksum_mismatch(env, tmp_path, monkeypatch):
