@@ -39,6 +39,7 @@ from .pretrained import (
     WEIGHTS_FILE,
     PretrainedCfg,
     is_local_path,
+    without_local_parent,
 )
 from .quant import FLOAT_BITS
 from .supernet import OQATSupernet
@@ -175,35 +176,34 @@ LOCAL_PARENT = 'a local folder, not published'  # how a published card names a p
 
 
 def _as_published(folder: Path, load_name: str, scratch: Path, *, card: bool = True) -> Path:
-    """``folder``, or a copy in ``scratch`` as it is published to ``load_name``.
+    """A copy of ``folder`` in ``scratch`` as it is published to ``load_name``.
 
     A parent supernet recorded by its path on this machine (meaningless elsewhere, and private) leaves
     config.json and an older packed file's embedded cfg, and the card calls it a local folder. With ``card``,
     the card's usage line loads from ``load_name`` instead of the folder itself or the repo it was saved for,
-    and a card saved without a name is named after the repo, as a model pushed directly is.
+    and a card saved without a name is named after the repo, as a model pushed directly is. Only the files that
+    change are written again.
     """
-    card_path, config_path = folder / MODEL_CARD_FILE, folder / CONFIG_FILE
+    shutil.copytree(folder, scratch)
+    config = json.loads((scratch / CONFIG_FILE).read_text(encoding='utf-8'))
+    cfg = config.get('pretrained_cfg') or {}
+    parent = cfg.get('supernet')
+    published = {**config, 'pretrained_cfg': without_local_parent(cfg)} if cfg else config
+    if (scratch / PACKED_FILE).is_file() and drop_local_parent(scratch / PACKED_FILE):  # an older packed file
+        published['pretrained_cfg']['sha256'] = {**cfg['sha256'], PACKED_FILE: sha256_file(scratch / PACKED_FILE)}
+    if published != config:
+        write_text(scratch / CONFIG_FILE, json.dumps(published, indent=2, default=str) + '\n')
+    card_path = scratch / MODEL_CARD_FILE
     text = card_path.read_text(encoding='utf-8') if card_path.is_file() else ''
     rewritten = text
     if card:
         rewritten = _CARD_LOAD.sub(f"create_model('{load_name}'", rewritten)
         repo_name = load_name.removeprefix('hf-hub:').partition('@')[0].rpartition('/')[2]
         rewritten = _CARD_UNNAMED.sub(lambda m: m[1] + repo_name, rewritten)
-    config = json.loads(config_path.read_text(encoding='utf-8'))
-    parent = config.get('pretrained_cfg', {}).get('supernet')
     if is_local_path(parent):
-        del config['pretrained_cfg']['supernet']
         rewritten = rewritten.replace(parent, LOCAL_PARENT)
-    embedded = read_weights(folder / PACKED_FILE).pretrained_cfg if (folder / PACKED_FILE).is_file() else {}
-    if not is_local_path(parent) and not is_local_path(embedded.get('supernet')) and rewritten == text:
-        return folder
-    shutil.copytree(folder, scratch)
-    if is_local_path(embedded.get('supernet')):  # an older packed file embeds it: rewritten, so its hash changes
-        drop_local_parent(scratch / PACKED_FILE)
-        config['pretrained_cfg']['sha256'][PACKED_FILE] = sha256_file(scratch / PACKED_FILE)
-    write_text(scratch / CONFIG_FILE, json.dumps(config, indent=2, default=str) + '\n')
-    if card_path.is_file():
-        write_text(scratch / MODEL_CARD_FILE, rewritten)
+    if rewritten != text:
+        write_text(card_path, rewritten)
     return scratch
 
 

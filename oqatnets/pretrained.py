@@ -16,7 +16,8 @@ from typing import Any
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ['PretrainedCfg', 'WEIGHTS_FILE', 'PACKED_FILE', 'CONFIG_FILE', 'MODEL_CARD_FILE', 'TIMM_FIELDS',
-           'DATA_FIELDS', 'channel_stats', 'data_config_problems', 'is_local_path']
+           'DATA_FIELDS', 'channel_stats', 'data_config_problems', 'is_local_path',
+           'without_local_parent']
 
 WEIGHTS_FILE = 'model.safetensors'
 PACKED_FILE = 'model.packed.safetensors'
@@ -139,6 +140,12 @@ def is_local_path(value: Any) -> bool:
     """Whether a recorded source (a cfg's ``supernet``) is a folder on this machine (``local-dir:`` or an absolute
     path, as training records its parents), not a zoo name or Hub id that means the same thing elsewhere."""
     return isinstance(value, str) and (value.startswith('local-dir:') or os.path.isabs(value))
+
+
+def without_local_parent(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` without a parent ``supernet`` recorded by its local path: what a published config.json and a packed
+    file's embedded cfg hold (a path on this machine means nothing elsewhere, and names the user's folders)."""
+    return {k: v for k, v in cfg.items() if not (k == 'supernet' and is_local_path(v))}
 
 
 # A measured figure of a cfg, and the fields of the transform it was measured through: change one of these

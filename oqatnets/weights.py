@@ -26,7 +26,7 @@ from ._io import atomic_path
 from .errors import FileMissingError, IncompatibleWeightsError, InvalidFileError
 from .net import require_oqat_model
 from .packing import is_packed_metadata, packed_state_dict, unpack_state_dict
-from .pretrained import WEIGHTS_FILE, PretrainedCfg, is_local_path
+from .pretrained import WEIGHTS_FILE, PretrainedCfg, without_local_parent
 from .spec import SubnetSpec, get_space
 
 __all__ = ['WeightsFile', 'read_weights', 'load_state_dict', 'save_weights', 'save_packed', 'write_safetensors',
@@ -235,16 +235,19 @@ def cfg_of_weights(model: nn.Module, weights_sha256: str | None = None) -> dict[
     return model.derived_pretrained_cfg()
 
 
-def drop_local_parent(path: Path) -> None:
+def drop_local_parent(path: Path) -> bool:
     """Rewrite the packed file ``path`` (atomically, tensors unchanged) without the parent supernet its embedded cfg
-    records by a local path, as packed files written before they left it out do."""
-    weights = read_weights(path)
-    cfg = weights.pretrained_cfg
-    if not weights.packed or not is_local_path(cfg.pop('supernet', None)):
-        return
+    records by a local path, as packed files written before they left it out do; whether it had one. Only the
+    metadata is read unless there is something to rewrite."""
     with safe_open(str(path), framework='pt') as f:
+        metadata = dict(f.metadata() or {})
+        cfg = WeightsFile(path, {}, metadata).pretrained_cfg
+        kept = without_local_parent(cfg)
+        if not is_packed_metadata(metadata) or kept == cfg:
+            return False
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    write_safetensors(tensors, path, metadata={**weights.metadata, 'pretrained_cfg': json.dumps(cfg, default=str)})
+    write_safetensors(tensors, path, metadata={**metadata, 'pretrained_cfg': json.dumps(kept, default=str)})
+    return True
 
 
 def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: dict[str, Any] | None = None) -> Path:
@@ -256,8 +259,6 @@ def save_packed(model: nn.Module, path: 'str | os.PathLike', *, pretrained_cfg: 
     cfg = pretrained_cfg if pretrained_cfg is not None else cfg_of_weights(model)
     # where the model was loaded from, or its parent's folder on this machine, is no fact of this file:
     # the same weights give the same bytes
-    embedded = PretrainedCfg.from_dict(cfg).to_dict(remove_source=True)
-    if is_local_path(embedded.get('supernet')):
-        del embedded['supernet']
-    metadata['pretrained_cfg'] = json.dumps(embedded, default=str)
+    metadata['pretrained_cfg'] = json.dumps(without_local_parent(PretrainedCfg.from_dict(cfg).to_dict(remove_source=True)),
+                                            default=str)
     return write_safetensors(state, path, metadata=metadata)
