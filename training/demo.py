@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,18 +84,21 @@ class DemoPreset:
     finetune_lr: float = 0.1
 
 
+# 4 epochs in all: a float epoch, then 1 each at 4, 3 and 2 bits, at batch 32 (+0.9 to +3.6 points on the entries
+# over batch 64, docs/TRAINING.md *Batch 32*); 16-24 min on 2 CPU cores
+_DEFAULT = DemoPreset('default', float_epochs=1, epochs=(1, 1, 1))
+
 DEMO_PRESETS: dict[str, DemoPreset] = {
     'tiny': DemoPreset('tiny', train_images=512, holdout_images=512, search_images=256, calib_images=256,
                        test_images=512, batch_size=64, epochs=(1, 1, 1), population=4, generations=1,
                        eval_images=0),
-    # 4 epochs in all (was 6 quantized, 15 min): a float epoch, then 1 each at 4, 3 and 2 bits, aiming at
-    # 12 min on 2 CPU cores; measured 19.7 and 29.8 min on two such machines (docs/TRAINING.md, recipe ablation),
-    # 20.0 min at batch 64 (+1.2 min, +1.8 to +5.3 points on the entries; docs/TRAINING.md, *Batch 64*), 19.5-23.4 min
-    # at batch 32 with the C depthwise kernel (+0.9 to +3.6 points over batch 64; *Batch 32*)
-    'default': DemoPreset('default', float_epochs=1, epochs=(1, 1, 1)),
+    # the default run on half its training images, for 12 min on 2 CPU cores (11.3 measured): every stage has half
+    # the steps, which costs the entries 3-8 points (docs/TRAINING.md, *The 12-minute budget*)
+    'quick': replace(_DEFAULT, name='quick', train_images=12000),
+    'default': _DEFAULT,
     # the default run, then each entry finetuned alone for two epochs (not in the paper; docs/TRAINING.md): at
-    # batch 32, 39.1-39.7 min with every 4-bit entry over 85 % and every 2-bit over 82 % (two seeds; *Batch 32*)
-    'finetuned': DemoPreset('finetuned', float_epochs=1, epochs=(1, 1, 1), finetune_epochs=2),
+    # batch 32, 33-40 min with every 4-bit entry over 85 % and every 2-bit over 82 % (two seeds; *Batch 32*)
+    'finetuned': replace(_DEFAULT, name='finetuned', finetune_epochs=2),
     'full': DemoPreset('full', train_images=None, search_images=5000, calib_images=2000, batch_size=256,
                        float_epochs=10, epochs=(30, 20, 20), warmup_epochs=2.0, augment=True, population=32, generations=10,
                        eval_images=5000),
