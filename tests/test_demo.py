@@ -56,7 +56,7 @@ def test_demo_entries_load_offline_from_the_hub_cache(demo_run):
         assert oqatnets.get_pretrained_cfg(entry['entry']).top1 == entry['top1']
     for entry in report['entries']:
         assert entry['budget_bitops_g'] >= entry['bitops_g'] - 1e-9  # the search kept its budget
-        assert entry['packed_top1'] == entry['top1']  # the packed file is the same network
+        assert entry['packed_equal_images'] == min(500, entry['test_images'])  # the packed file is the same network
         model = oqatnets.create_model(entry['entry'], pretrained=True, cache_dir=out / 'hub')
         assert str(model.spec) == entry['spec'] and model.num_classes == 10
         with torch.no_grad():
@@ -301,3 +301,20 @@ def test_a_failed_overwrite_keeps_the_earlier_run(tmp_path, monkeypatch):
     assert ran_preset(on_disk, preset) and not ran_preset(on_disk, DEMO_PRESETS['tiny'])
     assert report_supernet_dirs(out, on_disk) == {b: out / f'supernet_w{b}a{b}' for b in (4, 3, 2)}
     assert sorted(p.name for p in tmp_path.iterdir()) == ['run']
+
+
+def test_a_packed_file_that_is_not_the_entrys_network_stops_the_demo(tmp_path):
+    """The demo checks each entry's packed file against the entry loaded back: equal logits bit for bit."""
+    from zoo_helpers import inputs, small_net
+
+    from oqatnets.factory import load_packed
+    from oqatnets.training.demo import _check_packed
+    from oqatnets.weights import save_packed
+    model = small_net(2)
+    path = save_packed(model, tmp_path / 'model.packed.safetensors')
+    batches = [(inputs(2, seed=s), torch.zeros(2, dtype=torch.long)) for s in range(3)]
+    assert _check_packed(load_packed(path), model, batches, path=path) == 4  # the first two batches
+    with torch.no_grad():
+        model.final_bn.bias.add_(0.5)  # the entry is no longer the network the file holds
+    with pytest.raises(RuntimeError, match=r'model\.packed\.safetensors: the packed network'):
+        _check_packed(load_packed(path), model, batches, path=path)

@@ -5,8 +5,8 @@ train → search three BitOPs budgets per bit-width → export the nine subnets 
 (``finetuned`` preset: train each entry alone for two epochs) → publish them to a local Hugging
 Face cache → load each back offline with ``oqatnets.create_model('<entry>', pretrained=True)`` →
 evaluate on the test split → a table, ``report.json`` and the Pareto plot. ``oqat demo`` runs it;
-presets size it for a test (``tiny``), two CPU cores (``default``, 20–30 minutes; ``finetuned``,
-about 16 more at batch 32) or a GPU (``full``).
+presets size it for a test (``tiny``), two CPU cores (``quick``, 11 minutes; ``default``, 16–24 minutes;
+``finetuned``, 15–19 more) or a GPU (``full``).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 from torch.utils.data import Dataset, Subset
 
@@ -186,8 +187,7 @@ def _publish_and_reload(rows: list[dict[str, Any]], *, table_path: Path, cache_d
         test = fixed_batches(cfg_view(test_set, model.pretrained_cfg), batch_size=250, in_memory=True)
         result = evaluate(model, test)
         packed_path = Path(row['folder']) / 'model.packed.safetensors'
-        packed = load_packed(packed_path)
-        packed_result = evaluate(packed, test)
+        packed_images = _check_packed(load_packed(packed_path), model, test, path=packed_path)
         profile = oqatnets.profile(model)
         measured.append({
             'entry': name, 'bits': spec.bits, 'resolution': spec.resolution, 'spec': str(spec),
@@ -195,11 +195,27 @@ def _publish_and_reload(rows: list[dict[str, Any]], *, table_path: Path, cache_d
             'size_mbit': round(profile.size_mbit, 4), 'packed_bytes': packed_path.stat().st_size,
             'fp32_bytes': (Path(row['folder']) / 'model.safetensors').stat().st_size,
             'top1': round(result['top1'], 2), 'top5': round(result['top5'], 2),
-            'packed_top1': round(packed_result['top1'], 2), 'test_images': result['images'],
+            'packed_equal_images': packed_images, 'test_images': result['images'],
             'load_s': round(load_s, 4), 'hf_hub_id': repo_id, 'budget_bitops_g': row['budget'],
         })
         _log(f'{name}: loaded from the Hub cache in {load_s * 1e3:.0f} ms, test top-1 {result["top1"]:.2f} %')
     return measured
+
+
+@torch.no_grad()
+def _check_packed(packed: nn.Module, model: nn.Module, batches: Iterable, *, path: Path, max_batches: int = 2) -> int:
+    """How many test images the packed file's network gives the loaded entry's logits on, bit for bit (the
+    first ``max_batches``: both run the same quantized weights, so one differing logit is a packing bug)."""
+    packed.eval(), model.eval()
+    images = 0
+    for index, (x, _) in enumerate(batches):
+        if index == max_batches:
+            break
+        if not torch.equal(packed(x), model(x)):
+            raise RuntimeError(f'{path}: the packed network\'s logits differ from the published entry\'s on test '
+                               f'batch {index}; the packed file does not hold the network it was written from')
+        images += len(x)
+    return images
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
