@@ -206,7 +206,8 @@ def _publish_and_reload(rows: list[dict[str, Any]], *, table_path: Path, cache_d
 def _check_packed(packed: nn.Module, model: nn.Module, batches: Iterable, *, path: Path, max_batches: int = 2) -> int:
     """How many test images the packed file's network gives the loaded entry's logits on, bit for bit (the
     first ``max_batches``: both run the same quantized weights, so one differing logit is a packing bug)."""
-    packed.eval(), model.eval()
+    packed.eval()
+    model.eval()
     images = 0
     for index, (x, _) in enumerate(batches):
         if index == max_batches:
